@@ -1,0 +1,64 @@
+//! What can go wrong when loading or running a component.
+
+use crate::wit::LayerError;
+
+/// A sandbox failure. Component faults (everything but [`SandboxError::Engine`]) end the
+/// session they happen in and nothing else.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The component is larger than the configured maximum.
+    #[error("component of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a valid component, or it does not implement the layer world.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// The component imports something the sandbox does not offer (a WASI capability such as
+    /// files, sockets, clocks or randomness, or an unknown interface).
+    #[error("component imports {0:?}, which the sandbox does not offer")]
+    ForbiddenImport(String),
+    /// A call ran past its deadline.
+    #[error("component exceeded its {0:?} deadline")]
+    Deadline(std::time::Duration),
+    /// The component tried to grow its memory (or tables) past the limit.
+    #[error("component exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    /// The component overflowed its wasm stack.
+    #[error("component overflowed its stack")]
+    StackOverflow,
+    /// The component trapped (e.g. `unreachable`, a panic, a bad memory access).
+    #[error("component trapped: {0}")]
+    Trap(String),
+    /// The component returned a tensor that is malformed or too large.
+    #[error("component returned a bad tensor: {0}")]
+    BadOutput(String),
+    /// The layer reported an error (as a value; the session goes on).
+    #[error("layer error: {0}")]
+    Layer(LayerError),
+    /// An earlier trap ended this session.
+    #[error("the session ended after an earlier failure")]
+    SessionDead,
+    /// The engine could not be set up (a bug or a broken host, not the component's fault).
+    #[error("sandbox engine: {0}")]
+    Engine(String),
+}
+
+impl SandboxError {
+    /// Whether the error ended the session (any later call returns [`SandboxError::SessionDead`]).
+    pub fn ends_session(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::Deadline(_)
+                | SandboxError::MemoryLimit(_)
+                | SandboxError::StackOverflow
+                | SandboxError::Trap(_)
+                | SandboxError::BadOutput(_)
+                | SandboxError::SessionDead
+        )
+    }
+}

@@ -1,0 +1,252 @@
+//! One wasmtime engine per host process: configuration, the import allow-list, the cache of
+//! compiled components, and the epoch ticker that enforces deadlines.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, Engine, OptLevel, Strategy,
+    component::{Component, HasData, Linker, ResourceTable},
+};
+use wasmtime_wasi::cli::WasiCli;
+
+use crate::{
+    LayerSession, SandboxConfig, SandboxError,
+    session::SessionData,
+    wit::{LayerComponent, LayerComponentPre},
+};
+
+/// The interfaces a component may import, without their versions. Everything else (files,
+/// sockets, clocks, randomness, HTTP, unknown interfaces) is refused at load time.
+///
+/// The `wasi:cli` and `wasi:io` ones are what Rust's standard library links on
+/// `wasm32-wasip2` even when unused; the sandbox serves them with nothing behind them: no
+/// arguments, no environment, empty stdin, stdout discarded, stderr kept (bounded) to explain
+/// panics, and `exit` ends the session.
+pub const ALLOWED_IMPORTS: &[&str] = &[
+    "mixnn:layer/kernels",
+    "mixnn:layer/types",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+];
+
+/// A validated, compiled component, ready to start sessions from.
+#[derive(Clone)]
+pub struct LayerModule {
+    hash: [u8; 32],
+    pre: LayerComponentPre<SessionData>,
+}
+
+impl LayerModule {
+    /// SHA-256 of the component's bytes.
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+}
+
+impl std::fmt::Debug for LayerModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex: String = self
+            .hash
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write!(f, "LayerModule({hex})")
+    }
+}
+
+/// Advances the engine's epoch until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The sandbox: runs untrusted layer components within fixed limits.
+///
+/// Cheap to share (`Arc<Sandbox>`); each session has its own store.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<SessionData>,
+    config: SandboxConfig,
+    cache: Mutex<HashMap<[u8; 32], LayerModule>>,
+    _ticker: Ticker,
+}
+
+struct Io;
+
+impl HasData for Io {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+fn engine_error(e: impl std::fmt::Display) -> SandboxError {
+    SandboxError::Engine(e.to_string())
+}
+
+impl Sandbox {
+    /// Sets up the engine, the linker and the epoch ticker.
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let mut wasm = Config::new();
+        wasm.strategy(Strategy::Cranelift)
+            .cranelift_opt_level(OptLevel::Speed)
+            .wasm_component_model(true)
+            .wasm_simd(true)
+            // Deadlines: a ticker advances the epoch; each call gets a budget of ticks.
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack);
+        let engine = Engine::new(&wasm).map_err(engine_error)?;
+        let linker = Self::linker(&engine).map_err(engine_error)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = Arc::clone(&stop);
+        let tick = config.epoch_tick;
+        let thread = thread::Builder::new()
+            .name("mixnn-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    thread::sleep(tick);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(engine_error)?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            config,
+            cache: Mutex::new(HashMap::new()),
+            _ticker: Ticker {
+                stop,
+                thread: Some(thread),
+            },
+        })
+    }
+
+    fn linker(engine: &Engine) -> wasmtime::Result<Linker<SessionData>> {
+        use wasmtime::component::HasSelf;
+        use wasmtime_wasi::p2::bindings::{cli, sync::io};
+
+        let mut l = Linker::new(engine);
+        LayerComponent::add_to_linker::<_, HasSelf<SessionData>>(&mut l, |s| s)?;
+        wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, Io>(&mut l, |s| {
+            &mut s.table
+        })?;
+        io::poll::add_to_linker::<_, Io>(&mut l, |s| &mut s.table)?;
+        io::streams::add_to_linker::<_, Io>(&mut l, |s| &mut s.table)?;
+        cli::environment::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::exit::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::stdin::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::stdout::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::stderr::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::terminal_input::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::terminal_output::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::terminal_stdin::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::terminal_stdout::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        cli::terminal_stderr::add_to_linker::<_, WasiCli>(&mut l, SessionData::cli)?;
+        Ok(l)
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Validates and compiles a component (or takes it from the cache, by content hash).
+    ///
+    /// Refuses oversized bytes, anything that is not a component of the layer world, and any
+    /// component that imports an interface outside [`ALLOWED_IMPORTS`].
+    pub fn load(&self, bytes: &[u8]) -> Result<LayerModule, SandboxError> {
+        if bytes.len() > self.config.max_component_bytes {
+            return Err(SandboxError::TooLarge {
+                size: bytes.len(),
+                max: self.config.max_component_bytes,
+            });
+        }
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(module) = self.cache.lock().map_err(engine_error)?.get(&hash) {
+            return Ok(module.clone());
+        }
+        // Only binary components: text (WAT) would be parsed by a larger attack surface.
+        if !wasmparser_is_component(bytes) {
+            return Err(SandboxError::Invalid(
+                "not a WebAssembly component binary".into(),
+            ));
+        }
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| SandboxError::Invalid(format!("{e:#}")))?;
+        for (name, _) in component.component_type().imports(&self.engine) {
+            let unversioned = name.split('@').next().unwrap_or(name);
+            if !ALLOWED_IMPORTS.contains(&unversioned) {
+                return Err(SandboxError::ForbiddenImport(name.to_owned()));
+            }
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| SandboxError::Invalid(format!("{e:#}")))?;
+        let pre = LayerComponentPre::new(instance_pre)
+            .map_err(|e| SandboxError::Invalid(format!("{e:#}")))?;
+        let module = LayerModule { hash, pre };
+        let mut cache = self.cache.lock().map_err(engine_error)?;
+        if cache.len() >= self.config.max_cached_components {
+            // Simple and bounded: start over rather than track recency.
+            cache.clear();
+        }
+        cache.insert(hash, module.clone());
+        Ok(module)
+    }
+
+    /// Starts a session: a fresh store with its limits, and a new instance of `module`.
+    pub fn start(&self, module: &LayerModule) -> Result<LayerSession, SandboxError> {
+        LayerSession::start(&self.engine, &self.config, module.pre.clone())
+    }
+
+    /// Spawns a thread whose native stack is large enough for calls into components
+    /// ([`SandboxConfig::worker_stack_bytes`]). Run sessions' calls on such threads.
+    pub fn spawn_worker<F, R>(&self, name: &str, f: F) -> std::io::Result<thread::JoinHandle<R>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        thread::Builder::new()
+            .name(name.to_owned())
+            .stack_size(
+                self.config
+                    .worker_stack_bytes
+                    .max(self.config.max_wasm_stack * 2),
+            )
+            .spawn(f)
+    }
+}
+
+/// A component binary starts with `\0asm`, then version 0x0d and layer 1.
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}

@@ -1,0 +1,282 @@
+//! One session: a store with its limits, one instance of a layer component, and the calls
+//! into it, with every failure turned into a [`SandboxError`].
+
+use std::time::Duration;
+
+use wasmtime::{
+    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, component::ResourceTable,
+};
+use wasmtime_wasi::{
+    WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+    cli::{WasiCliCtxView, WasiCliView},
+    p2::pipe::MemoryOutputPipe,
+};
+
+use crate::{
+    SandboxConfig, SandboxError,
+    wit::{LayerComponent, LayerComponentPre, LayerInfo, LossOutput, Mode, Tensor},
+};
+
+/// Caps memory and tables, and remembers whether a cap was hit so that the resulting trap is
+/// reported as a limit rather than a generic trap.
+struct Limiter {
+    limits: StoreLimits,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        self.hit |= !matches!(allowed, Ok(true));
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.table_growing(current, desired, maximum);
+        self.hit |= !matches!(allowed, Ok(true));
+        allowed
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// What a session's store holds.
+pub(crate) struct SessionData {
+    wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    limiter: Limiter,
+    stderr: MemoryOutputPipe,
+    pub(crate) max_kernel_macs: u64,
+    pub(crate) max_memory_bytes: u64,
+}
+
+impl SessionData {
+    pub(crate) fn cli(&mut self) -> WasiCliCtxView<'_> {
+        WasiCliView::cli(self)
+    }
+}
+
+impl WasiView for SessionData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A running instance of a layer component, owned by one session.
+///
+/// Calls block until the component returns, traps or hits its deadline. Run them on a thread
+/// from [`Sandbox::spawn_worker`](crate::Sandbox::spawn_worker). After a trap or a limit, the
+/// session is dead: every later call returns [`SandboxError::SessionDead`].
+pub struct LayerSession {
+    store: Store<SessionData>,
+    layer: LayerComponent,
+    deadline_ticks: u64,
+    call_timeout: Duration,
+    max_memory_bytes: usize,
+    max_tensor_values: usize,
+    dead: bool,
+}
+
+impl LayerSession {
+    pub(crate) fn start(
+        engine: &Engine,
+        config: &SandboxConfig,
+        pre: LayerComponentPre<SessionData>,
+    ) -> Result<Self, SandboxError> {
+        let stderr = MemoryOutputPipe::new(config.max_stderr_bytes);
+        // No arguments, environment, directories, network; stdin empty, stdout discarded.
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(config.max_memory_bytes)
+            .table_elements(100_000)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let data = SessionData {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter { limits, hit: false },
+            stderr,
+            max_kernel_macs: config.max_kernel_macs,
+            max_memory_bytes: config.max_memory_bytes as u64,
+        };
+        let mut store = Store::new(engine, data);
+        store.limiter(|d| &mut d.limiter);
+        store.epoch_deadline_trap();
+        let deadline_ticks = config.deadline_ticks();
+        store.set_epoch_deadline(deadline_ticks);
+        let mut session = LayerSession {
+            layer: match pre.instantiate(&mut store) {
+                Ok(layer) => layer,
+                Err(e) => {
+                    return Err(classify(
+                        e,
+                        &store,
+                        config.call_timeout,
+                        config.max_memory_bytes,
+                    ));
+                }
+            },
+            store,
+            deadline_ticks,
+            call_timeout: config.call_timeout,
+            max_memory_bytes: config.max_memory_bytes,
+            max_tensor_values: config.max_tensor_values,
+            dead: false,
+        };
+        session.dead = false;
+        Ok(session)
+    }
+
+    /// Runs one call with a fresh deadline, and maps its outcome.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(
+            &LayerComponent,
+            &mut Store<SessionData>,
+        ) -> wasmtime::Result<Result<R, crate::wit::LayerError>>,
+    ) -> Result<R, SandboxError> {
+        if self.dead {
+            return Err(SandboxError::SessionDead);
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match f(&self.layer, &mut self.store) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(layer_error)) => Err(SandboxError::Layer(layer_error)),
+            Err(e) => {
+                self.dead = true;
+                Err(classify(
+                    e,
+                    &self.store,
+                    self.call_timeout,
+                    self.max_memory_bytes,
+                ))
+            }
+        }
+    }
+
+    fn check(&mut self, tensor: Tensor) -> Result<Tensor, SandboxError> {
+        let result = check_tensor(&tensor, self.max_tensor_values);
+        if let Err(e) = result {
+            self.dead = true;
+            return Err(e);
+        }
+        Ok(tensor)
+    }
+
+    /// `init`: builds the layer from the designer's config bytes.
+    pub fn init(&mut self, config: &[u8]) -> Result<LayerInfo, SandboxError> {
+        self.call(|l, s| l.mixnn_layer_layer().call_init(s, config))
+    }
+
+    /// `forward`.
+    pub fn forward(&mut self, input: &Tensor, mode: Mode) -> Result<Tensor, SandboxError> {
+        let out = self.call(|l, s| l.mixnn_layer_layer().call_forward(s, input, mode))?;
+        self.check(out)
+    }
+
+    /// `backward` (and the layer's optimizer step).
+    pub fn backward(&mut self, grad_output: &Tensor) -> Result<Tensor, SandboxError> {
+        let out = self.call(|l, s| l.mixnn_layer_layer().call_backward(s, grad_output))?;
+        self.check(out)
+    }
+
+    /// `loss` (loss layers).
+    pub fn loss(&mut self, input: &Tensor, target: &Tensor) -> Result<LossOutput, SandboxError> {
+        let out = self.call(|l, s| l.mixnn_layer_layer().call_loss(s, input, target))?;
+        let grad_input = self.check(out.grad_input)?;
+        Ok(LossOutput {
+            loss: out.loss,
+            grad_input,
+        })
+    }
+
+    /// `export-state`: parameters and optimizer state as safetensors bytes.
+    pub fn export_state(&mut self) -> Result<Vec<u8>, SandboxError> {
+        self.call(|l, s| l.mixnn_layer_layer().call_export_state(s))
+    }
+
+    /// `import-state`.
+    pub fn import_state(&mut self, state: &[u8]) -> Result<(), SandboxError> {
+        self.call(|l, s| l.mixnn_layer_layer().call_import_state(s, state))
+    }
+
+    /// Whether an earlier failure ended the session.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+}
+
+/// Checks that a returned tensor is well formed and within limits.
+fn check_tensor(t: &Tensor, max_values: usize) -> Result<(), SandboxError> {
+    if t.data.len() > max_values {
+        return Err(SandboxError::BadOutput(format!(
+            "{} values exceed the limit of {max_values}",
+            t.data.len()
+        )));
+    }
+    let expected = t
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+    if expected != Some(t.data.len()) {
+        return Err(SandboxError::BadOutput(format!(
+            "shape {:?} does not match {} values",
+            t.shape,
+            t.data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Turns a wasmtime error (trap, limit, host error) into a typed error.
+fn classify(
+    e: wasmtime::Error,
+    store: &Store<SessionData>,
+    timeout: Duration,
+    max_memory: usize,
+) -> SandboxError {
+    if store.data().limiter.hit {
+        return SandboxError::MemoryLimit(max_memory);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => SandboxError::Deadline(timeout),
+        Some(Trap::StackOverflow) => SandboxError::StackOverflow,
+        Some(trap) => {
+            let stderr = store.data().stderr.contents();
+            let said = String::from_utf8_lossy(&stderr);
+            let said = said.trim();
+            if said.is_empty() {
+                SandboxError::Trap(trap.to_string())
+            } else {
+                SandboxError::Trap(format!("{trap} ({said})"))
+            }
+        }
+        None => SandboxError::Trap(format!("{e:#}")),
+    }
+}

@@ -1,0 +1,114 @@
+//! The trait a layer implements, and what it is given to build itself.
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use serde::de::DeserializeOwned;
+
+use crate::{LayerError, Tensor};
+
+/// Whether a forward pass belongs to training or to testing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep what `backward` needs.
+    Train,
+    /// Inference only.
+    Test,
+}
+
+/// A trainable tensor and the gradient that the last `backward` left for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// The current value.
+    pub value: Tensor,
+    /// The gradient of the loss with respect to `value`, set by `backward`.
+    pub grad: Tensor,
+}
+
+impl Param {
+    /// A parameter with the given value and a zero gradient of the same shape.
+    pub fn new(value: Tensor) -> Self {
+        let grad = Tensor::zeros(value.shape().to_vec());
+        Param { value, grad }
+    }
+}
+
+/// What a loss layer computes: the mean loss and its gradient with respect to its input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossOutput {
+    /// Mean loss over the batch.
+    pub loss: f32,
+    /// Gradient of the loss with respect to the input.
+    pub grad_input: Tensor,
+}
+
+/// Randomness and settings available while a layer builds itself. The generator is seeded by
+/// the designer: components have no other source of randomness.
+#[derive(Debug)]
+pub struct Init {
+    rng: ChaCha8Rng,
+}
+
+impl Init {
+    /// A context whose generator starts from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Init {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// A value drawn uniformly from `[low, high)`.
+    pub fn uniform(&mut self, low: f32, high: f32) -> f32 {
+        // 24 random bits give every representable step of [0, 1) at f32 precision.
+        let unit = (self.rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32);
+        low + (high - low) * unit
+    }
+
+    /// A tensor of `shape` with values drawn uniformly from `[-bound, bound)`.
+    pub fn uniform_tensor(&mut self, shape: Vec<usize>, bound: f32) -> Tensor {
+        let mut t = Tensor::zeros(shape);
+        for v in t.data_mut() {
+            *v = self.uniform(-bound, bound);
+        }
+        t
+    }
+}
+
+/// A neural-network layer, written as plain Rust.
+///
+/// Implement this, then export the type as a component with [`export_layer!`](crate::export_layer).
+/// The SDK decodes the config, keeps the optimizer (SGD with momentum, as `torch.optim.SGD`) for
+/// every tensor returned by [`Layer::params`], and saves and loads state.
+pub trait Layer: Sized + 'static {
+    /// The layer's own settings, decoded from the `layer` field of the config.
+    type Config: DeserializeOwned;
+
+    /// The type name, reported by `init`.
+    const NAME: &'static str;
+
+    /// Whether this is a loss layer (implements [`Layer::loss`]).
+    const IS_LOSS: bool = false;
+
+    /// Builds the layer; `init` carries the designer's seed for random initialisation.
+    fn new(config: Self::Config, init: &mut Init) -> Result<Self, LayerError>;
+
+    /// Computes the output; in [`Mode::Train`] keeps what `backward` needs.
+    fn forward(&mut self, input: Tensor, mode: Mode) -> Result<Tensor, LayerError>;
+
+    /// Returns the gradient with respect to the last training input and stores each
+    /// parameter's gradient in its [`Param::grad`]; the SDK then applies the optimizer.
+    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerError>;
+
+    /// The trainable parameters, by stable name (`weight`, `bias`, ...).
+    fn params(&mut self) -> Vec<(&'static str, &mut Param)> {
+        Vec::new()
+    }
+
+    /// Loss layers: the mean loss of `input` against `target`, and its gradient.
+    fn loss(&mut self, input: Tensor, target: Tensor) -> Result<LossOutput, LayerError> {
+        let _ = (input, target);
+        Err(LayerError::Unsupported(format!(
+            "{} is not a loss layer",
+            Self::NAME
+        )))
+    }
+}

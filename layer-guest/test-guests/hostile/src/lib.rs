@@ -1,0 +1,95 @@
+//! A hostile layer for the sandbox's tests: its config picks how `forward` misbehaves.
+//! With `"well-behaved"` it doubles its input, so a test can also check that a healthy session
+//! of the same component keeps working.
+
+use std::hint::black_box;
+
+use mixnn_layer_sdk::{Init, Layer, LayerError, Mode, Tensor};
+use serde::Deserialize;
+
+/// How `forward` misbehaves.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behavior {
+    /// Doubles its input.
+    WellBehaved,
+    /// Never returns.
+    InfiniteLoop,
+    /// Allocates until memory runs out.
+    MemoryBomb,
+    /// Recurses without bound.
+    Recursion,
+    /// Executes `unreachable` (a panic, with `panic = "abort"`).
+    Unreachable,
+    /// Returns `huge_output` values whatever the input.
+    HugeOutput,
+}
+
+/// The config.
+#[derive(Debug, Deserialize)]
+pub struct HostileConfig {
+    behavior: Behavior,
+    #[serde(default)]
+    huge_output: usize,
+}
+
+/// The hostile layer.
+#[derive(Debug)]
+pub struct Hostile {
+    config: HostileConfig,
+}
+
+/// Recursion that lives on the wasm stack (no locals in linear memory) and that the compiler
+/// cannot turn into a loop: floating-point arithmetic after the call is not reassociable.
+#[inline(never)]
+fn recurse(depth: u32, x: f64) -> f64 {
+    if depth == u32::MAX {
+        return x;
+    }
+    recurse(depth + 1, x * 1.000_001 + 0.5) * x - 1.0
+}
+
+impl Layer for Hostile {
+    type Config = HostileConfig;
+    const NAME: &'static str = "hostile";
+
+    fn new(config: HostileConfig, _: &mut Init) -> Result<Self, LayerError> {
+        Ok(Hostile { config })
+    }
+
+    fn forward(&mut self, input: Tensor, _: Mode) -> Result<Tensor, LayerError> {
+        match self.config.behavior {
+            Behavior::WellBehaved => {
+                let doubled = input.data().iter().map(|v| v * 2.0).collect();
+                input.with_data(doubled)
+            }
+            Behavior::InfiniteLoop => {
+                let mut n = 0u64;
+                loop {
+                    n = black_box(n.wrapping_add(1));
+                }
+            }
+            Behavior::MemoryBomb => {
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            Behavior::Recursion => {
+                let x = recurse(0, black_box(input.len() as f64));
+                Err(LayerError::Failed(format!("recursion returned {x}")))
+            }
+            Behavior::Unreachable => panic!("hostile layer reached unreachable code"),
+            Behavior::HugeOutput => {
+                let n = self.config.huge_output;
+                Tensor::new(vec![n], vec![1.0; n])
+            }
+        }
+    }
+
+    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerError> {
+        Ok(grad_output)
+    }
+}
+
+mixnn_layer_sdk::export_layer!(Hostile);
