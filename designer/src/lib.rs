@@ -1,1 +1,24 @@
-//! stub
+//! The mixnn designer: owns a model and its data, and trains it through layer components.
+//!
+//! This crate holds the model spec ([`spec`]), the data loader ([`data`]), the in-process
+//! cascade ([`cascade`]) that calls each layer's component through the same sandbox a host
+//! uses (or natively, as a baseline), and the training loop ([`train`]). The `mixnn` binary is
+//! its command line.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use mixnn_designer::{backend::Backend, cascade::Cascade, data, spec::ModelSpec, train};
+//! let spec = ModelSpec::from_file("models/paper-mlp.toml".as_ref())?;
+//! let splits = data::load("../shared/data/mnist".as_ref())?;
+//! let mut cascade = Cascade::build(&spec, Backend::Native, None)?;
+//! let options = train::TrainOptions { epochs: 1, seed: 1, batch_size: 64, test_batch_size: 1000, progress: false };
+//! let reports = train::train(&mut cascade, &splits, &options, |r| println!("{}", r.test_acc))?;
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod cascade;
+pub mod data;
+pub mod metrics;
+pub mod spec;
+pub mod train;

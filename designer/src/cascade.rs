@@ -1,0 +1,201 @@
+//! The in-process cascade: the model's layers called one after another, each through its own
+//! backend (a sandbox session, exactly as a host runs it, or native code).
+
+use mixnn_host::Sandbox;
+use mixnn_layer_sdk::{LayerInfo, Mode, Tensor};
+
+use crate::{
+    backend::{Backend, LayerBackend, LayerFailure, NativeLayer, WasmLayer},
+    spec::{ComponentSource, ModelSpec, SpecError},
+};
+
+/// Why a cascade could not be built or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CascadeError {
+    /// The spec is unusable.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A component could not be read or loaded.
+    #[error("layer {index} ({component}): {message}")]
+    Load {
+        /// Layer index.
+        index: usize,
+        /// The spec's component field.
+        component: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A call into a layer failed.
+    #[error("layer {index} ({name}) failed in {op}: {source}")]
+    Call {
+        /// Layer index.
+        index: usize,
+        /// Layer name.
+        name: String,
+        /// The operation.
+        op: &'static str,
+        /// The failure.
+        source: LayerFailure,
+    },
+    /// The layers do not form a trainable model.
+    #[error("{0}")]
+    Structure(String),
+}
+
+struct Layer {
+    info: LayerInfo,
+    backend: Box<dyn LayerBackend>,
+}
+
+/// The layers of a model, ready to train.
+pub struct Cascade {
+    layers: Vec<Layer>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Cascade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.layers.iter().map(|l| l.info.name.as_str()).collect();
+        f.debug_struct("Cascade")
+            .field("backend", &self.backend)
+            .field("layers", &names)
+            .finish()
+    }
+}
+
+impl Cascade {
+    /// Builds and initialises every layer of `spec`. `Backend::Wasm` needs a sandbox; calls
+    /// must then run on one of its worker threads.
+    pub fn build(
+        spec: &ModelSpec,
+        backend: Backend,
+        sandbox: Option<&Sandbox>,
+    ) -> Result<Self, CascadeError> {
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for i in 0..spec.layers.len() {
+            let component = spec.layers[i].component.clone();
+            let load_error = |message: String| CascadeError::Load {
+                index: i,
+                component: component.clone(),
+                message,
+            };
+            let mut layer: Box<dyn LayerBackend> = match (backend, spec.source(i)) {
+                (Backend::Native, ComponentSource::Standard(name)) => Box::new(NativeLayer(
+                    mixnn_layers::native(&name)
+                        .ok_or_else(|| load_error("no native version".into()))?,
+                )),
+                (Backend::Native, ComponentSource::File(_)) => {
+                    return Err(load_error(
+                        "native mode runs the standard layers only; use wasm mode".into(),
+                    ));
+                }
+                (Backend::Wasm, source) => {
+                    let sandbox =
+                        sandbox.ok_or_else(|| load_error("wasm mode needs a sandbox".into()))?;
+                    let owned;
+                    let bytes: &[u8] = match &source {
+                        ComponentSource::Standard(name) => mixnn_components::standard(name)
+                            .ok_or_else(|| load_error("not a standard component".into()))?,
+                        ComponentSource::File(path) => {
+                            owned = std::fs::read(path).map_err(|e| {
+                                load_error(format!("cannot read {}: {e}", path.display()))
+                            })?;
+                            &owned
+                        }
+                    };
+                    let module = sandbox.load(bytes).map_err(|e| load_error(e.to_string()))?;
+                    Box::new(WasmLayer(
+                        sandbox
+                            .start(&module)
+                            .map_err(|e| load_error(e.to_string()))?,
+                    ))
+                }
+            };
+            let config = spec.init_config(i)?.to_bytes();
+            let info = layer.init(&config).map_err(|source| CascadeError::Call {
+                index: i,
+                name: component.clone(),
+                op: "init",
+                source,
+            })?;
+            layers.push(Layer {
+                info,
+                backend: layer,
+            });
+        }
+        let last = layers.len() - 1;
+        if let Some(i) = layers
+            .iter()
+            .position(|l| l.info.is_loss)
+            .filter(|&i| i != last)
+        {
+            return Err(CascadeError::Structure(format!(
+                "layer {i} is a loss layer but not the last"
+            )));
+        }
+        if !layers[last].info.is_loss {
+            return Err(CascadeError::Structure(
+                "the last layer must be a loss layer".into(),
+            ));
+        }
+        Ok(Cascade { layers, backend })
+    }
+
+    /// How the layers run.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// What each layer reported at `init`.
+    pub fn infos(&self) -> Vec<&LayerInfo> {
+        self.layers.iter().map(|l| &l.info).collect()
+    }
+
+    fn call<R>(
+        &mut self,
+        index: usize,
+        op: &'static str,
+        f: impl FnOnce(&mut dyn LayerBackend) -> Result<R, LayerFailure>,
+    ) -> Result<R, CascadeError> {
+        let layer = &mut self.layers[index];
+        f(layer.backend.as_mut()).map_err(|source| CascadeError::Call {
+            index,
+            name: layer.info.name.clone(),
+            op,
+            source,
+        })
+    }
+
+    /// One SGD step on a batch: forward through every layer, the loss, backward (each layer
+    /// applies its optimizer). Returns the batch's mean loss.
+    pub fn train_step(&mut self, input: Tensor, target: Tensor) -> Result<f32, CascadeError> {
+        let last = self.layers.len() - 1;
+        let mut x = input;
+        for i in 0..last {
+            x = self.call(i, "forward", |l| l.forward(x, Mode::Train))?;
+        }
+        let out = self.call(last, "loss", |l| l.loss(x, target))?;
+        let mut g = out.grad_input;
+        for i in (0..last).rev() {
+            g = self.call(i, "backward", |l| l.backward(g))?;
+        }
+        Ok(out.loss)
+    }
+
+    /// The model's output for a batch (test mode), from the layer before the loss.
+    pub fn predict(&mut self, input: Tensor) -> Result<Tensor, CascadeError> {
+        let mut x = input;
+        for i in 0..self.layers.len() - 1 {
+            x = self.call(i, "forward", |l| l.forward(x, Mode::Test))?;
+        }
+        Ok(x)
+    }
+
+    /// Every layer's state (parameters and optimizer buffers), as safetensors bytes.
+    pub fn export_states(&mut self) -> Result<Vec<Vec<u8>>, CascadeError> {
+        (0..self.layers.len())
+            .map(|i| self.call(i, "export-state", |l| l.export_state()))
+            .collect()
+    }
+}

@@ -1,0 +1,287 @@
+//! The model spec: a TOML file listing the layers (component, config, host grouping) and the
+//! training settings.
+//!
+//! ```toml
+//! name = "paper-mlp"
+//!
+//! [training]
+//! batch_size = 64
+//! lr = 0.01
+//! momentum = 0.9
+//!
+//! [[layer]]
+//! component = "linear-relu"          # a standard layer, or a path to a .wasm component
+//! host = "a"                         # adjacent layers with the same host run together
+//! config = { in_features = 784, out_features = 128 }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use mixnn_layer_sdk::{InitConfig, SgdConfig};
+use serde::Deserialize;
+
+/// Why a model spec was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The spec parses but makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Training settings (PyTorch's names and the paper's defaults).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Training {
+    /// Examples per SGD step.
+    pub batch_size: usize,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Seed of the weights' initialisation and of the shuffles.
+    pub seed: u64,
+    /// Learning rate.
+    pub lr: f32,
+    /// SGD momentum.
+    pub momentum: f32,
+    /// Examples per forward pass when testing.
+    pub test_batch_size: usize,
+}
+
+impl Default for Training {
+    fn default() -> Self {
+        Training {
+            batch_size: 64,
+            epochs: 3,
+            seed: 1,
+            lr: 0.01,
+            momentum: 0.9,
+            test_batch_size: 1000,
+        }
+    }
+}
+
+/// Where a layer's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// One of the standard layers, built into `mixnn`.
+    Standard(String),
+    /// A component file.
+    File(PathBuf),
+}
+
+/// One layer of the model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    /// A standard layer's name (see `mixnn_layers::STANDARD`) or a path to a `.wasm` component,
+    /// relative to the spec file.
+    pub component: String,
+    /// Hosts label: adjacent layers with the same label run on one host. Unlabelled layers get
+    /// a host each.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The layer's own settings, passed to its `init`.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Learning rate for this layer (default: the training one).
+    #[serde(default)]
+    pub lr: Option<f32>,
+    /// Momentum for this layer (default: the training one).
+    #[serde(default)]
+    pub momentum: Option<f32>,
+}
+
+/// A model: its layers in order and how to train it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A name for reports.
+    pub name: String,
+    /// Training settings.
+    #[serde(default)]
+    pub training: Training,
+    /// The layers, input first; the last one is the loss.
+    #[serde(rename = "layer")]
+    pub layers: Vec<LayerSpec>,
+    /// The directory of the spec file (component paths are relative to it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl ModelSpec {
+    /// Reads and checks a spec file.
+    pub fn from_file(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, base).map_err(|e| match e {
+            SpecError::Parse { message, .. } => SpecError::Parse {
+                path: path.into(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks a spec; component paths are relative to `base_dir`.
+    pub fn parse(text: &str, base_dir: PathBuf) -> Result<Self, SpecError> {
+        let mut spec: ModelSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        spec.base_dir = base_dir;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        let t = &self.training;
+        if self.layers.is_empty() {
+            return Err(SpecError::Invalid("the model has no layer".into()));
+        }
+        if t.batch_size == 0 || t.test_batch_size == 0 {
+            return Err(SpecError::Invalid("batch sizes must be positive".into()));
+        }
+        // A host label may not come back after another host: a host holds adjacent layers.
+        let hosts = self.hosts();
+        for (i, group) in hosts.iter().enumerate() {
+            let label = &self.layers[group[0]].host;
+            if label.is_some() && hosts[..i].iter().any(|g| &self.layers[g[0]].host == label) {
+                return Err(SpecError::Invalid(format!(
+                    "host {:?} holds layers that are not adjacent",
+                    label.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The layers grouped by host, in cascade order: each inner list holds adjacent layer
+    /// indices.
+    pub fn hosts(&self) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            match groups.last_mut() {
+                Some(group) if layer.host.is_some() && self.layers[group[0]].host == layer.host => {
+                    group.push(i)
+                }
+                _ => groups.push(vec![i]),
+            }
+        }
+        groups
+    }
+
+    /// Where layer `i`'s component comes from.
+    pub fn source(&self, i: usize) -> ComponentSource {
+        let name = &self.layers[i].component;
+        if mixnn_layers::STANDARD.contains(&name.as_str()) {
+            ComponentSource::Standard(name.clone())
+        } else {
+            ComponentSource::File(self.base_dir.join(name))
+        }
+    }
+
+    /// The `init` config of layer `i` (its seed derives from the training seed and `i`).
+    pub fn init_config(&self, i: usize) -> Result<InitConfig, SpecError> {
+        let layer = &self.layers[i];
+        let fields = serde_json::to_value(&layer.config)
+            .map_err(|e| SpecError::Invalid(format!("layer {i}: config: {e}")))?;
+        Ok(InitConfig {
+            seed: layer_seed(self.training.seed, i),
+            optimizer: SgdConfig {
+                lr: layer.lr.unwrap_or(self.training.lr),
+                momentum: layer.momentum.unwrap_or(self.training.momentum),
+            },
+            layer: fields,
+        })
+    }
+}
+
+/// The seed of layer `index`: distinct per layer, fixed by the model's seed.
+pub fn layer_seed(seed: u64, index: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(index as u64 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+        name = "t"
+        [training]
+        lr = 0.05
+        [[layer]]
+        component = "linear-relu"
+        host = "a"
+        config = { in_features = 4, out_features = 3 }
+        [[layer]]
+        component = "linear"
+        host = "a"
+        config = { in_features = 3, out_features = 2 }
+        momentum = 0.5
+        [[layer]]
+        component = "custom/swish.wasm"
+        [[layer]]
+        component = "softmax-cross-entropy"
+    "#;
+
+    #[test]
+    fn parses_groups_and_configs() {
+        let spec = ModelSpec::parse(SPEC, "/models".into()).unwrap();
+        assert_eq!(spec.hosts(), vec![vec![0, 1], vec![2], vec![3]]);
+        assert_eq!(
+            spec.source(0),
+            ComponentSource::Standard("linear-relu".into())
+        );
+        assert_eq!(
+            spec.source(2),
+            ComponentSource::File("/models/custom/swish.wasm".into())
+        );
+        let c = spec.init_config(1).unwrap();
+        assert_eq!(
+            c.optimizer,
+            SgdConfig {
+                lr: 0.05,
+                momentum: 0.5
+            }
+        );
+        assert_eq!(c.layer["out_features"], 2);
+        assert_ne!(spec.init_config(0).unwrap().seed, c.seed);
+        assert_eq!(spec.training.batch_size, 64);
+    }
+
+    #[test]
+    fn refuses_bad_specs() {
+        let split = SPEC.replace(
+            "component = \"softmax-cross-entropy\"",
+            "component = \"softmax-cross-entropy\"\nhost = \"a\"",
+        );
+        assert!(
+            ModelSpec::parse(&split, "/".into())
+                .unwrap_err()
+                .to_string()
+                .contains("not adjacent")
+        );
+        assert!(ModelSpec::parse("name = \"x\"\nlayer = []", "/".into()).is_err());
+        assert!(ModelSpec::parse(&SPEC.replace("lr = 0.05", "rate = 0.05"), "/".into()).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The training loop: seeded shuffles, SGD steps over batches, and a test pass per epoch.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mixnn_layer_sdk::Tensor;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::{
+    cascade::{Cascade, CascadeError},
+    data::{Dataset, Splits},
+    metrics::{ClassMetrics, Confusion, argmax_rows},
+};
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Seed of the shuffles.
+    pub seed: u64,
+    /// Examples per SGD step.
+    pub batch_size: usize,
+    /// Examples per forward pass when testing.
+    pub test_batch_size: usize,
+    /// Whether to draw a progress bar.
+    pub progress: bool,
+}
+
+/// What an epoch achieved.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochReport {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Test-set accuracy after the epoch.
+    pub test_acc: f64,
+    /// Seconds spent training (not testing).
+    pub train_s: f64,
+    /// How the layers ran.
+    pub mode: String,
+    /// Seconds spent testing.
+    pub test_s: f64,
+    /// Details of the test pass.
+    #[serde(skip)]
+    pub evaluation: Evaluation,
+}
+
+/// The test pass's metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Confusion matrix.
+    pub confusion: Confusion,
+    /// Per-class precision, recall, F1.
+    pub per_class: Vec<ClassMetrics>,
+}
+
+/// The order of the training examples in `epoch` (1-based): a Fisher-Yates shuffle seeded by
+/// the seed and the epoch, so runs with the same seed see the same batches.
+pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        // Multiply-shift: an unbiased-enough index in 0..=i without division.
+        let j = ((u64::from(rng.next_u32()) * (i as u64 + 1)) >> 32) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// A batch of images and labels (as class indices in `f32`, the loss layer's target).
+pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor), CascadeError> {
+    let mut pixels = Vec::with_capacity(indices.len() * data.pixels);
+    for &i in indices {
+        pixels.extend_from_slice(data.image(i));
+    }
+    let labels = indices.iter().map(|&i| f32::from(data.labels[i])).collect();
+    let shape_error = |e: mixnn_layer_sdk::LayerError| CascadeError::Structure(e.to_string());
+    Ok((
+        Tensor::new(vec![indices.len(), data.pixels], pixels).map_err(shape_error)?,
+        Tensor::new(vec![indices.len()], labels).map_err(shape_error)?,
+    ))
+}
+
+/// Trains `cascade` for `options.epochs` epochs, testing after each; calls `on_epoch` with
+/// each epoch's report as soon as it is known.
+pub fn train(
+    cascade: &mut Cascade,
+    data: &Splits,
+    options: &TrainOptions,
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> Result<Vec<EpochReport>, CascadeError> {
+    let mut reports = Vec::with_capacity(options.epochs);
+    let batch_size = options.batch_size.max(1);
+    for epoch in 1..=options.epochs {
+        let order = epoch_order(options.seed, epoch, data.train.len());
+        let batches = order.len().div_ceil(batch_size);
+        let bar = if options.progress {
+            ProgressBar::new(batches as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {msg} [{bar:30}] {pos}/{len} batches, {elapsed} elapsed, eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("{epoch}/{}", options.epochs));
+        let started = Instant::now();
+        let mut loss_sum = 0.0f64;
+        for chunk in order.chunks(batch_size) {
+            let (x, y) = batch(&data.train, chunk)?;
+            loss_sum += f64::from(cascade.train_step(x, y)?);
+            bar.inc(1);
+        }
+        let train_s = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let started = Instant::now();
+        let evaluation = evaluate(cascade, &data.test, options.test_batch_size)?;
+        let report = EpochReport {
+            epoch,
+            train_loss: loss_sum / batches.max(1) as f64,
+            test_acc: evaluation.confusion.accuracy(),
+            train_s,
+            mode: cascade.backend().name().to_owned(),
+            test_s: started.elapsed().as_secs_f64(),
+            evaluation,
+        };
+        on_epoch(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Runs the test set through the model and scores the predictions.
+pub fn evaluate(
+    cascade: &mut Cascade,
+    test: &Dataset,
+    batch_size: usize,
+) -> Result<Evaluation, CascadeError> {
+    let classes = test.classes().max(1);
+    let mut confusion = Confusion::new(classes);
+    let indices: Vec<usize> = (0..test.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let (x, _) = batch(test, chunk)?;
+        let out = cascade.predict(x)?;
+        let cols = out.shape().last().copied().unwrap_or(1);
+        for (&i, predicted) in chunk.iter().zip(argmax_rows(out.data(), cols)) {
+            confusion.record(usize::from(test.labels[i]), predicted);
+        }
+    }
+    let per_class = confusion.per_class();
+    Ok(Evaluation {
+        confusion,
+        per_class,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(1, 1, 1000);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(1, 1, 1000));
+        assert_ne!(a, epoch_order(1, 2, 1000));
+        assert_ne!(a, epoch_order(2, 1, 1000));
+    }
+}
