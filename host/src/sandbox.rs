@@ -20,7 +20,7 @@ use wasmtime_wasi::cli::WasiCli;
 use crate::{
     LayerSession, SandboxConfig, SandboxError,
     session::SessionData,
-    wit::{LayerComponent, LayerComponentPre},
+    wit::LayerComponentPre,
 };
 
 /// The interfaces a component may import, without their versions. Everything else (files,
@@ -150,11 +150,10 @@ impl Sandbox {
     }
 
     fn linker(engine: &Engine) -> wasmtime::Result<Linker<SessionData>> {
-        use wasmtime::component::HasSelf;
         use wasmtime_wasi::p2::bindings::{cli, sync::io};
 
         let mut l = Linker::new(engine);
-        LayerComponent::add_to_linker::<_, HasSelf<SessionData>>(&mut l, |s| s)?;
+        crate::wit::add_kernels(&mut l)?;
         wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, Io>(&mut l, |s| {
             &mut s.table
         })?;

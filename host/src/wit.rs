@@ -11,46 +11,36 @@ pub use exports::mixnn::layer::layer::{LayerInfo, LossOutput};
 pub use mixnn::layer::types::{LayerError, Mode, Tensor};
 
 use mixnn_kernels::Layout;
+use wasmtime::{
+    StoreContextMut,
+    component::{Linker, WasmList},
+};
 
 use crate::session::SessionData;
 
-impl mixnn::layer::kernels::Host for SessionData {
-    fn gemm(
-        &mut self,
-        m: u32,
-        k: u32,
-        n: u32,
-        a: Vec<f32>,
-        trans_a: bool,
-        b: Vec<f32>,
-        trans_b: bool,
-    ) -> Result<Vec<f32>, String> {
-        let (m64, k64, n64) = (u64::from(m), u64::from(k), u64::from(n));
-        let macs = m64.saturating_mul(k64).saturating_mul(n64);
-        if macs > self.max_kernel_macs {
-            return Err(format!(
-                "gemm of {m}x{k}x{n} exceeds {} multiply-adds",
-                self.max_kernel_macs
-            ));
-        }
-        // The result must fit in the component's memory; refuse before allocating it here.
-        if m64.saturating_mul(n64).saturating_mul(4) > self.max_memory_bytes {
-            return Err(format!(
-                "gemm result {m}x{n} cannot fit in the component's memory"
-            ));
-        }
-        let (m, k, n) = (m as usize, k as usize, n as usize);
-        mixnn_kernels::gemm(
-            m,
-            k,
-            n,
-            &a,
-            Layout::from_flag(trans_a),
-            &b,
-            Layout::from_flag(trans_b),
-        )
-        .map_err(|e| e.to_string())
-    }
+/// Defines the `kernels` import: operands are read in place from the component's memory.
+pub(crate) fn add_kernels(linker: &mut Linker<SessionData>) -> wasmtime::Result<()> {
+    let mut kernels = linker.instance("mixnn:layer/kernels@0.1.0")?;
+    kernels.func_wrap("gemm", |store: StoreContextMut<'_, SessionData>, args: GemmArgs| Ok((gemm(store, args),)))?;
+    Ok(())
 }
 
-impl mixnn::layer::types::Host for SessionData {}
+type GemmArgs = (u32, u32, u32, WasmList<u32>, bool, WasmList<u32>, bool);
+
+fn gemm(store: StoreContextMut<'_, SessionData>, (m, k, n, a, trans_a, b, trans_b): GemmArgs) -> Result<Vec<f32>, String> {
+    let (m64, k64, n64) = (u64::from(m), u64::from(k), u64::from(n));
+    let data = store.data();
+    let macs = m64.saturating_mul(k64).saturating_mul(n64);
+    if macs > data.max_kernel_macs {
+        return Err(format!("gemm of {m}x{k}x{n} exceeds {} multiply-adds", data.max_kernel_macs));
+    }
+    // The result must fit in the component's memory; refuse before allocating it here.
+    if m64.saturating_mul(n64).saturating_mul(4) > data.max_memory_bytes {
+        return Err(format!("gemm result {m}x{n} cannot fit in the component's memory"));
+    }
+    // Canonical-ABI lists of u32 are 4-byte aligned, so the casts cannot fail; checked anyway.
+    let a: &[f32] = bytemuck::try_cast_slice(a.as_le_slice(&store)).map_err(|e| e.to_string())?;
+    let b: &[f32] = bytemuck::try_cast_slice(b.as_le_slice(&store)).map_err(|e| e.to_string())?;
+    let (m, k, n) = (m as usize, k as usize, n as usize);
+    mixnn_kernels::gemm(m, k, n, a, Layout::from_flag(trans_a), b, Layout::from_flag(trans_b)).map_err(|e| e.to_string())
+}

@@ -41,9 +41,9 @@ impl Kernels {
                 dim(m)?,
                 dim(k)?,
                 dim(n)?,
-                a,
+                bytemuck::cast_slice(a),
                 t_a,
-                b,
+                bytemuck::cast_slice(b),
                 t_b,
             )
             .map_err(LayerError::Failed);
