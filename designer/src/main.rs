@@ -130,10 +130,8 @@ fn train_command(args: TrainArgs) -> Result<()> {
         let mut cascade = Cascade::build(&spec, backend, sandbox)?;
         Ok(train::train(&mut cascade, &splits, &options, print)?)
     })?;
-    if !json {
-        if let Some(last) = reports.last() {
-            print_evaluation(last);
-        }
+    if let Some(last) = reports.last().filter(|_| !json) {
+        print_evaluation(last);
     }
     Ok(())
 }

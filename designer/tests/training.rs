@@ -3,6 +3,8 @@
 //!
 //! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+
 use std::{path::PathBuf, sync::Arc};
 
 use mixnn_designer::{

@@ -2,6 +2,8 @@
 //! keeps working: every one gets a typed error, ends only its own session, and the process
 //! survives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+
 use std::{
     sync::{
         Arc,
@@ -287,4 +289,22 @@ fn compiled_components_are_cached_by_content() {
         cached < compile,
         "cached load {cached:?} vs compile {compile:?}"
     );
+}
+
+#[test]
+fn kernel_abuse_is_refused_as_an_error_value() {
+    with_bystander(|sandbox| {
+        let module = sandbox.load(HOSTILE).unwrap();
+        let mut session = sandbox.start(&module).unwrap();
+        session.init(&hostile_config("kernel-abuse", 0)).unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..2 {
+            let err = session.forward(&tensor(vec![1.0]), Mode::Train).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains("multiply-adds") && message.contains("cannot fit"), "{message}");
+            assert!(!err.ends_session(), "{err}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "refusal took {:?}", started.elapsed());
+        assert!(!session.is_dead());
+    });
 }

@@ -28,6 +28,7 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor, LayerError> {
 }
 
 /// Checks a target of class indices against `[batch, classes]` input, returning the indices.
+#[allow(clippy::cast_possible_truncation)] // targets are checked to be small whole numbers first
 fn classes(input: &Tensor, target: &Tensor) -> Result<(usize, usize, Vec<usize>), LayerError> {
     let [batch, n_classes] = *input.shape() else {
         return Err(LayerError::BadShape(format!(

@@ -82,7 +82,7 @@ impl Tensor {
     /// are the last one, which must equal `cols` (as PyTorch's `Linear` treats `[*, in]`).
     pub fn rows_with_cols(&self, cols: usize) -> Result<usize, LayerError> {
         match self.shape.last() {
-            Some(&last) if last == cols => Ok(if cols == 0 { 0 } else { self.len() / cols }),
+            Some(&last) if last == cols => Ok(self.len().checked_div(cols).unwrap_or(0)),
             _ => Err(LayerError::BadShape(format!(
                 "expected a last dimension of {cols}, got shape {:?}",
                 self.shape

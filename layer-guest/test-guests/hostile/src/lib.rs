@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use mixnn_layer_sdk::{Init, Layer, LayerError, Mode, Tensor};
+use mixnn_layer_sdk::{Init, Kernels, Layer, LayerError, Mode, Tensor};
 use serde::Deserialize;
 
 /// How `forward` misbehaves.
@@ -23,6 +23,8 @@ pub enum Behavior {
     Unreachable,
     /// Returns `huge_output` values whatever the input.
     HugeOutput,
+    /// Asks the host's kernels for absurd amounts of work and memory.
+    KernelAbuse,
 }
 
 /// The config.
@@ -80,6 +82,16 @@ impl Layer for Hostile {
                 Err(LayerError::Failed(format!("recursion returned {x}")))
             }
             Behavior::Unreachable => panic!("hostile layer reached unreachable code"),
+            Behavior::KernelAbuse => {
+                // 2^48 multiply-adds from small operands, then a 4 GiB result.
+                let (k, small) = (1usize << 16, vec![0.0f32; 1 << 15]);
+                let slow = Kernels::Host.gemm(k, k, k, &small, false, &small, false);
+                let huge = Kernels::Host.gemm(1 << 15, 1, 1 << 15, &small, false, &small, false);
+                match (slow, huge) {
+                    (Err(a), Err(b)) => Err(LayerError::Failed(format!("{a}; {b}"))),
+                    _ => Ok(input),
+                }
+            }
             Behavior::HugeOutput => {
                 let n = self.config.huge_output;
                 Tensor::new(vec![n], vec![1.0; n])
