@@ -27,13 +27,20 @@ const PYTORCH_EPOCH_S: f64 = 0.32;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn linear(kernels: &str) -> Vec<u8> {
     InitConfig {
         seed: 1,
-        optimizer: SgdConfig { lr: 0.01, momentum: 0.9 },
+        optimizer: SgdConfig {
+            lr: 0.01,
+            momentum: 0.9,
+        },
         layer: serde_json::json!({"in_features": 784, "out_features": 128, "kernels": kernels}),
     }
     .to_bytes()
@@ -46,7 +53,9 @@ fn random(shape: Vec<usize>, seed: u64) -> Tensor {
 }
 
 fn bench_linear(sandbox: &Sandbox, rounds: usize, iters: usize) -> serde_json::Value {
-    let module = sandbox.load(mixnn_components::LINEAR).unwrap_or_else(|e| panic!("{e}"));
+    let module = sandbox
+        .load(mixnn_components::LINEAR)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut variants: Vec<(&str, Box<dyn LayerBackend>)> = Vec::new();
     let native = mixnn_layers::native("linear").unwrap_or_else(|| panic!("no native linear"));
     variants.push(("native", Box::new(NativeLayer(native))));
@@ -65,16 +74,24 @@ fn bench_linear(sandbox: &Sandbox, rounds: usize, iters: usize) -> serde_json::V
         for (i, (_, layer)) in variants.iter_mut().enumerate() {
             let start = Instant::now();
             for _ in 0..iters {
-                layer.forward(x.clone(), Mode::Train).unwrap_or_else(|e| panic!("{e}"));
+                layer
+                    .forward(x.clone(), Mode::Train)
+                    .unwrap_or_else(|e| panic!("{e}"));
                 layer.backward(g.clone()).unwrap_or_else(|e| panic!("{e}"));
             }
             samples[i].push(start.elapsed().as_secs_f64() / iters as f64);
         }
     }
     let medians: Vec<f64> = samples.into_iter().map(median).collect();
-    println!("Linear 784->128, forward + backward + SGD step, batch 64 ({rounds} rounds x {iters} iterations, median):");
+    println!(
+        "Linear 784->128, forward + backward + SGD step, batch 64 ({rounds} rounds x {iters} iterations, median):"
+    );
     for ((name, _), m) in variants.iter().zip(&medians) {
-        println!("  {name:<22} {:>8.1} us   {:>5.2}x native", m * 1e6, m / medians[0]);
+        println!(
+            "  {name:<22} {:>8.1} us   {:>5.2}x native",
+            m * 1e6,
+            m / medians[0]
+        );
     }
     serde_json::json!({
         "native_us": medians[0] * 1e6,
@@ -93,15 +110,24 @@ fn bench_epoch(sandbox: &Sandbox, reps: usize, train_images: usize) -> serde_jso
     let mut splits = data::load(&dir).unwrap_or_else(|e| panic!("{e}"));
     splits.train = splits.train.truncate(train_images);
     splits.test = splits.test.truncate(1000);
-    let spec = ModelSpec::from_file(&root.join("models/paper-mlp.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let options = TrainOptions { epochs: 1, seed: 1, batch_size: 64, test_batch_size: 1000, progress: false };
+    let spec =
+        ModelSpec::from_file(&root.join("models/paper-mlp.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let options = TrainOptions {
+        epochs: 1,
+        seed: 1,
+        batch_size: 64,
+        test_batch_size: 1000,
+        progress: false,
+    };
     let backends = [Backend::Native, Backend::Wasm];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); backends.len()];
     let mut accuracy = vec![0.0; backends.len()];
     for _ in 0..reps {
         for (i, &backend) in backends.iter().enumerate() {
-            let mut cascade = Cascade::build(&spec, backend, Some(sandbox)).unwrap_or_else(|e| panic!("{e}"));
-            let reports = train::train(&mut cascade, &splits, &options, |_| {}).unwrap_or_else(|e| panic!("{e}"));
+            let mut cascade =
+                Cascade::build(&spec, backend, Some(sandbox)).unwrap_or_else(|e| panic!("{e}"));
+            let reports = train::train(&mut cascade, &splits, &options, |_| {})
+                .unwrap_or_else(|e| panic!("{e}"));
             samples[i].push(reports[0].train_s);
             accuracy[i] = reports[0].test_acc;
         }
@@ -112,7 +138,12 @@ fn bench_epoch(sandbox: &Sandbox, reps: usize, train_images: usize) -> serde_jso
         "\nPaper model, one epoch of {train_images} images in-process ({reps} runs each, interleaved, median):"
     );
     println!("  native  {:>7.3} s   test acc {:.4}", m[0], accuracy[0]);
-    println!("  wasm    {:>7.3} s   test acc {:.4}   {:.2}x native", m[1], accuracy[1], m[1] / m[0]);
+    println!(
+        "  wasm    {:>7.3} s   test acc {:.4}   {:.2}x native",
+        m[1],
+        accuracy[1],
+        m[1] / m[0]
+    );
     println!(
         "  PyTorch {:>7.3} s (reference, scaled to this slice)   wasm / PyTorch = {:.2}",
         PYTORCH_EPOCH_S / scale,
@@ -132,11 +163,16 @@ fn bench_epoch(sandbox: &Sandbox, reps: usize, train_images: usize) -> serde_jso
 fn main() {
     // `cargo bench` passes --bench; nothing else is taken.
     let quick = std::env::var_os("MIXNN_BENCH_QUICK").is_some();
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap_or_else(|e| panic!("{e}")));
+    let sandbox =
+        Arc::new(Sandbox::new(SandboxConfig::default()).unwrap_or_else(|e| panic!("{e}")));
     let worker = Arc::clone(&sandbox);
     let summary = sandbox
         .spawn_worker("bench", move || {
-            let (rounds, iters, reps, images) = if quick { (3, 20, 1, 2_000) } else { (15, 200, 5, 24_000) };
+            let (rounds, iters, reps, images) = if quick {
+                (3, 20, 1, 2_000)
+            } else {
+                (15, 200, 5, 24_000)
+            };
             let linear = bench_linear(&worker, rounds, iters);
             let epoch = bench_epoch(&worker, reps, images);
             serde_json::json!({"linear_784_128_batch_64": linear, "paper_epoch": epoch})

@@ -3,7 +3,11 @@
 //!
 //! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -25,7 +29,8 @@ fn mnist(train: usize, test: usize) -> Splits {
     let dir = std::env::var_os(data::DATA_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("../shared/data/mnist"));
-    let mut splits = data::load(&dir).unwrap_or_else(|e| panic!("MNIST is needed for this test: {e}"));
+    let mut splits =
+        data::load(&dir).unwrap_or_else(|e| panic!("MNIST is needed for this test: {e}"));
     splits.train = splits.train.truncate(train);
     splits.test = splits.test.truncate(test);
     splits
@@ -36,11 +41,22 @@ fn paper_spec() -> ModelSpec {
 }
 
 fn options(epochs: usize) -> TrainOptions {
-    TrainOptions { epochs, seed: 1, batch_size: 64, test_batch_size: 1000, progress: false }
+    TrainOptions {
+        epochs,
+        seed: 1,
+        batch_size: 64,
+        test_batch_size: 1000,
+        progress: false,
+    }
 }
 
 /// Trains on a sandbox worker thread; returns the reports and every layer's final state.
-fn run(spec: ModelSpec, backend: Backend, splits: Splits, epochs: usize) -> (Vec<EpochReport>, Vec<Vec<u8>>) {
+fn run(
+    spec: ModelSpec,
+    backend: Backend,
+    splits: Splits,
+    epochs: usize,
+) -> (Vec<EpochReport>, Vec<Vec<u8>>) {
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
     let worker = Arc::clone(&sandbox);
     sandbox
@@ -62,7 +78,13 @@ fn tensors(states: &[Vec<u8>]) -> Vec<((usize, String), Vec<f32>)> {
         let mut names = st.names();
         names.sort();
         for name in names {
-            let data = st.tensor(name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let data = st
+                .tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             out.push(((i, name.to_owned()), data));
         }
     }
@@ -76,17 +98,26 @@ fn wasm_equals_native_after_one_epoch_on_a_2000_slice() {
     let (native_reports, native_states) = run(paper_spec(), Backend::Native, splits, 1);
     let (w, n) = (tensors(&wasm_states), tensors(&native_states));
     assert_eq!(w.len(), n.len());
-    assert!(w.len() >= 12, "weights, biases and momentum buffers of three linear layers");
+    assert!(
+        w.len() >= 12,
+        "weights, biases and momentum buffers of three linear layers"
+    );
     for ((key, a), (key_n, b)) in w.iter().zip(&n) {
         assert_eq!(key, key_n);
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{key:?}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-6 * (1.0 + y.abs()),
+                "{key:?}: {x} vs {y}"
+            );
         }
     }
     assert!((wasm_reports[0].test_acc - native_reports[0].test_acc).abs() < 1e-9);
     // The layers' math is the same code both ways (host kernels, libm), so the match is exact.
-    assert_eq!(wasm_states, native_states, "wasm and native states differ in some bit");
+    assert_eq!(
+        wasm_states, native_states,
+        "wasm and native states differ in some bit"
+    );
 }
 
 #[test]
@@ -95,7 +126,10 @@ fn two_wasm_runs_with_the_same_seed_are_bit_identical() {
     let (a_reports, a) = run(paper_spec(), Backend::Wasm, splits.clone(), 1);
     let (b_reports, b) = run(paper_spec(), Backend::Wasm, splits.clone(), 1);
     assert_eq!(a, b);
-    assert_eq!(a_reports[0].train_loss.to_bits(), b_reports[0].train_loss.to_bits());
+    assert_eq!(
+        a_reports[0].train_loss.to_bits(),
+        b_reports[0].train_loss.to_bits()
+    );
     // And a different seed gives different weights.
     let mut spec = paper_spec();
     spec.training.seed = 2;
@@ -106,10 +140,17 @@ fn two_wasm_runs_with_the_same_seed_are_bit_identical() {
 #[test]
 fn one_epoch_on_the_24000_slice_reaches_085() {
     let splits = mnist(24_000, 10_000);
-    assert_eq!(splits.train.len(), 24_000, "the shared MNIST slice has 24,000 training images");
+    assert_eq!(
+        splits.train.len(),
+        24_000,
+        "the shared MNIST slice has 24,000 training images"
+    );
     let (reports, _) = run(paper_spec(), Backend::Wasm, splits, 1);
     let acc = reports[0].test_acc;
-    assert!(acc >= 0.85, "test accuracy {acc} after one epoch (PyTorch: 0.886)");
+    assert!(
+        acc >= 0.85,
+        "test accuracy {acc} after one epoch (PyTorch: 0.886)"
+    );
     let confusion = &reports[0].evaluation.confusion;
     assert_eq!(confusion.total(), 10_000);
 }
@@ -117,7 +158,11 @@ fn one_epoch_on_the_24000_slice_reaches_085() {
 #[test]
 fn custom_layer_example_trains() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("scaled-swish.wasm"), mixnn_components::SCALED_SWISH).unwrap();
+    std::fs::write(
+        dir.path().join("scaled-swish.wasm"),
+        mixnn_components::SCALED_SWISH,
+    )
+    .unwrap();
     let spec_text = r#"
         name = "swish-mlp"
         [training]
@@ -136,9 +181,17 @@ fn custom_layer_example_trains() {
     "#;
     let spec = ModelSpec::parse(spec_text, dir.path().to_path_buf()).unwrap();
     let (reports, states) = run(spec, Backend::Wasm, mnist(4000, 1000), 1);
-    assert!(reports[0].test_acc > 0.75, "accuracy {}", reports[0].test_acc);
+    assert!(
+        reports[0].test_acc > 0.75,
+        "accuracy {}",
+        reports[0].test_acc
+    );
     // Its learnable slope moved away from its initial value.
-    let beta = tensors(&states[1..2]).into_iter().find(|((_, n), _)| n == "beta").unwrap().1[0];
+    let beta = tensors(&states[1..2])
+        .into_iter()
+        .find(|((_, n), _)| n == "beta")
+        .unwrap()
+        .1[0];
     assert!((beta - 0.5).abs() > 1e-4, "beta stayed at {beta}");
 }
 
@@ -150,13 +203,24 @@ fn bad_cascades_are_refused_with_clear_errors() {
         "name = \"x\"\n[[layer]]\ncomponent = \"nll-loss\"\n[[layer]]\ncomponent = \"identity\"\n",
     );
     let err = Cascade::build(&not_last, Backend::Wasm, Some(&sandbox)).unwrap_err();
-    assert!(err.to_string().contains("loss layer but not the last"), "{err}");
+    assert!(
+        err.to_string().contains("loss layer but not the last"),
+        "{err}"
+    );
     let missing = parse("name = \"x\"\n[[layer]]\ncomponent = \"gone.wasm\"\n");
     let err = Cascade::build(&missing, Backend::Wasm, Some(&sandbox)).unwrap_err();
-    assert!(matches!(err, CascadeError::Load { .. }) && err.to_string().contains("gone.wasm"), "{err}");
+    assert!(
+        matches!(err, CascadeError::Load { .. }) && err.to_string().contains("gone.wasm"),
+        "{err}"
+    );
     let err = Cascade::build(&missing, Backend::Native, None).unwrap_err();
     assert!(err.to_string().contains("standard layers only"), "{err}");
-    let bad_config = parse("name = \"x\"\n[[layer]]\ncomponent = \"linear\"\nconfig = { in_features = 0, out_features = 2 }\n");
+    let bad_config = parse(
+        "name = \"x\"\n[[layer]]\ncomponent = \"linear\"\nconfig = { in_features = 0, out_features = 2 }\n",
+    );
     let err = Cascade::build(&bad_config, Backend::Wasm, Some(&sandbox)).unwrap_err();
-    assert!(err.to_string().contains("features must be positive"), "{err}");
+    assert!(
+        err.to_string().contains("features must be positive"),
+        "{err}"
+    );
 }

@@ -17,15 +17,18 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
 mod error;
 mod sandbox;
 mod session;
+mod stats;
 pub mod wit;
 
 pub use config::SandboxConfig;
 pub use error::SandboxError;
 pub use sandbox::{ALLOWED_IMPORTS, LayerModule, Sandbox};
 pub use session::LayerSession;
+pub use stats::SandboxStats;

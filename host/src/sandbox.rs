@@ -20,6 +20,7 @@ use wasmtime_wasi::cli::WasiCli;
 use crate::{
     LayerSession, SandboxConfig, SandboxError,
     session::SessionData,
+    stats::{Counters, SandboxStats},
     wit::LayerComponentPre,
 };
 
@@ -97,6 +98,7 @@ pub struct Sandbox {
     linker: Linker<SessionData>,
     config: SandboxConfig,
     cache: Mutex<HashMap<[u8; 32], LayerModule>>,
+    counters: Arc<Counters>,
     _ticker: Ticker,
 }
 
@@ -142,6 +144,7 @@ impl Sandbox {
             linker,
             config,
             cache: Mutex::new(HashMap::new()),
+            counters: Arc::default(),
             _ticker: Ticker {
                 stop,
                 thread: Some(thread),
@@ -182,6 +185,15 @@ impl Sandbox {
     /// Refuses oversized bytes, anything that is not a component of the layer world, and any
     /// component that imports an interface outside [`ALLOWED_IMPORTS`].
     pub fn load(&self, bytes: &[u8]) -> Result<LayerModule, SandboxError> {
+        let result = self.compile(bytes);
+        if let Err(e) = &result {
+            self.counters.refused();
+            tracing::debug!(error = %e, size = bytes.len(), "component refused");
+        }
+        result
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<LayerModule, SandboxError> {
         if bytes.len() > self.config.max_component_bytes {
             return Err(SandboxError::TooLarge {
                 size: bytes.len(),
@@ -219,12 +231,24 @@ impl Sandbox {
             cache.clear();
         }
         cache.insert(hash, module.clone());
+        self.counters.loaded();
         Ok(module)
     }
 
     /// Starts a session: a fresh store with its limits, and a new instance of `module`.
     pub fn start(&self, module: &LayerModule) -> Result<LayerSession, SandboxError> {
-        LayerSession::start(&self.engine, &self.config, module.pre.clone())
+        self.counters.session();
+        LayerSession::start(
+            &self.engine,
+            &self.config,
+            module.pre.clone(),
+            Arc::clone(&self.counters),
+        )
+    }
+
+    /// What the sandbox has refused or stopped so far.
+    pub fn stats(&self) -> SandboxStats {
+        self.counters.snapshot()
     }
 
     /// Spawns a thread whose native stack is large enough for calls into components

@@ -1,7 +1,7 @@
 //! One session: a store with its limits, one instance of a layer component, and the calls
 //! into it, with every failure turned into a [`SandboxError`].
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use wasmtime::{
     Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, component::ResourceTable,
@@ -14,6 +14,7 @@ use wasmtime_wasi::{
 
 use crate::{
     SandboxConfig, SandboxError,
+    stats::Counters,
     wit::{LayerComponent, LayerComponentPre, LayerInfo, LossOutput, Mode, Tensor},
 };
 
@@ -68,6 +69,7 @@ pub(crate) struct SessionData {
     stderr: MemoryOutputPipe,
     pub(crate) max_kernel_macs: u64,
     pub(crate) max_memory_bytes: u64,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl SessionData {
@@ -98,6 +100,7 @@ pub struct LayerSession {
     max_memory_bytes: usize,
     max_tensor_values: usize,
     dead: bool,
+    counters: Arc<Counters>,
 }
 
 impl LayerSession {
@@ -105,6 +108,7 @@ impl LayerSession {
         engine: &Engine,
         config: &SandboxConfig,
         pre: LayerComponentPre<SessionData>,
+        counters: Arc<Counters>,
     ) -> Result<Self, SandboxError> {
         let stderr = MemoryOutputPipe::new(config.max_stderr_bytes);
         // No arguments, environment, directories, network; stdin empty, stdout discarded.
@@ -124,13 +128,14 @@ impl LayerSession {
             stderr,
             max_kernel_macs: config.max_kernel_macs,
             max_memory_bytes: config.max_memory_bytes as u64,
+            counters: Arc::clone(&counters),
         };
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limiter);
         store.epoch_deadline_trap();
         let deadline_ticks = config.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
-        let mut session = LayerSession {
+        let session = LayerSession {
             layer: match pre.instantiate(&mut store) {
                 Ok(layer) => layer,
                 Err(e) => {
@@ -148,8 +153,8 @@ impl LayerSession {
             max_memory_bytes: config.max_memory_bytes,
             max_tensor_values: config.max_tensor_values,
             dead: false,
+            counters,
         };
-        session.dead = false;
         Ok(session)
     }
 
@@ -169,24 +174,25 @@ impl LayerSession {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(layer_error)) => Err(SandboxError::Layer(layer_error)),
             Err(e) => {
-                self.dead = true;
-                Err(classify(
-                    e,
-                    &self.store,
-                    self.call_timeout,
-                    self.max_memory_bytes,
-                ))
+                let e = classify(e, &self.store, self.call_timeout, self.max_memory_bytes);
+                Err(self.end(e))
             }
         }
     }
 
     fn check(&mut self, tensor: Tensor) -> Result<Tensor, SandboxError> {
-        let result = check_tensor(&tensor, self.max_tensor_values);
-        if let Err(e) = result {
-            self.dead = true;
-            return Err(e);
+        match check_tensor(&tensor, self.max_tensor_values) {
+            Ok(()) => Ok(tensor),
+            Err(e) => Err(self.end(e)),
         }
-        Ok(tensor)
+    }
+
+    /// Ends the session after a failure, counting and logging it.
+    fn end(&mut self, e: SandboxError) -> SandboxError {
+        self.dead = true;
+        self.counters.failure(&e);
+        tracing::debug!(error = %e, "session ended");
+        e
     }
 
     /// `init`: builds the layer from the designer's config bytes.

@@ -21,26 +21,54 @@ use crate::session::SessionData;
 /// Defines the `kernels` import: operands are read in place from the component's memory.
 pub(crate) fn add_kernels(linker: &mut Linker<SessionData>) -> wasmtime::Result<()> {
     let mut kernels = linker.instance("mixnn:layer/kernels@0.1.0")?;
-    kernels.func_wrap("gemm", |store: StoreContextMut<'_, SessionData>, args: GemmArgs| Ok((gemm(store, args),)))?;
+    kernels.func_wrap(
+        "gemm",
+        |store: StoreContextMut<'_, SessionData>, args: GemmArgs| Ok((gemm(store, args),)),
+    )?;
     Ok(())
 }
 
 type GemmArgs = (u32, u32, u32, WasmList<u32>, bool, WasmList<u32>, bool);
 
-fn gemm(store: StoreContextMut<'_, SessionData>, (m, k, n, a, trans_a, b, trans_b): GemmArgs) -> Result<Vec<f32>, String> {
+fn gemm(store: StoreContextMut<'_, SessionData>, args: GemmArgs) -> Result<Vec<f32>, String> {
+    let result = checked_gemm(&store, args);
+    if result.is_err() {
+        store.data().counters.kernel_refused();
+    }
+    result
+}
+
+fn checked_gemm(
+    store: &StoreContextMut<'_, SessionData>,
+    (m, k, n, a, trans_a, b, trans_b): GemmArgs,
+) -> Result<Vec<f32>, String> {
     let (m64, k64, n64) = (u64::from(m), u64::from(k), u64::from(n));
     let data = store.data();
     let macs = m64.saturating_mul(k64).saturating_mul(n64);
     if macs > data.max_kernel_macs {
-        return Err(format!("gemm of {m}x{k}x{n} exceeds {} multiply-adds", data.max_kernel_macs));
+        return Err(format!(
+            "gemm of {m}x{k}x{n} exceeds {} multiply-adds",
+            data.max_kernel_macs
+        ));
     }
     // The result must fit in the component's memory; refuse before allocating it here.
     if m64.saturating_mul(n64).saturating_mul(4) > data.max_memory_bytes {
-        return Err(format!("gemm result {m}x{n} cannot fit in the component's memory"));
+        return Err(format!(
+            "gemm result {m}x{n} cannot fit in the component's memory"
+        ));
     }
     // Canonical-ABI lists of u32 are 4-byte aligned, so the casts cannot fail; checked anyway.
-    let a: &[f32] = bytemuck::try_cast_slice(a.as_le_slice(&store)).map_err(|e| e.to_string())?;
-    let b: &[f32] = bytemuck::try_cast_slice(b.as_le_slice(&store)).map_err(|e| e.to_string())?;
+    let a: &[f32] = bytemuck::try_cast_slice(a.as_le_slice(store)).map_err(|e| e.to_string())?;
+    let b: &[f32] = bytemuck::try_cast_slice(b.as_le_slice(store)).map_err(|e| e.to_string())?;
     let (m, k, n) = (m as usize, k as usize, n as usize);
-    mixnn_kernels::gemm(m, k, n, a, Layout::from_flag(trans_a), b, Layout::from_flag(trans_b)).map_err(|e| e.to_string())
+    mixnn_kernels::gemm(
+        m,
+        k,
+        n,
+        a,
+        Layout::from_flag(trans_a),
+        b,
+        Layout::from_flag(trans_b),
+    )
+    .map_err(|e| e.to_string())
 }

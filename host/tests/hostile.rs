@@ -2,7 +2,11 @@
 //! keeps working: every one gets a typed error, ends only its own session, and the process
 //! survives.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::{
     sync::{
@@ -116,6 +120,7 @@ fn infinite_loop_hits_the_deadline() {
         let started = std::time::Instant::now();
         let err = attack(sandbox, "infinite-loop", 0);
         assert!(matches!(err, SandboxError::Deadline(_)), "{err}");
+        assert_eq!(sandbox.stats().deadlines, 1);
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "took {:?}",
@@ -132,6 +137,7 @@ fn memory_bomb_hits_the_memory_limit() {
             matches!(err, SandboxError::MemoryLimit(n) if n == 64 << 20),
             "{err}"
         );
+        assert_eq!(sandbox.stats().memory_limits, 1);
     });
 }
 
@@ -140,6 +146,7 @@ fn unbounded_recursion_overflows_the_stack() {
     with_bystander(|sandbox| {
         let err = attack(sandbox, "recursion", 0);
         assert!(matches!(err, SandboxError::StackOverflow), "{err}");
+        assert_eq!(sandbox.stats().stack_overflows, 1);
     });
 }
 
@@ -154,6 +161,7 @@ fn unreachable_traps_with_the_panic_message() {
             message.contains("hostile layer reached unreachable code"),
             "{message}"
         );
+        assert_eq!(sandbox.stats().traps, 1);
     });
 }
 
@@ -162,6 +170,7 @@ fn oversized_output_is_refused() {
     with_bystander(|sandbox| {
         let err = attack(sandbox, "huge-output", 100_001);
         assert!(matches!(err, SandboxError::BadOutput(_)), "{err}");
+        assert_eq!(sandbox.stats().bad_outputs, 1);
     });
 }
 
@@ -176,6 +185,7 @@ fn wasi_capabilities_are_refused_at_load() {
             name.starts_with("wasi:filesystem/") || name.starts_with("wasi:clocks/"),
             "{name}"
         );
+        assert_eq!(sandbox.stats().refused_components, 1);
     });
 }
 
@@ -299,12 +309,22 @@ fn kernel_abuse_is_refused_as_an_error_value() {
         session.init(&hostile_config("kernel-abuse", 0)).unwrap();
         let started = std::time::Instant::now();
         for _ in 0..2 {
-            let err = session.forward(&tensor(vec![1.0]), Mode::Train).unwrap_err();
+            let err = session
+                .forward(&tensor(vec![1.0]), Mode::Train)
+                .unwrap_err();
             let message = err.to_string();
-            assert!(message.contains("multiply-adds") && message.contains("cannot fit"), "{message}");
+            assert!(
+                message.contains("multiply-adds") && message.contains("cannot fit"),
+                "{message}"
+            );
             assert!(!err.ends_session(), "{err}");
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "refusal took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "refusal took {:?}",
+            started.elapsed()
+        );
         assert!(!session.is_dead());
+        assert_eq!(sandbox.stats().kernel_refusals, 4);
     });
 }

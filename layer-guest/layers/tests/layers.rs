@@ -1,7 +1,11 @@
 //! Every standard layer: forward against hand-computed values, backward (input and parameter
 //! gradients) against central finite differences, and the runtime's SGD step.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use mixnn_layer_sdk::{Init, InitConfig, Layer, LayerRuntime, Mode, Runtime, SgdConfig, Tensor};
 use mixnn_layers::{

@@ -1,0 +1,92 @@
+//! Counters of what the sandbox refused or stopped, for a host's metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::SandboxError;
+
+/// Live counters, shared by a sandbox and its sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    loads: AtomicU64,
+    refused_components: AtomicU64,
+    sessions: AtomicU64,
+    deadlines: AtomicU64,
+    memory_limits: AtomicU64,
+    stack_overflows: AtomicU64,
+    traps: AtomicU64,
+    bad_outputs: AtomicU64,
+    kernel_refusals: AtomicU64,
+}
+
+/// A snapshot of the sandbox's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SandboxStats {
+    /// Components compiled (cache misses that passed every check).
+    pub loads: u64,
+    /// Components refused at load (size, format, imports).
+    pub refused_components: u64,
+    /// Sessions started.
+    pub sessions: u64,
+    /// Calls stopped at their deadline.
+    pub deadlines: u64,
+    /// Calls stopped at the memory limit.
+    pub memory_limits: u64,
+    /// Calls stopped by a stack overflow.
+    pub stack_overflows: u64,
+    /// Other traps.
+    pub traps: u64,
+    /// Malformed or oversized tensors returned.
+    pub bad_outputs: u64,
+    /// Kernel calls refused for their size.
+    pub kernel_refusals: u64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn loaded(&self) {
+        bump(&self.loads);
+    }
+
+    pub(crate) fn refused(&self) {
+        bump(&self.refused_components);
+    }
+
+    pub(crate) fn session(&self) {
+        bump(&self.sessions);
+    }
+
+    pub(crate) fn kernel_refused(&self) {
+        bump(&self.kernel_refusals);
+    }
+
+    /// Counts a failure that ended a session.
+    pub(crate) fn failure(&self, e: &SandboxError) {
+        match e {
+            SandboxError::Deadline(_) => bump(&self.deadlines),
+            SandboxError::MemoryLimit(_) => bump(&self.memory_limits),
+            SandboxError::StackOverflow => bump(&self.stack_overflows),
+            SandboxError::Trap(_) => bump(&self.traps),
+            SandboxError::BadOutput(_) => bump(&self.bad_outputs),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> SandboxStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SandboxStats {
+            loads: get(&self.loads),
+            refused_components: get(&self.refused_components),
+            sessions: get(&self.sessions),
+            deadlines: get(&self.deadlines),
+            memory_limits: get(&self.memory_limits),
+            stack_overflows: get(&self.stack_overflows),
+            traps: get(&self.traps),
+            bad_outputs: get(&self.bad_outputs),
+            kernel_refusals: get(&self.kernel_refusals),
+        }
+    }
+}
