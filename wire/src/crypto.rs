@@ -6,7 +6,9 @@
 
 use aws_lc_rs::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    cipher::{AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey},
     hkdf,
+    iv::FixedLength,
     rsa::{
         KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
         PrivateDecryptingKey, PublicEncryptingKey,
@@ -89,6 +91,25 @@ impl Key {
             .map_err(|_| CryptoError::Internal("aes key"))
     }
 
+    /// XORs `data` with the AES-256-CTR keystream of a key derived for `label`, starting at
+    /// block `iv`: length-preserving, so a layer can be added or peeled without changing sizes.
+    pub fn xor_keystream(
+        &self,
+        label: &[u8],
+        iv: u128,
+        data: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let key = self.derive(label);
+        let cipher = UnboundCipherKey::new(&AES_256, &key.0)
+            .and_then(EncryptingKey::ctr)
+            .map_err(|_| CryptoError::Internal("ctr key"))?;
+        let context = EncryptionContext::Iv128(FixedLength::from(iv.to_be_bytes()));
+        cipher
+            .less_safe_encrypt(data, context)
+            .map_err(|_| CryptoError::Internal("ctr"))?;
+        Ok(())
+    }
+
     /// Seals `plaintext` with AES-256-GCM under this key and `nonce`; appends the tag.
     pub fn seal(
         &self,
@@ -163,12 +184,18 @@ impl OnionPublicKey {
         entropy: &mut impl Entropy,
     ) -> Result<(Key, [u8; WRAPPED_KEY_LEN]), CryptoError> {
         let key = Key::random(entropy);
+        let wrapped = self.encrypt(&key.0)?;
+        Ok((key, wrapped))
+    }
+
+    /// Encrypts a short secret (at most 190 bytes) with RSA-OAEP-SHA256.
+    pub fn encrypt(&self, secret: &[u8]) -> Result<[u8; WRAPPED_KEY_LEN], CryptoError> {
         let mut out = [0u8; WRAPPED_KEY_LEN];
         let written = self
             .key
             .encrypt(
                 &OAEP_SHA256_MGF1SHA256,
-                &key.0,
+                secret,
                 &mut out,
                 Some(b"mixnn onion"),
             )
@@ -177,7 +204,7 @@ impl OnionPublicKey {
         if written != WRAPPED_KEY_LEN {
             return Err(CryptoError::Internal("rsa ciphertext size"));
         }
-        Ok((key, out))
+        Ok(out)
     }
 }
 
@@ -231,6 +258,16 @@ impl OnionPrivateKey {
 
     /// Recovers a key wrapped by [`OnionPublicKey::wrap`].
     pub fn unwrap_key(&self, wrapped: &[u8]) -> Result<Key, CryptoError> {
+        let plain = self.decrypt(wrapped)?;
+        let key: [u8; KEY_LEN] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::Decrypt)?;
+        Ok(Key(key))
+    }
+
+    /// Decrypts what [`OnionPublicKey::encrypt`] produced.
+    pub fn decrypt(&self, wrapped: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if wrapped.len() != WRAPPED_KEY_LEN {
             return Err(CryptoError::Decrypt);
         }
@@ -244,8 +281,7 @@ impl OnionPrivateKey {
                 Some(b"mixnn onion"),
             )
             .map_err(|_| CryptoError::Decrypt)?;
-        let key: [u8; KEY_LEN] = (&*plain).try_into().map_err(|_| CryptoError::Decrypt)?;
-        Ok(Key(key))
+        Ok(plain.to_vec())
     }
 }
 

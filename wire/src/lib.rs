@@ -10,3 +10,4 @@
 
 pub mod crypto;
 pub mod reader;
+pub mod setup;
