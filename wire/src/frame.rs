@@ -1,0 +1,355 @@
+//! Frames after setup (op=1 forward, op=2 backward, op=3 test, cover traffic): a circuit, as
+//! in Tor. On every link each frame is `circuit id || AES-GCM(link key, implicit counter)
+//! {op, seq, tensor, blob, zero padding}`, and every frame of a session has the same length
+//! (P5). The circuit id differs on every link (P3); the counter never travels, so replayed,
+//! reordered or forged frames fail to open (P4, P7).
+
+use crate::{
+    crypto::{CryptoError, Key, LinkCipher, TAG_LEN},
+    reader::{ReadError, Reader, put_lp32},
+    setup::{CIRCUIT_ID_LEN, CircuitId},
+};
+
+/// Smallest frame length a session may choose.
+pub const MIN_FRAME_LEN: usize = 256;
+/// Largest frame length a session may choose (a batch of 64 x 784 floats is 200 KB).
+pub const MAX_FRAME_LEN: usize = 16 << 20;
+/// Most dimensions of a tensor in a frame.
+pub const MAX_RANK: usize = 8;
+
+/// The operation a frame carries. Open: unknown codes parse, and each context decides what it
+/// accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Op(pub u8);
+
+impl Op {
+    /// Forward pass of training: activations towards the loss hop.
+    pub const FORWARD: Op = Op(1);
+    /// Backward pass: gradients towards the first hop.
+    pub const BACKWARD: Op = Op(2);
+    /// Forward pass of testing.
+    pub const TEST: Op = Op(3);
+    /// Cover traffic: looks like the rest, carries nothing.
+    pub const COVER: Op = Op(4);
+    /// A report for the designer (loss, outputs, acknowledgements, failures) in the blob.
+    pub const REPORT: Op = Op(5);
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame's length is not the session's.
+    #[error("frame of {got} bytes, the session's frames have {want}")]
+    Length {
+        /// Bytes received.
+        got: usize,
+        /// The session's frame length.
+        want: usize,
+    },
+    /// The frame names another circuit.
+    #[error("unknown circuit")]
+    UnknownCircuit,
+    /// Forged, tampered, replayed or out of order.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The body does not parse.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The content does not fit in the session's frame length.
+    #[error("content of {0} bytes does not fit in a frame")]
+    TooLarge(usize),
+    /// A frame length outside the allowed range.
+    #[error("frame length {0} is out of range")]
+    BadFrameLen(usize),
+}
+
+/// A tensor as it travels: dims and `f32` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireTensor {
+    /// Dimensions.
+    pub shape: Vec<u32>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// The plaintext of a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameBody {
+    /// What to do.
+    pub op: Op,
+    /// The batch (or test batch) number.
+    pub seq: u64,
+    /// Activations or gradients, if any.
+    pub tensor: Option<WireTensor>,
+    /// Opaque bytes that travel with the message (labels sealed for the loss hop, reports
+    /// sealed for the designer).
+    pub blob: Vec<u8>,
+}
+
+const NO_TENSOR: u8 = 0xff;
+
+impl FrameBody {
+    /// Bytes the body needs before padding.
+    pub fn encoded_len(&self) -> usize {
+        let tensor = self
+            .tensor
+            .as_ref()
+            .map_or(0, |t| 4 * t.shape.len() + 4 * t.data.len());
+        1 + 8 + 1 + tensor + 4 + self.blob.len()
+    }
+
+    fn encode(&self, capacity: usize) -> Result<Vec<u8>, FrameError> {
+        let needed = self.encoded_len();
+        if needed > capacity {
+            return Err(FrameError::TooLarge(needed));
+        }
+        let mut out = Vec::with_capacity(capacity);
+        out.push(self.op.0);
+        out.extend(self.seq.to_be_bytes());
+        match &self.tensor {
+            None => out.push(NO_TENSOR),
+            Some(t) => {
+                let rank = u8::try_from(t.shape.len())
+                    .ok()
+                    .filter(|&r| usize::from(r) <= MAX_RANK);
+                out.push(rank.ok_or(FrameError::TooLarge(needed))?);
+                for d in &t.shape {
+                    out.extend(d.to_be_bytes());
+                }
+                let count = t
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d as usize));
+                if count != Some(t.data.len()) {
+                    return Err(ReadError::Malformed("tensor shape does not match its data").into());
+                }
+                for v in &t.data {
+                    out.extend(v.to_le_bytes());
+                }
+            }
+        }
+        put_lp32(&mut out, &self.blob);
+        out.resize(capacity, 0);
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        let mut r = Reader::new(bytes);
+        let op = Op(r.take_u8()?);
+        let seq = r.take_u64()?;
+        let tensor = match r.take_u8()? {
+            NO_TENSOR => None,
+            rank if usize::from(rank) <= MAX_RANK => {
+                let shape = (0..rank)
+                    .map(|_| r.take_u32())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let count = shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
+                    .and_then(|c| c.checked_mul(4))
+                    .ok_or(ReadError::Malformed("tensor too large"))?;
+                // `take` checks the bytes are there before anything is allocated.
+                let data = r
+                    .take(count)?
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Some(WireTensor { shape, data })
+            }
+            _ => return Err(ReadError::Malformed("tensor rank").into()),
+        };
+        let blob = r.take_lp32(bytes.len())?.to_vec();
+        if r.take_rest().iter().any(|&b| b != 0) {
+            return Err(ReadError::Malformed("non-zero padding").into());
+        }
+        Ok(FrameBody {
+            op,
+            seq,
+            tensor,
+            blob,
+        })
+    }
+}
+
+/// The plaintext capacity of a frame of `frame_len` bytes.
+pub fn capacity(frame_len: usize) -> usize {
+    frame_len.saturating_sub(CIRCUIT_ID_LEN + TAG_LEN)
+}
+
+/// The circuit id a frame names (to find its session), if it is long enough to name one.
+pub fn circuit_of(frame: &[u8]) -> Option<CircuitId> {
+    frame.get(..CIRCUIT_ID_LEN).and_then(|c| c.try_into().ok())
+}
+
+/// Which end of a link this is: the upstream end is nearer the designer's first hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Sends forward frames, receives backward ones.
+    Upstream,
+    /// Receives forward frames, sends backward ones.
+    Downstream,
+}
+
+/// One end of a link of a session: its circuit id and its two ciphers.
+#[derive(Debug, Clone)]
+pub struct LinkEnd {
+    circuit: CircuitId,
+    frame_len: usize,
+    send: LinkCipher,
+    recv: LinkCipher,
+}
+
+impl LinkEnd {
+    /// One end of the link with `circuit` and `secret` (from the setup), on `side`.
+    pub fn new(
+        circuit: CircuitId,
+        secret: &Key,
+        side: Side,
+        frame_len: usize,
+    ) -> Result<Self, FrameError> {
+        if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame_len) {
+            return Err(FrameError::BadFrameLen(frame_len));
+        }
+        let down = LinkCipher::new(&secret.derive(b"downstream"));
+        let up = LinkCipher::new(&secret.derive(b"upstream"));
+        let (send, recv) = match side {
+            Side::Upstream => (down, up),
+            Side::Downstream => (up, down),
+        };
+        Ok(LinkEnd {
+            circuit,
+            frame_len,
+            send,
+            recv,
+        })
+    }
+
+    /// The link's circuit id.
+    pub fn circuit(&self) -> CircuitId {
+        self.circuit
+    }
+
+    /// Seals the next frame to send.
+    pub fn seal(&mut self, body: &FrameBody) -> Result<Vec<u8>, FrameError> {
+        let plain = body.encode(capacity(self.frame_len))?;
+        let mut frame = Vec::with_capacity(self.frame_len);
+        frame.extend(self.circuit);
+        frame.extend(self.send.seal(&self.circuit, &plain)?);
+        Ok(frame)
+    }
+
+    /// Opens the next frame received.
+    pub fn open(&mut self, frame: &[u8]) -> Result<FrameBody, FrameError> {
+        if frame.len() != self.frame_len {
+            return Err(FrameError::Length {
+                got: frame.len(),
+                want: self.frame_len,
+            });
+        }
+        if circuit_of(frame) != Some(self.circuit) {
+            return Err(FrameError::UnknownCircuit);
+        }
+        let plain = self.recv.open(&self.circuit, &frame[CIRCUIT_ID_LEN..])?;
+        FrameBody::decode(&plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(frame_len: usize) -> (LinkEnd, LinkEnd) {
+        let secret = Key([9; 32]);
+        (
+            LinkEnd::new([1; 16], &secret, Side::Upstream, frame_len).unwrap(),
+            LinkEnd::new([1; 16], &secret, Side::Downstream, frame_len).unwrap(),
+        )
+    }
+
+    fn body(op: Op, values: usize) -> FrameBody {
+        FrameBody {
+            op,
+            seq: 42,
+            tensor: (values > 0).then(|| WireTensor {
+                shape: vec![1, values as u32],
+                data: (0..values).map(|v| v as f32).collect(),
+            }),
+            blob: vec![7; 20],
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_both_ways_with_one_length() {
+        let (mut up, mut down) = pair(4096);
+        for (op, n) in [
+            (Op::FORWARD, 100),
+            (Op::TEST, 3),
+            (Op::COVER, 0),
+            (Op::REPORT, 0),
+        ] {
+            let frame = up.seal(&body(op, n)).unwrap();
+            assert_eq!(frame.len(), 4096, "P5");
+            assert_eq!(down.open(&frame).unwrap(), body(op, n));
+        }
+        let back = down.seal(&body(Op::BACKWARD, 50)).unwrap();
+        assert_eq!(back.len(), 4096);
+        assert_eq!(up.open(&back).unwrap(), body(Op::BACKWARD, 50));
+        // A frame sent one way cannot be reflected back.
+        let frame = up.seal(&body(Op::FORWARD, 1)).unwrap();
+        assert!(up.open(&frame).is_err());
+    }
+
+    #[test]
+    fn every_tampered_byte_replay_reorder_and_wrong_length_are_refused() {
+        let (mut up, mut down) = pair(MIN_FRAME_LEN);
+        let f0 = up.seal(&body(Op::FORWARD, 4)).unwrap();
+        let f1 = up.seal(&body(Op::FORWARD, 5)).unwrap();
+        for i in 0..f0.len() {
+            let mut bad = f0.clone();
+            bad[i] ^= 0x01;
+            assert!(down.open(&bad).is_err(), "byte {i} flipped went unnoticed");
+        }
+        assert!(
+            matches!(down.open(&f1), Err(FrameError::Crypto(_))),
+            "reordered"
+        );
+        down.open(&f0).unwrap();
+        assert!(
+            matches!(down.open(&f0), Err(FrameError::Crypto(_))),
+            "replayed"
+        );
+        assert!(matches!(
+            down.open(&f1[..100]),
+            Err(FrameError::Length { .. })
+        ));
+        let mut long = f1.clone();
+        long.push(0);
+        assert!(matches!(down.open(&long), Err(FrameError::Length { .. })));
+        let mut other = f1.clone();
+        other[..16].copy_from_slice(&[2; 16]);
+        assert_eq!(down.open(&other), Err(FrameError::UnknownCircuit));
+        down.open(&f1).unwrap();
+    }
+
+    #[test]
+    fn content_must_fit_and_sizes_are_bounded() {
+        let (mut up, _) = pair(MIN_FRAME_LEN);
+        assert!(matches!(
+            up.seal(&body(Op::FORWARD, 1000)),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(LinkEnd::new([0; 16], &Key([0; 32]), Side::Upstream, 10).is_err());
+        assert!(LinkEnd::new([0; 16], &Key([0; 32]), Side::Upstream, MAX_FRAME_LEN + 1).is_err());
+        // A body announcing a huge tensor is refused without allocating it.
+        let mut lying = vec![1u8];
+        lying.extend(0u64.to_be_bytes());
+        lying.push(2);
+        lying.extend(u32::MAX.to_be_bytes());
+        lying.extend(u32::MAX.to_be_bytes());
+        assert!(FrameBody::decode(&lying).is_err());
+        let mut bad_padding = body(Op::COVER, 0).encode(300).unwrap();
+        bad_padding[299] = 1;
+        assert!(FrameBody::decode(&bad_padding).is_err());
+    }
+}
