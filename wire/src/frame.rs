@@ -272,7 +272,7 @@ mod tests {
             op,
             seq: 42,
             tensor: (values > 0).then(|| WireTensor {
-                shape: vec![1, values as u32],
+                shape: vec![1, u32::try_from(values).unwrap()],
                 data: (0..values).map(|v| v as f32).collect(),
             }),
             blob: vec![7; 20],
