@@ -25,6 +25,7 @@ mod error;
 mod sandbox;
 mod session;
 mod stats;
+pub mod transport;
 pub mod wit;
 
 pub use config::SandboxConfig;

@@ -95,8 +95,12 @@ pub fn to_wit_error(e: LayerError) -> wit::LayerError {
 #[macro_export]
 macro_rules! export_layer {
     ($layer:ty) => {
+        // Compiled natively (as a workspace member, for checks) the crate exports nothing:
+        // component export names are not valid native symbol names.
+        #[allow(dead_code)]
         struct __MixnnLayerExport;
 
+        #[allow(dead_code)]
         fn __mixnn_make_runtime() -> ::std::boxed::Box<dyn $crate::LayerRuntime> {
             ::std::boxed::Box::new($crate::Runtime::<$layer>::new())
         }
@@ -145,6 +149,7 @@ macro_rules! export_layer {
             }
         };
 
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::export!(__MixnnLayerExport with_types_in $crate::bindings);
     };
 }
