@@ -22,6 +22,7 @@
 
 mod config;
 mod error;
+pub mod keys;
 mod sandbox;
 mod session;
 mod stats;

@@ -212,6 +212,7 @@ impl OnionPublicKey {
 pub struct OnionPrivateKey {
     key: OaepPrivateDecryptingKey,
     public_der: Vec<u8>,
+    pkcs8: Vec<u8>,
 }
 
 impl std::fmt::Debug for OnionPrivateKey {
@@ -239,7 +240,11 @@ impl OnionPrivateKey {
         if private.key_size_bits() != 2048 {
             return Err(CryptoError::BadKey("not RSA-2048"));
         }
-        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+        let pkcs8 = AsDer::<Pkcs8V1Der<'static>>::as_der(&private)
+            .map_err(|_| CryptoError::Internal("private key encoding"))?
+            .as_ref()
+            .to_vec();
         let public_der = private
             .public_key()
             .as_der()
@@ -248,7 +253,16 @@ impl OnionPrivateKey {
             .to_vec();
         let key = OaepPrivateDecryptingKey::new(private)
             .map_err(|_| CryptoError::BadKey("unusable for OAEP"))?;
-        Ok(OnionPrivateKey { key, public_der })
+        Ok(OnionPrivateKey {
+            key,
+            public_der,
+            pkcs8,
+        })
+    }
+
+    /// The key as PKCS#8 DER (secret: store it readable only by its owner).
+    pub fn to_pkcs8_der(&self) -> &[u8] {
+        &self.pkcs8
     }
 
     /// The public half.

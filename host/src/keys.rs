@@ -1,0 +1,204 @@
+//! A host's long-term keys: its RSA-2048 onion key (for the setup onions) and its QUIC
+//! certificate (pinned by fingerprint in its descriptor), as standard PEM files: PKCS#8 for
+//! private keys, SPKI for the public onion key. Private key files are created readable only by
+//! their owner, and never overwritten.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use mixnn_wire::crypto::{OnionPrivateKey, OnionPublicKey};
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+
+use crate::transport::TlsIdentity;
+
+/// The onion key (PKCS#8 PEM, owner-only).
+pub const ONION_KEY_FILE: &str = "onion-key.pem";
+/// The onion public key (SPKI PEM), for the host's descriptor.
+pub const ONION_PUBLIC_FILE: &str = "onion-key.pub.pem";
+/// The QUIC certificate (PEM).
+pub const TLS_CERT_FILE: &str = "tls-cert.pem";
+/// The QUIC private key (PKCS#8 PEM, owner-only).
+pub const TLS_KEY_FILE: &str = "tls-key.pem";
+
+/// Why keys could not be created, saved or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A file could not be read or written (the cause follows in the error's source).
+    #[error("{path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file does not hold what it should.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Key generation failed.
+    #[error("key generation: {0}")]
+    Generate(String),
+}
+
+/// A host's keys.
+#[derive(Debug)]
+pub struct HostKeys {
+    /// The onion key.
+    pub onion: OnionPrivateKey,
+    /// The QUIC identity.
+    pub tls: TlsIdentity,
+}
+
+impl HostKeys {
+    /// New keys.
+    pub fn generate() -> Result<Self, KeyError> {
+        Ok(HostKeys {
+            onion: OnionPrivateKey::generate().map_err(|e| KeyError::Generate(e.to_string()))?,
+            tls: TlsIdentity::generate().map_err(|e| KeyError::Generate(e.to_string()))?,
+        })
+    }
+
+    /// The public onion key.
+    pub fn onion_public(&self) -> Result<OnionPublicKey, KeyError> {
+        self.onion
+            .public_key()
+            .map_err(|e| KeyError::Generate(e.to_string()))
+    }
+
+    /// Writes the four files into `dir` (created if needed); refuses to overwrite any.
+    pub fn save(&self, dir: &Path) -> Result<(), KeyError> {
+        fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+            path: dir.into(),
+            source,
+        })?;
+        let public = self.onion_public()?;
+        write_pem(
+            &dir.join(ONION_KEY_FILE),
+            "PRIVATE KEY",
+            self.onion.to_pkcs8_der(),
+            true,
+        )?;
+        write_pem(
+            &dir.join(ONION_PUBLIC_FILE),
+            "PUBLIC KEY",
+            public.der(),
+            false,
+        )?;
+        write_pem(
+            &dir.join(TLS_CERT_FILE),
+            "CERTIFICATE",
+            &self.tls.cert,
+            false,
+        )?;
+        write_pem(
+            &dir.join(TLS_KEY_FILE),
+            "PRIVATE KEY",
+            self.tls.key.secret_pkcs8_der(),
+            true,
+        )
+    }
+
+    /// Reads the keys that [`HostKeys::save`] wrote.
+    pub fn load(dir: &Path) -> Result<Self, KeyError> {
+        let onion_path = dir.join(ONION_KEY_FILE);
+        let onion =
+            OnionPrivateKey::from_pkcs8(&read_pem(&onion_path, "PRIVATE KEY")?).map_err(|e| {
+                KeyError::Invalid {
+                    path: onion_path,
+                    reason: e.to_string(),
+                }
+            })?;
+        let cert = CertificateDer::from(read_pem(&dir.join(TLS_CERT_FILE), "CERTIFICATE")?);
+        let key = PrivatePkcs8KeyDer::from(read_pem(&dir.join(TLS_KEY_FILE), "PRIVATE KEY")?);
+        Ok(HostKeys {
+            onion,
+            tls: TlsIdentity { cert, key },
+        })
+    }
+}
+
+fn write_pem(path: &Path, tag: &str, der: &[u8], secret: bool) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(pem::encode(&pem::Pem::new(tag, der)).as_bytes())
+        .map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+fn read_pem(path: &Path, tag: &str) -> Result<Vec<u8>, KeyError> {
+    let text = fs::read(path).map_err(|source| KeyError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let parsed = pem::parse(text).map_err(|e| KeyError::Invalid {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    if parsed.tag() != tag {
+        return Err(KeyError::Invalid {
+            path: path.into(),
+            reason: format!("expected {tag}, found {}", parsed.tag()),
+        });
+    }
+    Ok(parsed.into_contents())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_owner_only_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = HostKeys::generate().unwrap();
+        keys.save(dir.path()).unwrap();
+        let loaded = HostKeys::load(dir.path()).unwrap();
+        assert_eq!(loaded.tls.fingerprint(), keys.tls.fingerprint());
+        assert_eq!(loaded.onion.to_pkcs8_der(), keys.onion.to_pkcs8_der());
+        // What is wrapped to the saved public key opens with the loaded private key.
+        let public = OnionPublicKey::from_der(
+            &read_pem(&dir.path().join(ONION_PUBLIC_FILE), "PUBLIC KEY").unwrap(),
+        )
+        .unwrap();
+        let (k, wrapped) = public.wrap(&mut mixnn_wire::crypto::SystemEntropy).unwrap();
+        assert_eq!(loaded.onion.unwrap_key(&wrapped).unwrap(), k);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for file in [ONION_KEY_FILE, TLS_KEY_FILE] {
+                let mode = fs::metadata(dir.path().join(file))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{file}");
+            }
+        }
+        assert!(
+            matches!(keys.save(dir.path()), Err(KeyError::Io { .. })),
+            "overwrote existing keys"
+        );
+        fs::write(dir.path().join(TLS_CERT_FILE), "garbage").unwrap();
+        assert!(matches!(
+            HostKeys::load(dir.path()),
+            Err(KeyError::Invalid { .. })
+        ));
+    }
+}
