@@ -1,6 +1,6 @@
-//! A host's long-term keys: its RSA-2048 onion key (for the setup onions) and its QUIC
-//! certificate (pinned by fingerprint in its descriptor), as standard PEM files: PKCS#8 for
-//! private keys, SPKI for the public onion key. Private key files are created readable only by
+//! A host's long-term keys: its Ed25519 identity key (signs its descriptor), its RSA-2048
+//! onion key (for the setup onions) and its QUIC certificate (pinned by fingerprint in its
+//! descriptor), as standard PEM files: PKCS#8 for private keys, SPKI for the public onion key. Private key files are created readable only by
 //! their owner, and never overwritten.
 
 use std::{
@@ -9,11 +9,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use mixnn_wire::crypto::{OnionPrivateKey, OnionPublicKey};
+use mixnn_wire::{
+    crypto::{OnionPrivateKey, OnionPublicKey},
+    descriptor::IdentityKey,
+};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::transport::TlsIdentity;
 
+/// The identity key (PKCS#8 PEM, owner-only).
+pub const IDENTITY_KEY_FILE: &str = "identity-key.pem";
 /// The onion key (PKCS#8 PEM, owner-only).
 pub const ONION_KEY_FILE: &str = "onion-key.pem";
 /// The onion public key (SPKI PEM), for the host's descriptor.
@@ -51,6 +56,8 @@ pub enum KeyError {
 /// A host's keys.
 #[derive(Debug)]
 pub struct HostKeys {
+    /// The identity key.
+    pub identity: IdentityKey,
     /// The onion key.
     pub onion: OnionPrivateKey,
     /// The QUIC identity.
@@ -61,6 +68,7 @@ impl HostKeys {
     /// New keys.
     pub fn generate() -> Result<Self, KeyError> {
         Ok(HostKeys {
+            identity: IdentityKey::generate().map_err(|e| KeyError::Generate(e.to_string()))?,
             onion: OnionPrivateKey::generate().map_err(|e| KeyError::Generate(e.to_string()))?,
             tls: TlsIdentity::generate().map_err(|e| KeyError::Generate(e.to_string()))?,
         })
@@ -73,13 +81,19 @@ impl HostKeys {
             .map_err(|e| KeyError::Generate(e.to_string()))
     }
 
-    /// Writes the four files into `dir` (created if needed); refuses to overwrite any.
+    /// Writes the five files into `dir` (created if needed); refuses to overwrite any.
     pub fn save(&self, dir: &Path) -> Result<(), KeyError> {
         fs::create_dir_all(dir).map_err(|source| KeyError::Io {
             path: dir.into(),
             source,
         })?;
         let public = self.onion_public()?;
+        write_pem(
+            &dir.join(IDENTITY_KEY_FILE),
+            "PRIVATE KEY",
+            self.identity.to_pkcs8_der(),
+            true,
+        )?;
         write_pem(
             &dir.join(ONION_KEY_FILE),
             "PRIVATE KEY",
@@ -108,6 +122,14 @@ impl HostKeys {
 
     /// Reads the keys that [`HostKeys::save`] wrote.
     pub fn load(dir: &Path) -> Result<Self, KeyError> {
+        let identity_path = dir.join(IDENTITY_KEY_FILE);
+        let identity =
+            IdentityKey::from_pkcs8(&read_pem(&identity_path, "PRIVATE KEY")?).map_err(|e| {
+                KeyError::Invalid {
+                    path: identity_path,
+                    reason: e.to_string(),
+                }
+            })?;
         let onion_path = dir.join(ONION_KEY_FILE);
         let onion =
             OnionPrivateKey::from_pkcs8(&read_pem(&onion_path, "PRIVATE KEY")?).map_err(|e| {
@@ -119,6 +141,7 @@ impl HostKeys {
         let cert = CertificateDer::from(read_pem(&dir.join(TLS_CERT_FILE), "CERTIFICATE")?);
         let key = PrivatePkcs8KeyDer::from(read_pem(&dir.join(TLS_KEY_FILE), "PRIVATE KEY")?);
         Ok(HostKeys {
+            identity,
             onion,
             tls: TlsIdentity { cert, key },
         })
@@ -172,6 +195,10 @@ mod tests {
         keys.save(dir.path()).unwrap();
         let loaded = HostKeys::load(dir.path()).unwrap();
         assert_eq!(loaded.tls.fingerprint(), keys.tls.fingerprint());
+        assert_eq!(
+            loaded.identity.public().unwrap(),
+            keys.identity.public().unwrap()
+        );
         assert_eq!(loaded.onion.to_pkcs8_der(), keys.onion.to_pkcs8_der());
         // What is wrapped to the saved public key opens with the loaded private key.
         let public = OnionPublicKey::from_der(
@@ -183,7 +210,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for file in [ONION_KEY_FILE, TLS_KEY_FILE] {
+            for file in [IDENTITY_KEY_FILE, ONION_KEY_FILE, TLS_KEY_FILE] {
                 let mode = fs::metadata(dir.path().join(file))
                     .unwrap()
                     .permissions()

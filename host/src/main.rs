@@ -17,8 +17,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the host's keys: an RSA-2048 onion key and a QUIC certificate (PEM files; the
-    /// private ones readable only by their owner). Never overwrites existing keys.
+    /// Create the host's keys: an Ed25519 identity key, an RSA-2048 onion key and a QUIC
+    /// certificate (PEM files; the private ones readable only by their owner). Never
+    /// overwrites existing keys.
     Keygen {
         /// Directory to write the keys into (created if missing).
         #[arg(long, value_name = "DIR")]
@@ -38,19 +39,16 @@ fn main() -> Result<()> {
             let keys = HostKeys::generate()?;
             keys.save(&dir)
                 .with_context(|| format!("writing keys to {}", dir.display()))?;
-            let fingerprint: String = keys
-                .tls
-                .fingerprint()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            let identity = keys.identity.public()?;
             println!("keys written to {}", dir.display());
             println!(
                 "onion public key: {}",
                 dir.join(ONION_PUBLIC_FILE).display()
             );
             println!("certificate:      {}", dir.join(TLS_CERT_FILE).display());
-            println!("fingerprint:      {fingerprint}");
+            println!("identity:         {}", hex(&identity));
+            println!("fingerprint:      {}", hex(&keys.tls.fingerprint()));
             Ok(())
         }
     }

@@ -4,6 +4,8 @@
 //! - [`reader`]: the one bounded reader every parser uses.
 //! - [`crypto`]: RSA-2048 OAEP-SHA256 as the onion KEM, HKDF, AES-256-GCM, AES-CTR
 //!   keystreams, and the per-link cipher with implicit counters.
+//! - [`descriptor`]: a host's signed descriptor (address, onion key, certificate fingerprint,
+//!   metadata) for the directory.
 //! - [`setup`]: the op=0 onion that ships each hop its layer, neighbours and keys.
 //! - [`frame`]: the fixed-length frames of op=1/2/3 and cover traffic on each link.
 
@@ -32,6 +34,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod crypto;
+pub mod descriptor;
 pub mod frame;
 pub mod reader;
 pub mod setup;
