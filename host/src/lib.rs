@@ -21,6 +21,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
+pub mod directory;
 mod error;
 pub mod keys;
 mod sandbox;
