@@ -205,7 +205,7 @@ impl Sandbox {
             return Ok(module.clone());
         }
         // Only binary components: text (WAT) would be parsed by a larger attack surface.
-        if !wasmparser_is_component(bytes) {
+        if !is_component_binary(bytes) {
             return Err(SandboxError::Invalid(
                 "not a WebAssembly component binary".into(),
             ));
@@ -270,6 +270,6 @@ impl Sandbox {
 }
 
 /// A component binary starts with `\0asm`, then version 0x0d and layer 1.
-fn wasmparser_is_component(bytes: &[u8]) -> bool {
+fn is_component_binary(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
 }
