@@ -23,6 +23,7 @@
 mod config;
 pub mod directory;
 mod error;
+pub mod hop;
 pub mod keys;
 mod sandbox;
 mod session;

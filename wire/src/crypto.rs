@@ -6,7 +6,10 @@
 
 use aws_lc_rs::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
-    cipher::{AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey},
+    cipher::{
+        AES_256, DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext,
+        UnboundCipherKey,
+    },
     hkdf,
     iv::FixedLength,
     rsa::{
@@ -108,6 +111,26 @@ impl Key {
             .less_safe_encrypt(data, context)
             .map_err(|_| CryptoError::Internal("ctr"))?;
         Ok(())
+    }
+
+    /// Encrypts one 16-byte block with AES-256 under a key derived for `label` (a keyed
+    /// permutation: how a blob's IV changes from hop to hop).
+    pub fn permute_block(&self, label: &[u8], block: &mut [u8; 16]) -> Result<(), CryptoError> {
+        let key = self.derive(label);
+        UnboundCipherKey::new(&AES_256, &key.0)
+            .and_then(EncryptingKey::ecb)
+            .and_then(|k| k.encrypt(block))
+            .map(|_| ())
+            .map_err(|_| CryptoError::Internal("ecb"))
+    }
+
+    /// Inverts [`Key::permute_block`].
+    pub fn unpermute_block(&self, label: &[u8], block: &mut [u8; 16]) -> Result<(), CryptoError> {
+        let key = self.derive(label);
+        UnboundCipherKey::new(&AES_256, &key.0)
+            .and_then(DecryptingKey::ecb)
+            .and_then(|k| k.decrypt(block, DecryptionContext::None).map(|_| ()))
+            .map_err(|_| CryptoError::Internal("ecb"))
     }
 
     /// Seals `plaintext` with AES-256-GCM under this key and `nonce`; appends the tag.

@@ -23,6 +23,8 @@ pub const MAX_RANK: usize = 8;
 pub struct Op(pub u8);
 
 impl Op {
+    /// Setup is complete up to the sender (op=0's acknowledgement, hop by hop to the designer).
+    pub const READY: Op = Op(0);
     /// Forward pass of training: activations towards the loss hop.
     pub const FORWARD: Op = Op(1);
     /// Backward pass: gradients towards the first hop.
@@ -31,8 +33,10 @@ impl Op {
     pub const TEST: Op = Op(3);
     /// Cover traffic: looks like the rest, carries nothing.
     pub const COVER: Op = Op(4);
-    /// A report for the designer (loss, outputs, acknowledgements, failures) in the blob.
+    /// A report sealed for the designer (loss, test output, state, failure) in the blob.
     pub const REPORT: Op = Op(5);
+    /// Each hop sends the designer its state (as reports), then passes this on.
+    pub const EXPORT: Op = Op(6);
 }
 
 /// Why a frame was refused.
@@ -73,30 +77,88 @@ pub struct WireTensor {
     pub data: Vec<f32>,
 }
 
-/// The plaintext of a frame.
+impl WireTensor {
+    /// Bytes of its encoding.
+    pub fn encoded_len(&self) -> usize {
+        1 + 4 * self.shape.len() + 4 * self.data.len()
+    }
+
+    /// Appends `rank || dims || values`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        let rank = u8::try_from(self.shape.len())
+            .ok()
+            .filter(|&r| usize::from(r) <= MAX_RANK)
+            .ok_or(ReadError::Malformed("tensor rank"))?;
+        let count = self
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d as usize));
+        if count != Some(self.data.len()) {
+            return Err(ReadError::Malformed("tensor shape does not match its data").into());
+        }
+        out.push(rank);
+        for d in &self.shape {
+            out.extend(d.to_be_bytes());
+        }
+        for v in &self.data {
+            out.extend(v.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Reads what [`WireTensor::encode_into`] wrote, after its rank byte.
+    fn decode_after_rank(rank: u8, r: &mut Reader<'_>) -> Result<Self, ReadError> {
+        if usize::from(rank) > MAX_RANK {
+            return Err(ReadError::Malformed("tensor rank"));
+        }
+        let shape = (0..rank)
+            .map(|_| r.take_u32())
+            .collect::<Result<Vec<_>, _>>()?;
+        let bytes = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
+            .and_then(|c| c.checked_mul(4))
+            .ok_or(ReadError::Malformed("tensor too large"))?;
+        // `take` checks the bytes are there before anything is allocated.
+        let data = r
+            .take(bytes)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(WireTensor { shape, data })
+    }
+
+    /// Reads one tensor.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, ReadError> {
+        let rank = r.take_u8()?;
+        Self::decode_after_rank(rank, r)
+    }
+}
+
+/// The plaintext of a frame. It holds no sequence number or other value that a later link
+/// would see again (P3): order is the link's implicit counter, and the blob changes at every
+/// hop (see [`crate::blob`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameBody {
     /// What to do.
     pub op: Op,
-    /// The batch (or test batch) number.
-    pub seq: u64,
     /// Activations or gradients, if any.
     pub tensor: Option<WireTensor>,
     /// Opaque bytes that travel with the message (labels sealed for the loss hop, reports
-    /// sealed for the designer).
+    /// sealed for the designer, or random bytes).
     pub blob: Vec<u8>,
 }
 
 const NO_TENSOR: u8 = 0xff;
 
+/// Bytes of a frame body's header and blob length prefix.
+pub const BODY_OVERHEAD: usize = 1 + 1 + 4;
+
 impl FrameBody {
     /// Bytes the body needs before padding.
     pub fn encoded_len(&self) -> usize {
-        let tensor = self
-            .tensor
-            .as_ref()
-            .map_or(0, |t| 4 * t.shape.len() + 4 * t.data.len());
-        1 + 8 + 1 + tensor + 4 + self.blob.len()
+        let tensor = self.tensor.as_ref().map_or(0, |t| t.encoded_len() - 1);
+        BODY_OVERHEAD + tensor + self.blob.len()
     }
 
     fn encode(&self, capacity: usize) -> Result<Vec<u8>, FrameError> {
@@ -106,28 +168,9 @@ impl FrameBody {
         }
         let mut out = Vec::with_capacity(capacity);
         out.push(self.op.0);
-        out.extend(self.seq.to_be_bytes());
         match &self.tensor {
             None => out.push(NO_TENSOR),
-            Some(t) => {
-                let rank = u8::try_from(t.shape.len())
-                    .ok()
-                    .filter(|&r| usize::from(r) <= MAX_RANK);
-                out.push(rank.ok_or(FrameError::TooLarge(needed))?);
-                for d in &t.shape {
-                    out.extend(d.to_be_bytes());
-                }
-                let count = t
-                    .shape
-                    .iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d as usize));
-                if count != Some(t.data.len()) {
-                    return Err(ReadError::Malformed("tensor shape does not match its data").into());
-                }
-                for v in &t.data {
-                    out.extend(v.to_le_bytes());
-                }
-            }
+            Some(t) => t.encode_into(&mut out)?,
         }
         put_lp32(&mut out, &self.blob);
         out.resize(capacity, 0);
@@ -137,38 +180,15 @@ impl FrameBody {
     fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
         let mut r = Reader::new(bytes);
         let op = Op(r.take_u8()?);
-        let seq = r.take_u64()?;
         let tensor = match r.take_u8()? {
             NO_TENSOR => None,
-            rank if usize::from(rank) <= MAX_RANK => {
-                let shape = (0..rank)
-                    .map(|_| r.take_u32())
-                    .collect::<Result<Vec<_>, _>>()?;
-                let count = shape
-                    .iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
-                    .and_then(|c| c.checked_mul(4))
-                    .ok_or(ReadError::Malformed("tensor too large"))?;
-                // `take` checks the bytes are there before anything is allocated.
-                let data = r
-                    .take(count)?
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                Some(WireTensor { shape, data })
-            }
-            _ => return Err(ReadError::Malformed("tensor rank").into()),
+            rank => Some(WireTensor::decode_after_rank(rank, &mut r)?),
         };
         let blob = r.take_lp32(bytes.len())?.to_vec();
         if r.take_rest().iter().any(|&b| b != 0) {
             return Err(ReadError::Malformed("non-zero padding").into());
         }
-        Ok(FrameBody {
-            op,
-            seq,
-            tensor,
-            blob,
-        })
+        Ok(FrameBody { op, tensor, blob })
     }
 }
 
@@ -270,7 +290,6 @@ mod tests {
     fn body(op: Op, values: usize) -> FrameBody {
         FrameBody {
             op,
-            seq: 42,
             tensor: (values > 0).then(|| WireTensor {
                 shape: vec![1, u32::try_from(values).unwrap()],
                 data: (0..values).map(|v| v as f32).collect(),
@@ -342,9 +361,7 @@ mod tests {
         assert!(LinkEnd::new([0; 16], &Key([0; 32]), Side::Upstream, 10).is_err());
         assert!(LinkEnd::new([0; 16], &Key([0; 32]), Side::Upstream, MAX_FRAME_LEN + 1).is_err());
         // A body announcing a huge tensor is refused without allocating it.
-        let mut lying = vec![1u8];
-        lying.extend(0u64.to_be_bytes());
-        lying.push(2);
+        let mut lying = vec![1u8, 2];
         lying.extend(u32::MAX.to_be_bytes());
         lying.extend(u32::MAX.to_be_bytes());
         assert!(FrameBody::decode(&lying).is_err());

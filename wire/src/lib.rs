@@ -8,6 +8,10 @@
 //!   metadata) for the directory.
 //! - [`setup`]: the op=0 onion that ships each hop its layer, neighbours and keys.
 //! - [`frame`]: the fixed-length frames of op=1/2/3 and cover traffic on each link.
+//! - [`blob`]: the opaque part of every frame, re-layered at every hop; labels sealed for
+//!   the loss hop and reports sealed for the designer travel in it.
+//! - [`report`]: what hops tell the designer (ready, loss, test output, state, failure).
+//! - [`circuit`]: the designer's side of a session: plan, onion, and its keys afterwards.
 
 //!
 //! # The protocol, and what is still to build on it
@@ -24,17 +28,26 @@
 //! - Link nonces are implicit counters (nothing repeats across links, P3; replays and
 //!   reordering fail to open, P7); an op=0 layer's replay tag goes into a host's replay cache
 //!   until the session expires.
-//! - Still to do: the blob that travels with op=1 (labels sealed for the loss hop under its
-//!   `designer_key`, wrapped in one AES-CTR layer per hop before it so that its bytes differ
-//!   on every link, [`crypto::Key::xor_keystream`]), reports sealed for the designer (loss,
-//!   test outputs of the `TEST_END` hop, failures), cover frames, and the host's session
-//!   state machine on top of these types.
+//! - Frames carry no sequence number (it would be the same on every link, P3): order is the
+//!   link's counter, and a hop alternates forward and backward strictly.
+//! - Every frame carries a blob of the session's blob length; every hop re-layers every blob
+//!   it receives ([`blob::layer`]), so blobs differ on every link. Labels travel sealed for the
+//!   loss hop, pre-layered by the designer; reports travel sealed for the designer, who
+//!   removes the layers added after them ([`circuit::DesignerCircuit::open_from_last`]).
+//! - Readiness: the first hop sends [`frame::Op::READY`] once its layers are loaded; each hop
+//!   passes it on once its own are; the last hop turns it into a sealed `Ready` report.
+//! - Dummies run the identity layer: indistinguishable to their neighbours by what they send,
+//!   but the activations before and after a dummy are equal, so the hops on either side of a
+//!   dummy could link their positions by content (a limit of the paper's design).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod blob;
+pub mod circuit;
 pub mod crypto;
 pub mod descriptor;
 pub mod frame;
 pub mod reader;
+pub mod report;
 pub mod setup;

@@ -25,6 +25,8 @@ pub const MAX_ADDRESS_LEN: usize = 255;
 pub const MAX_COMPONENT_LEN: usize = 16 << 20;
 /// Largest layer config.
 pub const MAX_CONFIG_LEN: usize = 1 << 20;
+/// Most layers one hop may hold.
+pub const MAX_LAYERS_PER_HOP: usize = 16;
 /// Largest op=0 message a host accepts.
 pub const MAX_SETUP_LEN: usize = 128 << 20;
 
@@ -93,9 +95,18 @@ pub struct HopSetup {
     pub flags: u8,
     /// Length of every later frame of the session (P5).
     pub frame_len: u32,
+    /// Length of the blobs this hop creates ([`crate::blob`]).
+    pub blob_len: u32,
+    /// The hop's adjacent layers, in cascade order (one, or a few: paper 5.4.1).
+    pub layers: Vec<HopLayer>,
+}
+
+/// One layer a hop runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopLayer {
     /// The layer component (WebAssembly).
     pub component: Vec<u8>,
-    /// The layer's `init` config.
+    /// Its `init` config.
     pub config: Vec<u8>,
 }
 
@@ -106,7 +117,12 @@ impl HopSetup {
     pub const TEST_END: u8 = 2;
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.component.len() + self.config.len());
+        let size: usize = self
+            .layers
+            .iter()
+            .map(|l| 8 + l.component.len() + l.config.len())
+            .sum();
+        let mut out = Vec::with_capacity(256 + size);
         out.extend(self.expires_at.to_be_bytes());
         encode_peer(&mut out, &self.prev);
         encode_peer(&mut out, &self.next);
@@ -122,8 +138,13 @@ impl HopSetup {
         }
         out.push(self.flags);
         out.extend(self.frame_len.to_be_bytes());
-        put_lp32(&mut out, &self.component);
-        put_lp32(&mut out, &self.config);
+        out.extend(self.blob_len.to_be_bytes());
+        // At most MAX_LAYERS_PER_HOP, checked before encoding.
+        out.push(u8::try_from(self.layers.len()).unwrap_or(u8::MAX));
+        for layer in &self.layers {
+            put_lp32(&mut out, &layer.component);
+            put_lp32(&mut out, &layer.config);
+        }
         out
     }
 
@@ -141,8 +162,21 @@ impl HopSetup {
             designer_key: Key(r.take_array::<KEY_LEN>()?),
             flags: r.take_u8()?,
             frame_len: r.take_u32()?,
-            component: r.take_lp32(MAX_COMPONENT_LEN)?.to_vec(),
-            config: r.take_lp32(MAX_CONFIG_LEN)?.to_vec(),
+            blob_len: r.take_u32()?,
+            layers: {
+                let count = usize::from(r.take_u8()?);
+                if count == 0 || count > MAX_LAYERS_PER_HOP {
+                    return Err(ReadError::Malformed("number of layers").into());
+                }
+                (0..count)
+                    .map(|_| {
+                        Ok(HopLayer {
+                            component: r.take_lp32(MAX_COMPONENT_LEN)?.to_vec(),
+                            config: r.take_lp32(MAX_CONFIG_LEN)?.to_vec(),
+                        })
+                    })
+                    .collect::<Result<_, ReadError>>()?
+            },
         };
         r.should_be_exhausted()?;
         Ok(setup)
@@ -210,11 +244,16 @@ pub fn build_onion(
 }
 
 fn check_sizes(setup: &HopSetup) -> Result<(), SetupError> {
-    if setup.component.len() > MAX_COMPONENT_LEN {
-        return Err(SetupError::TooLarge("component"));
+    if setup.layers.is_empty() || setup.layers.len() > MAX_LAYERS_PER_HOP {
+        return Err(SetupError::TooLarge("layers"));
     }
-    if setup.config.len() > MAX_CONFIG_LEN {
-        return Err(SetupError::TooLarge("config"));
+    for layer in &setup.layers {
+        if layer.component.len() > MAX_COMPONENT_LEN {
+            return Err(SetupError::TooLarge("component"));
+        }
+        if layer.config.len() > MAX_CONFIG_LEN {
+            return Err(SetupError::TooLarge("config"));
+        }
     }
     for peer in [&setup.prev, &setup.next] {
         if matches!(peer, Peer::Host { address, .. } if address.len() > MAX_ADDRESS_LEN) {
@@ -303,8 +342,11 @@ mod tests {
             designer_key: Key::random(e),
             flags: 0,
             frame_len: 4096,
-            component: vec![i; component_len],
-            config: format!("{{\"layer\": {i}}}").into_bytes(),
+            blob_len: 256,
+            layers: vec![HopLayer {
+                component: vec![i; component_len],
+                config: format!("{{\"layer\": {i}}}").into_bytes(),
+            }],
         }
     }
 

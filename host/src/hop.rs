@@ -1,0 +1,485 @@
+//! One hop of one session, sans IO: frames in, frames out. A [`Hop`] holds the keys and link
+//! ends its setup gave it and the sandboxed layers it runs, and turns each frame from a
+//! neighbour into the frames it owes its neighbours. The daemon moves the bytes.
+//!
+//! Training alternates strictly: a forward frame, then its backward frame, then the next
+//! forward (exact SGD, P9). Test, cover, report and export frames may come between batches.
+//! A failure (a layer's error, a frame out of order) ends the session with a report sealed
+//! for the designer; a frame that does not open is dropped, and the first one is reported.
+
+use mixnn_wire::{
+    blob::{self, Recipient},
+    crypto::{Entropy, Key},
+    frame::{BODY_OVERHEAD, FrameBody, FrameError, LinkEnd, Op, Side, WireTensor, capacity},
+    reader::put_lp32,
+    report::Report,
+    setup::{HopSetup, Peer},
+};
+
+use crate::{
+    LayerSession, Sandbox, SandboxError,
+    wit::{LayerInfo, Mode, Tensor},
+};
+
+/// Which neighbour a frame comes from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toward {
+    /// The previous hop (or the designer, for the first hop).
+    Prev,
+    /// The next hop (or the designer, for the last hop).
+    Next,
+}
+
+/// A frame to send.
+pub struct Outgoing {
+    /// To whom.
+    pub to: Toward,
+    /// The sealed frame.
+    pub frame: Vec<u8>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Outgoing({:?}, {} bytes)", self.to, self.frame.len())
+    }
+}
+
+/// Why a frame was not processed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HopError {
+    /// It does not open on its link: forged, tampered, replayed, reordered or mis-sized.
+    /// The first rejection of a session comes with a report for the designer, to send.
+    #[error("frame rejected: {error}")]
+    Rejected {
+        /// Why.
+        error: FrameError,
+        /// The report to send, if any.
+        report: Option<Outgoing>,
+    },
+    /// A report could not be sealed.
+    #[error("sealing a report: {0}")]
+    Seal(FrameError),
+    /// The session has already failed.
+    #[error("the session has failed")]
+    Failed,
+}
+
+/// A hop's failure: what the designer is told.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{op}: {source}")]
+    Layer {
+        op: &'static str,
+        source: SandboxError,
+    },
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+}
+
+fn layer_failure(op: &'static str) -> impl FnOnce(SandboxError) -> Failure {
+    move |source| Failure::Layer { op, source }
+}
+
+struct Layer {
+    session: LayerSession,
+    info: LayerInfo,
+}
+
+/// One hop of one session.
+pub struct Hop<E> {
+    from_prev: LinkEnd,
+    to_next: LinkEnd,
+    next_is_designer: bool,
+    blob_key: Key,
+    designer_key: Key,
+    flags: u8,
+    blob_len: usize,
+    frame_len: usize,
+    layers: Vec<Layer>,
+    /// Set once a forward frame waits for its backward frame; holds the loss gradient on the
+    /// loss hop.
+    pending: Option<Option<Tensor>>,
+    failed: bool,
+    reported_rejection: bool,
+    entropy: E,
+}
+
+impl<E> std::fmt::Debug for Hop<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hop")
+            .field("layers", &self.layers.len())
+            .field("flags", &self.flags)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Entropy> Hop<E> {
+    /// Starts a hop from its setup: loads and initialises its layers in `sandbox`. Returns the
+    /// frames to send at once: readiness towards the designer if the hop is first, or a
+    /// failure report if a layer would not start. Call on one of the sandbox's workers.
+    pub fn start(
+        setup: HopSetup,
+        sandbox: &Sandbox,
+        entropy: E,
+    ) -> Result<(Self, Vec<Outgoing>), FrameError> {
+        let frame_len = setup.frame_len as usize;
+        let mut hop = Hop {
+            from_prev: LinkEnd::new(
+                setup.circuit_in,
+                &setup.link_in,
+                Side::Downstream,
+                frame_len,
+            )?,
+            to_next: LinkEnd::new(
+                setup.circuit_out,
+                &setup.link_out,
+                Side::Upstream,
+                frame_len,
+            )?,
+            next_is_designer: setup.next == Peer::Designer,
+            blob_key: setup.blob_key,
+            designer_key: setup.designer_key,
+            flags: setup.flags,
+            blob_len: setup.blob_len as usize,
+            frame_len,
+            layers: Vec::with_capacity(setup.layers.len()),
+            pending: None,
+            failed: false,
+            reported_rejection: false,
+            entropy,
+        };
+        let mut out = Vec::new();
+        let loaded = setup.layers.iter().try_for_each(|layer| {
+            let module = sandbox
+                .load(&layer.component)
+                .map_err(layer_failure("load"))?;
+            let mut session = sandbox.start(&module).map_err(layer_failure("start"))?;
+            let info = session.init(&layer.config).map_err(layer_failure("init"))?;
+            hop.layers.push(Layer { session, info });
+            Ok(())
+        });
+        let loaded = loaded.and_then(|()| hop.check_roles());
+        match loaded {
+            Err(failure) => hop.fail(Toward::Next, &failure, &mut out)?,
+            Ok(()) if setup.prev == Peer::Designer => {
+                let blob = blob::random(hop.blob_len, &mut hop.entropy);
+                hop.send_ready(blob, &mut out)?;
+            }
+            Ok(()) => {}
+        }
+        Ok((hop, out))
+    }
+
+    fn check_roles(&self) -> Result<(), Failure> {
+        let loss_layers = self.layers.iter().filter(|l| l.info.is_loss).count();
+        let is_loss = self.flags & HopSetup::LOSS != 0;
+        match (is_loss, loss_layers) {
+            (true, 1) if self.layers.last().is_some_and(|l| l.info.is_loss) => Ok(()),
+            (false, 0) => Ok(()),
+            _ => Err(Failure::Protocol(
+                "the loss layer must be the last layer of the hop flagged for it",
+            )),
+        }
+    }
+
+    /// Whether the session has failed.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Handles one frame from a neighbour; returns the frames to send.
+    pub fn on_frame(&mut self, from: Toward, frame: &[u8]) -> Result<Vec<Outgoing>, HopError> {
+        if self.failed {
+            return Err(HopError::Failed);
+        }
+        let link = match from {
+            Toward::Prev => &mut self.from_prev,
+            Toward::Next => &mut self.to_next,
+        };
+        let body = match link.open(frame) {
+            Ok(body) => body,
+            Err(error) => {
+                // Told once, through the other neighbour: the sender may be the one at fault.
+                let report = if self.reported_rejection {
+                    None
+                } else {
+                    self.reported_rejection = true;
+                    let away = match from {
+                        Toward::Prev => Toward::Next,
+                        Toward::Next => Toward::Prev,
+                    };
+                    let report = Report::failure(format!("dropped a frame: {error}"));
+                    self.report(away, &report).ok()
+                };
+                return Err(HopError::Rejected { error, report });
+            }
+        };
+        let mut out = Vec::new();
+        let toward_designer = match (from, body.op) {
+            (Toward::Next, _) => Toward::Prev,
+            _ => Toward::Next,
+        };
+        if let Err(failure) = self.handle(from, body, &mut out) {
+            // Frames already sealed must still go: the link's counter has moved past them.
+            self.fail(toward_designer, &failure, &mut out)
+                .map_err(HopError::Seal)?;
+        }
+        Ok(out)
+    }
+
+    fn handle(
+        &mut self,
+        from: Toward,
+        mut body: FrameBody,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), Failure> {
+        blob::layer(&self.blob_key, &mut body.blob)
+            .map_err(|_| Failure::Protocol("blob too short"))?;
+        match (from, body.op) {
+            (Toward::Prev, Op::READY) => self.send_ready(body.blob, out)?,
+            (Toward::Prev, Op::FORWARD) => self.forward(body, out)?,
+            (Toward::Next, Op::BACKWARD) => self.backward(body, out)?,
+            (Toward::Prev, Op::TEST) => self.test(body, out)?,
+            (Toward::Prev, Op::EXPORT) => self.export(body, out)?,
+            (Toward::Prev, Op::COVER | Op::REPORT) => out.push(self.seal(Toward::Next, &body)?),
+            (Toward::Next, Op::REPORT) => out.push(self.seal(Toward::Prev, &body)?),
+            _ => return Err(Failure::Protocol("unexpected operation")),
+        }
+        Ok(())
+    }
+
+    fn send_ready(&mut self, blob: Vec<u8>, out: &mut Vec<Outgoing>) -> Result<(), FrameError> {
+        if self.next_is_designer {
+            out.push(self.report(Toward::Next, &Report::Ready)?);
+        } else {
+            out.push(self.seal(
+                Toward::Next,
+                &FrameBody {
+                    op: Op::READY,
+                    tensor: None,
+                    blob,
+                },
+            )?);
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, body: FrameBody, out: &mut Vec<Outgoing>) -> Result<(), Failure> {
+        if self.pending.is_some() {
+            return Err(Failure::Protocol(
+                "a forward frame before the last backward",
+            ));
+        }
+        let mut x = tensor(body.tensor)?;
+        for layer in self.layers.iter_mut().filter(|l| !l.info.is_loss) {
+            x = layer
+                .session
+                .forward(&x, Mode::Train)
+                .map_err(layer_failure("forward"))?;
+        }
+        if let Some(loss_layer) = self.layers.last_mut().filter(|l| l.info.is_loss) {
+            let labels = blob::open(&self.designer_key, Recipient::Host, &body.blob)
+                .map_err(|_| Failure::Protocol("labels that do not open"))?;
+            let labels = WireTensor::decode(&mut mixnn_wire::reader::Reader::new(&labels))
+                .map_err(|_| Failure::Protocol("malformed labels"))?;
+            let target = Tensor {
+                shape: labels.shape,
+                data: labels.data,
+            };
+            let loss = loss_layer
+                .session
+                .loss(&x, &target)
+                .map_err(layer_failure("loss"))?;
+            self.pending = Some(Some(loss.grad_input));
+            out.push(self.report(Toward::Next, &Report::Loss(loss.loss))?);
+        } else {
+            self.pending = Some(None);
+            out.push(self.seal(
+                Toward::Next,
+                &FrameBody {
+                    op: Op::FORWARD,
+                    tensor: Some(wire(x)),
+                    blob: body.blob,
+                },
+            )?);
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self, body: FrameBody, out: &mut Vec<Outgoing>) -> Result<(), Failure> {
+        let Some(pending) = self.pending.take() else {
+            return Err(Failure::Protocol("a backward frame without its forward"));
+        };
+        let mut g = match pending {
+            Some(loss_grad) => loss_grad,
+            None => tensor(body.tensor)?,
+        };
+        for layer in self.layers.iter_mut().rev().filter(|l| !l.info.is_loss) {
+            g = layer
+                .session
+                .backward(&g)
+                .map_err(layer_failure("backward"))?;
+        }
+        out.push(self.seal(
+            Toward::Prev,
+            &FrameBody {
+                op: Op::BACKWARD,
+                tensor: Some(wire(g)),
+                blob: body.blob,
+            },
+        )?);
+        Ok(())
+    }
+
+    fn test(&mut self, body: FrameBody, out: &mut Vec<Outgoing>) -> Result<(), Failure> {
+        if self.pending.is_some() {
+            return Err(Failure::Protocol("a test frame in the middle of a batch"));
+        }
+        // Past the test end the output travels sealed in the blob: relay it.
+        let Some(input) = body.tensor else {
+            out.push(self.seal(Toward::Next, &body)?);
+            return Ok(());
+        };
+        let mut x = tensor(Some(input))?;
+        for layer in self.layers.iter_mut().filter(|l| !l.info.is_loss) {
+            x = layer
+                .session
+                .forward(&x, Mode::Test)
+                .map_err(layer_failure("test"))?;
+        }
+        if self.flags & HopSetup::TEST_END != 0 {
+            let sealed = self.sealed_blob(&Report::Output(wire(x)), self.blob_len)?;
+            out.push(self.seal(
+                Toward::Next,
+                &FrameBody {
+                    op: Op::TEST,
+                    tensor: None,
+                    blob: sealed,
+                },
+            )?);
+        } else {
+            out.push(self.seal(
+                Toward::Next,
+                &FrameBody {
+                    op: Op::TEST,
+                    tensor: Some(wire(x)),
+                    blob: body.blob,
+                },
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Sends the designer this hop's state in as many reports as it takes, then passes the
+    /// export on.
+    fn export(&mut self, body: FrameBody, out: &mut Vec<Outgoing>) -> Result<(), Failure> {
+        if self.pending.is_some() {
+            return Err(Failure::Protocol("an export in the middle of a batch"));
+        }
+        let mut state = Vec::new();
+        for layer in &mut self.layers {
+            let bytes = layer
+                .session
+                .export_state()
+                .map_err(layer_failure("export-state"))?;
+            put_lp32(&mut state, &bytes);
+        }
+        // Room for a state report in one frame: the frame's capacity minus the body's header,
+        // the sealing and the report's own header.
+        let chunk = capacity(self.frame_len)
+            .saturating_sub(BODY_OVERHEAD + blob::SEAL_OVERHEAD + 13)
+            .max(1);
+        let count = u32::try_from(state.len().div_ceil(chunk).max(1))
+            .map_err(|_| Failure::Protocol("state too large"))?;
+        for (index, part) in (0u32..).zip(
+            state
+                .chunks(chunk)
+                .chain(state.is_empty().then_some(&[][..])),
+        ) {
+            let report = Report::State {
+                index,
+                count,
+                bytes: part.to_vec(),
+            };
+            let len = part.len() + blob::SEAL_OVERHEAD + 13;
+            let sealed = self.sealed_blob(&report, len.max(self.blob_len))?;
+            out.push(self.seal(
+                Toward::Next,
+                &FrameBody {
+                    op: Op::REPORT,
+                    tensor: None,
+                    blob: sealed,
+                },
+            )?);
+        }
+        out.push(self.seal(Toward::Next, &body)?);
+        Ok(())
+    }
+
+    fn sealed_blob(&mut self, report: &Report, len: usize) -> Result<Vec<u8>, FrameError> {
+        let payload = report.encode()?;
+        blob::seal(
+            &self.designer_key,
+            Recipient::Designer,
+            &payload,
+            len,
+            &mut self.entropy,
+        )
+        .map_err(|_| FrameError::TooLarge(payload.len()))
+    }
+
+    /// A report frame towards the designer through `to`.
+    fn report(&mut self, to: Toward, report: &Report) -> Result<Outgoing, FrameError> {
+        let blob = self.sealed_blob(report, self.blob_len)?;
+        self.seal(
+            to,
+            &FrameBody {
+                op: Op::REPORT,
+                tensor: None,
+                blob,
+            },
+        )
+    }
+
+    fn seal(&mut self, to: Toward, body: &FrameBody) -> Result<Outgoing, FrameError> {
+        let link = match to {
+            Toward::Prev => &mut self.from_prev,
+            Toward::Next => &mut self.to_next,
+        };
+        Ok(Outgoing {
+            to,
+            frame: link.seal(body)?,
+        })
+    }
+
+    fn fail(
+        &mut self,
+        to: Toward,
+        failure: &Failure,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), FrameError> {
+        tracing::warn!(error = %failure, "session failed");
+        self.failed = true;
+        out.push(self.report(to, &Report::failure(failure))?);
+        Ok(())
+    }
+}
+
+fn tensor(t: Option<WireTensor>) -> Result<Tensor, Failure> {
+    let t = t.ok_or(Failure::Protocol("a frame without its tensor"))?;
+    Ok(Tensor {
+        shape: t.shape,
+        data: t.data,
+    })
+}
+
+fn wire(t: Tensor) -> WireTensor {
+    WireTensor {
+        shape: t.shape,
+        data: t.data,
+    }
+}

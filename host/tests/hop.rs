@@ -1,0 +1,319 @@
+//! A session's hops driven frame by frame without sockets: the designer's circuit, three hops
+//! (one a dummy, one holding three layers with the loss) and the same layers called directly
+//! must agree bit for bit, and each hop sees only what it should.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use mixnn_components::{IDENTITY, LINEAR, LINEAR_RELU, LOG_SOFTMAX, NLL_LOSS};
+use mixnn_host::{
+    Sandbox, SandboxConfig,
+    hop::{Hop, Outgoing, Toward},
+    wit::{Mode, Tensor},
+};
+use mixnn_wire::{
+    circuit::{self, DesignerCircuit, HopPlan, SessionParams},
+    crypto::{OnionPrivateKey, SystemEntropy},
+    frame::{FrameBody, Op, WireTensor},
+    report::Report,
+    setup::{HopLayer, HopSetup, Peer, peel},
+};
+
+fn config(layer: &str) -> Vec<u8> {
+    format!(r#"{{"seed": 5, "optimizer": {{"lr": 0.1, "momentum": 0.9}}, "layer": {layer}}}"#)
+        .into_bytes()
+}
+
+fn layers() -> Vec<Vec<(&'static [u8], Vec<u8>)>> {
+    vec![
+        vec![(
+            LINEAR_RELU,
+            config(r#"{"in_features": 6, "out_features": 5}"#),
+        )],
+        vec![(IDENTITY, config("{}"))],
+        vec![
+            (LINEAR, config(r#"{"in_features": 5, "out_features": 3}"#)),
+            (LOG_SOFTMAX, config("{}")),
+            (NLL_LOSS, config("{}")),
+        ],
+    ]
+}
+
+struct Session {
+    designer: DesignerCircuit,
+    hops: Vec<Hop<SystemEntropy>>,
+    /// What each hop decrypted at setup.
+    setups: Vec<HopSetup>,
+}
+
+fn start(sandbox: &Sandbox) -> (Session, Vec<Outgoing>) {
+    let keys: Vec<OnionPrivateKey> = (0..3)
+        .map(|_| OnionPrivateKey::generate().unwrap())
+        .collect();
+    let publics: Vec<_> = keys.iter().map(|k| k.public_key().unwrap()).collect();
+    let plan = layers()
+        .into_iter()
+        .enumerate()
+        .map(|(i, layers)| HopPlan {
+            host: Peer::Host {
+                address: format!("127.0.0.1:{}", 7000 + i),
+                fingerprint: [i as u8; 32],
+            },
+            onion_key: &publics[i],
+            layers: layers
+                .into_iter()
+                .map(|(c, config)| HopLayer {
+                    component: c.to_vec(),
+                    config,
+                })
+                .collect(),
+            flags: if i == 2 { HopSetup::LOSS } else { 0 },
+        })
+        .collect();
+    let params = SessionParams {
+        expires_at: u64::MAX,
+        frame_len: 1024,
+        blob_len: 200,
+    };
+    let (mut onion, designer) = circuit::build(plan, params, &mut SystemEntropy).unwrap();
+    let mut hops = Vec::new();
+    let mut setups = Vec::new();
+    let mut first_out = Vec::new();
+    for key in &keys {
+        let peeled = peel(key, &onion, 1, &mut SystemEntropy).unwrap();
+        onion = peeled.forward;
+        setups.push(peeled.setup.clone());
+        let (hop, out) = Hop::start(peeled.setup, sandbox, SystemEntropy).unwrap();
+        hops.push(hop);
+        first_out.push(out);
+    }
+    // Only the first hop speaks at once.
+    assert!(first_out[1].is_empty() && first_out[2].is_empty());
+    let out = first_out.into_iter().next().unwrap();
+    (
+        Session {
+            designer,
+            hops,
+            setups,
+        },
+        out,
+    )
+}
+
+impl Session {
+    /// Delivers frames hop to hop until some reach the designer; returns those, with the side
+    /// they came out of.
+    fn run(&mut self, from_hop: usize, mut pending: Vec<Outgoing>) -> Vec<(Toward, Vec<u8>)> {
+        pending.reverse();
+        let mut at = vec![from_hop; pending.len()];
+        let mut to_designer = Vec::new();
+        while let Some(o) = pending.pop() {
+            let hop = at.pop().unwrap();
+            let (target, from) = match o.to {
+                Toward::Next if hop + 1 == self.hops.len() => {
+                    to_designer.push((Toward::Next, o.frame));
+                    continue;
+                }
+                Toward::Prev if hop == 0 => {
+                    to_designer.push((Toward::Prev, o.frame));
+                    continue;
+                }
+                Toward::Next => (hop + 1, Toward::Prev),
+                Toward::Prev => (hop - 1, Toward::Next),
+            };
+            let out = self.hops[target]
+                .on_frame(from, &o.frame)
+                .unwrap_or_else(|e| panic!("hop {target} from {from:?}: {e:?}"));
+            // Keep order: earlier frames first.
+            for o in out.into_iter().rev() {
+                pending.push(o);
+                at.push(target);
+            }
+        }
+        to_designer
+    }
+
+    fn send_first(&mut self, body: &FrameBody) -> Vec<(Toward, Vec<u8>)> {
+        let frame = self.designer.first.seal(body).unwrap();
+        let out = self.hops[0].on_frame(Toward::Prev, &frame).unwrap();
+        self.run(0, out)
+    }
+
+    fn send_last(&mut self, body: &FrameBody) -> Vec<(Toward, Vec<u8>)> {
+        let frame = self.designer.last.seal(body).unwrap();
+        let last = self.hops.len() - 1;
+        let out = self.hops[last].on_frame(Toward::Next, &frame).unwrap();
+        self.run(last, out)
+    }
+
+    fn report_from_last(&mut self, frame: &[u8]) -> (usize, Report) {
+        let body = self.designer.last.open(frame).unwrap();
+        assert_eq!(body.op, Op::REPORT);
+        self.designer.open_from_last(&body.blob).unwrap()
+    }
+}
+
+fn batch(step: usize) -> (WireTensor, WireTensor) {
+    let x = (0..24)
+        .map(|i| ((i * 7 + step * 3) % 11) as f32 / 11.0)
+        .collect();
+    let y = (0..4).map(|i| ((i + step) % 3) as f32).collect();
+    (
+        WireTensor {
+            shape: vec![4, 6],
+            data: x,
+        },
+        WireTensor {
+            shape: vec![4],
+            data: y,
+        },
+    )
+}
+
+#[test]
+fn a_session_trains_exactly_like_direct_calls_and_hops_see_only_their_part() {
+    let sandbox = std::sync::Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let sandbox2 = std::sync::Arc::clone(&sandbox);
+    sandbox
+        .spawn_worker("test", move || run(&sandbox2))
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn run(sandbox: &Sandbox) {
+    let (mut s, ready) = start(sandbox);
+    assert_eq!(s.setups[0].link_out, s.setups[1].link_in);
+    assert_eq!(s.setups[0].circuit_out, s.setups[1].circuit_in);
+    // Readiness travels hop to hop and comes out of the last as a sealed report.
+    let out = s.run(0, ready);
+    assert_eq!(out.len(), 1);
+    assert_eq!(s.report_from_last(&out[0].1), (2, Report::Ready));
+
+    // The same layers called directly.
+    let mut direct: Vec<_> = layers()
+        .into_iter()
+        .flatten()
+        .map(|(c, config)| {
+            let mut session = sandbox.start(&sandbox.load(c).unwrap()).unwrap();
+            session.init(&config).unwrap();
+            session
+        })
+        .collect();
+
+    for step in 0..3 {
+        let (x, y) = batch(step);
+        let blob = s.designer.label_blob(&y, &mut SystemEntropy).unwrap();
+        let out = s.send_first(&FrameBody {
+            op: Op::FORWARD,
+            tensor: Some(x.clone()),
+            blob,
+        });
+        assert_eq!(out.len(), 1);
+        let (hop, report) = s.report_from_last(&out[0].1);
+        // Direct: forward, loss, backward.
+        let mut t = Tensor {
+            shape: x.shape.clone(),
+            data: x.data.clone(),
+        };
+        for layer in &mut direct[..4] {
+            t = layer.forward(&t, Mode::Train).unwrap();
+        }
+        let target = Tensor {
+            shape: y.shape.clone(),
+            data: y.data.clone(),
+        };
+        let loss = direct[4].loss(&t, &target).unwrap();
+        assert_eq!((hop, report), (2, Report::Loss(loss.loss)), "step {step}");
+        let mut g = loss.grad_input;
+        for layer in direct[..4].iter_mut().rev() {
+            g = layer.backward(&g).unwrap();
+        }
+        let blob = s.designer.random_blob(&mut SystemEntropy);
+        let out = s.send_last(&FrameBody {
+            op: Op::BACKWARD,
+            tensor: None,
+            blob,
+        });
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, Toward::Prev);
+        let back = s.designer.first.open(&out[0].1).unwrap();
+        assert_eq!(back.op, Op::BACKWARD);
+        assert_eq!(
+            back.tensor.unwrap().data,
+            g.data,
+            "input gradient, step {step}"
+        );
+    }
+
+    // A test pass: the last hop's non-loss output comes back in the tensor.
+    let (x, _) = batch(9);
+    let out = s.send_first(&FrameBody {
+        op: Op::TEST,
+        tensor: Some(x.clone()),
+        blob: s.designer.random_blob(&mut SystemEntropy),
+    });
+    let body = s.designer.last.open(&out[0].1).unwrap();
+    let mut t = Tensor {
+        shape: x.shape,
+        data: x.data,
+    };
+    for layer in &mut direct[..4] {
+        t = layer.forward(&t, Mode::Test).unwrap();
+    }
+    assert_eq!(body.tensor.unwrap().data, t.data);
+
+    // Export: every hop's state, sealed for the designer, equals the direct layers' state.
+    let out = s.send_first(&FrameBody {
+        op: Op::EXPORT,
+        tensor: None,
+        blob: s.designer.random_blob(&mut SystemEntropy),
+    });
+    let mut states: Vec<Vec<u8>> = vec![Vec::new(); 3];
+    let (end, reports) = out.split_last().unwrap();
+    for (_, frame) in reports {
+        let (hop, report) = s.report_from_last(frame);
+        let Report::State { bytes, .. } = report else {
+            panic!("{report:?}")
+        };
+        states[hop].extend(bytes);
+    }
+    assert_eq!(s.designer.last.open(&end.1).unwrap().op, Op::EXPORT);
+    let mut want: Vec<Vec<u8>> = vec![Vec::new(); 3];
+    for (i, layer) in direct.iter_mut().enumerate() {
+        let hop = [0, 1, 2, 2, 2][i];
+        let state = layer.export_state().unwrap();
+        want[hop].extend((state.len() as u32).to_be_bytes());
+        want[hop].extend(state);
+    }
+    // The dummy's identity has no parameters, but its state still travels.
+    assert_eq!(states[0], want[0]);
+    assert_eq!(states[2], want[2]);
+
+    // What each hop decrypted: its own layers, its two neighbours, nothing else (P1/P2).
+    for (i, setup) in s.setups.iter().enumerate() {
+        let want_prev = if i == 0 { Peer::Designer } else { host(i - 1) };
+        let want_next = if i == 2 { Peer::Designer } else { host(i + 1) };
+        assert_eq!(
+            (setup.prev.clone(), setup.next.clone()),
+            (want_prev, want_next)
+        );
+        let own: Vec<&[u8]> = layers()[i].iter().map(|(c, _)| *c).collect();
+        let got: Vec<&[u8]> = setup
+            .layers
+            .iter()
+            .map(|l| l.component.as_slice())
+            .collect();
+        assert_eq!(got, own);
+    }
+}
+
+fn host(i: usize) -> Peer {
+    Peer::Host {
+        address: format!("127.0.0.1:{}", 7000 + i),
+        fingerprint: [i as u8; 32],
+    }
+}

@@ -1,0 +1,130 @@
+//! What a hop tells the designer, sealed in a blob ([`crate::blob`]) so that no other hop can
+//! read it: setup complete, the loss of a batch, a test output, a chunk of its state, or a
+//! failure.
+
+use crate::{
+    frame::{FrameError, WireTensor},
+    reader::{ReadError, Reader, put_lp32},
+};
+
+/// Longest failure message a report carries.
+pub const MAX_MESSAGE_LEN: usize = 400;
+
+/// A report from a hop to the designer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// Every hop up to the sender has loaded its layers.
+    Ready,
+    /// The mean loss of the batch just forwarded.
+    Loss(f32),
+    /// The test-end hop's output for the test batch just forwarded.
+    Output(WireTensor),
+    /// Part `index` of `count` of the hop's state.
+    State {
+        /// Which part.
+        index: u32,
+        /// How many parts.
+        count: u32,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// The hop failed; its session is over.
+    Failure(String),
+}
+
+impl Report {
+    /// A failure report, its message cut to [`MAX_MESSAGE_LEN`].
+    pub fn failure(message: impl std::fmt::Display) -> Self {
+        let mut text = message.to_string();
+        if text.len() > MAX_MESSAGE_LEN {
+            let mut cut = MAX_MESSAGE_LEN;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        Report::Failure(text)
+    }
+
+    /// The bytes that get sealed.
+    pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
+        let mut out = Vec::new();
+        match self {
+            Report::Ready => out.push(0),
+            Report::Loss(loss) => {
+                out.push(1);
+                out.extend(loss.to_le_bytes());
+            }
+            Report::Output(tensor) => {
+                out.push(2);
+                tensor.encode_into(&mut out)?;
+            }
+            Report::State {
+                index,
+                count,
+                bytes,
+            } => {
+                out.push(3);
+                out.extend(index.to_be_bytes());
+                out.extend(count.to_be_bytes());
+                put_lp32(&mut out, bytes);
+            }
+            Report::Failure(message) => {
+                out.push(4);
+                put_lp32(&mut out, message.as_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses an opened report.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReadError> {
+        let mut r = Reader::new(bytes);
+        let report = match r.take_u8()? {
+            0 => Report::Ready,
+            1 => Report::Loss(f32::from_le_bytes(r.take_array()?)),
+            2 => Report::Output(WireTensor::decode(&mut r)?),
+            3 => Report::State {
+                index: r.take_u32()?,
+                count: r.take_u32()?,
+                bytes: r.take_lp32(bytes.len())?.to_vec(),
+            },
+            4 => {
+                Report::Failure(String::from_utf8_lossy(r.take_lp32(MAX_MESSAGE_LEN)?).into_owned())
+            }
+            _ => return Err(ReadError::Malformed("unknown report")),
+        };
+        r.should_be_exhausted()?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_and_garbage_is_refused() {
+        for report in [
+            Report::Ready,
+            Report::Loss(0.25),
+            Report::Output(WireTensor {
+                shape: vec![2, 2],
+                data: vec![1.0, 2.0, 3.0, 4.0],
+            }),
+            Report::State {
+                index: 1,
+                count: 3,
+                bytes: vec![9; 10],
+            },
+            Report::failure("é".repeat(300)),
+        ] {
+            let bytes = report.encode().unwrap();
+            assert_eq!(Report::decode(&bytes).unwrap(), report);
+        }
+        assert!(Report::failure("x".repeat(1000)).encode().unwrap().len() < 500);
+        assert!(Report::decode(&[9]).is_err());
+        assert!(Report::decode(&[1, 0]).is_err());
+        assert!(Report::decode(&[0, 0]).is_err());
+    }
+}
