@@ -186,6 +186,20 @@ impl<E: Entropy> Hop<E> {
         }
     }
 
+    /// Ends the session for a reason outside the frames (a neighbour unreachable or gone),
+    /// with a report towards the designer through `to`.
+    pub fn fail_with(&mut self, to: Toward, message: &str) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        if !self.failed {
+            tracing::warn!(%message, "session failed");
+            self.failed = true;
+            if let Ok(frame) = self.report(to, &Report::failure(message)) {
+                out.push(frame);
+            }
+        }
+        out
+    }
+
     /// Whether the session has failed.
     pub fn has_failed(&self) -> bool {
         self.failed

@@ -21,7 +21,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
+pub mod daemon;
 pub mod directory;
+pub mod directory_service;
 mod error;
 pub mod hop;
 pub mod keys;

@@ -1,10 +1,14 @@
 //! `mixnn-host`: the untrusted host's command line.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use mixnn_host::keys::{HostKeys, ONION_PUBLIC_FILE, TLS_CERT_FILE};
+use mixnn_host::{
+    daemon::{Daemon, HostConfig, hex_fingerprint},
+    directory_service::DirectoryServer,
+    keys::{HostKeys, ONION_PUBLIC_FILE, TLS_CERT_FILE},
+};
 
 /// A mixnn host: runs designers' layer components in a sandbox and relays onion-routed
 /// messages of their training sessions.
@@ -25,6 +29,35 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Run the host daemon: register with the directory and serve sessions until stopped
+    /// (Ctrl-C or SIGTERM). Prints `listening on ADDR fingerprint HEX` once ready.
+    Run {
+        /// The configuration file (TOML; see the crate docs of `mixnn_host::daemon`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Also stop when standard input closes (for supervisors such as `mixnn demo`).
+        #[arg(long)]
+        stop_on_stdin_eof: bool,
+    },
+    /// Run the directory: verifies and stores host descriptors, serves the live pool.
+    /// Prints `listening on ADDR fingerprint HEX` once ready.
+    Directory {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// State file (JSON, written atomically after every change; loaded at start).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// Keys directory (`mixnn-host keygen`); its QUIC certificate is the one to pin.
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        /// Hosts not heard from for this many seconds leave the served pool.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        max_age_s: u64,
+        /// Also stop when standard input closes.
+        #[arg(long)]
+        stop_on_stdin_eof: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -35,21 +68,101 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Keygen { dir } => {
-            let keys = HostKeys::generate()?;
-            keys.save(&dir)
-                .with_context(|| format!("writing keys to {}", dir.display()))?;
-            let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-            let identity = keys.identity.public()?;
-            println!("keys written to {}", dir.display());
-            println!(
-                "onion public key: {}",
-                dir.join(ONION_PUBLIC_FILE).display()
-            );
-            println!("certificate:      {}", dir.join(TLS_CERT_FILE).display());
-            println!("identity:         {}", hex(&identity));
-            println!("fingerprint:      {}", hex(&keys.tls.fingerprint()));
-            Ok(())
+        Command::Keygen { dir } => keygen(&dir),
+        Command::Run {
+            config,
+            stop_on_stdin_eof,
+        } => {
+            let config = HostConfig::from_file(&config)?;
+            runtime()?.block_on(async {
+                let daemon = Daemon::bind(config).context("starting the host")?;
+                println!(
+                    "listening on {} fingerprint {}",
+                    daemon.local_addr()?,
+                    hex_fingerprint::format(&daemon.fingerprint())
+                );
+                daemon.serve(stopped(stop_on_stdin_eof)).await?;
+                Ok(())
+            })
         }
+        Command::Directory {
+            listen,
+            state,
+            keys,
+            max_age_s,
+            stop_on_stdin_eof,
+        } => {
+            let keys = HostKeys::load(&keys)?;
+            runtime()?.block_on(async {
+                let server = DirectoryServer::bind(listen, keys.tls, state, max_age_s)
+                    .context("starting the directory")?;
+                println!(
+                    "listening on {} fingerprint {}",
+                    server.local_addr()?,
+                    hex_fingerprint::format(&server.fingerprint())
+                );
+                server.serve(stopped(stop_on_stdin_eof)).await;
+                Ok(())
+            })
+        }
+    }
+}
+
+fn keygen(dir: &std::path::Path) -> Result<()> {
+    let keys = HostKeys::generate()?;
+    keys.save(dir)
+        .with_context(|| format!("writing keys to {}", dir.display()))?;
+    let identity = keys.identity.public()?;
+    println!("keys written to {}", dir.display());
+    println!(
+        "onion public key: {}",
+        dir.join(ONION_PUBLIC_FILE).display()
+    );
+    println!("certificate:      {}", dir.join(TLS_CERT_FILE).display());
+    println!("identity:         {}", hex_fingerprint::format(&identity));
+    println!(
+        "fingerprint:      {}",
+        hex_fingerprint::format(&keys.tls.fingerprint())
+    );
+    Ok(())
+}
+
+/// One thread for the network: sessions' compute runs on their own worker threads.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Completes on Ctrl-C, SIGTERM, or (if asked) the end of standard input.
+async fn stopped(stop_on_stdin_eof: bool) {
+    let stdin_closed = async {
+        if stop_on_stdin_eof {
+            // A blocking read on a detached thread (the runtime must not wait for it at exit).
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                let _ = tx.send(());
+            });
+            let _ = rx.await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+        () = stdin_closed => {}
     }
 }

@@ -21,6 +21,18 @@ use sha2::{Digest, Sha256};
 /// The ALPN protocol name of mixnn's QUIC connections.
 pub const ALPN: &[u8] = b"mixnn/1";
 
+/// The first byte of every QUIC stream says what it carries.
+pub mod stream_kind {
+    /// An op=0 onion (`u32` length, bytes), then the link's frames both ways.
+    pub const SETUP: u8 = 0;
+    /// The designer attaching to the last hop: the link's circuit id, then its frames.
+    pub const ATTACH: u8 = 1;
+    /// A host publishing its signed descriptor to the directory (`u32` length, bytes).
+    pub const PUBLISH: u8 = 0x10;
+    /// A designer asking the directory for the live pool.
+    pub const POOL: u8 = 0x11;
+}
+
 /// SHA-256 of a certificate (DER): how descriptors name a host's certificate.
 pub type Fingerprint = [u8; 32];
 
