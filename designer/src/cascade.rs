@@ -64,6 +64,67 @@ impl std::fmt::Debug for Cascade {
     }
 }
 
+/// The bytes of layer `i`'s component: a standard one, or the file the spec names.
+pub fn component_bytes(spec: &ModelSpec, i: usize) -> Result<Vec<u8>, CascadeError> {
+    let load_error = |message: String| CascadeError::Load {
+        index: i,
+        component: spec.layers[i].component.clone(),
+        message,
+    };
+    match spec.source(i) {
+        ComponentSource::Standard(name) => mixnn_components::standard(&name)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| load_error("not a standard component".into())),
+        ComponentSource::File(path) => std::fs::read(&path)
+            .map_err(|e| load_error(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Builds and initialises layer `i` of `spec` on `backend`.
+pub fn build_layer(
+    spec: &ModelSpec,
+    i: usize,
+    backend: Backend,
+    sandbox: Option<&Sandbox>,
+) -> Result<(LayerInfo, Box<dyn LayerBackend>), CascadeError> {
+    let component = spec.layers[i].component.clone();
+    let load_error = |message: String| CascadeError::Load {
+        index: i,
+        component: component.clone(),
+        message,
+    };
+    let mut layer: Box<dyn LayerBackend> = match (backend, spec.source(i)) {
+        (Backend::Native, ComponentSource::Standard(name)) => Box::new(NativeLayer(
+            mixnn_layers::native(&name).ok_or_else(|| load_error("no native version".into()))?,
+        )),
+        (Backend::Native, ComponentSource::File(_)) => {
+            return Err(load_error(
+                "native mode runs the standard layers only; use wasm mode".into(),
+            ));
+        }
+        (Backend::Wasm, _) => {
+            let sandbox = sandbox.ok_or_else(|| load_error("wasm mode needs a sandbox".into()))?;
+            let bytes = component_bytes(spec, i)?;
+            let module = sandbox
+                .load(&bytes)
+                .map_err(|e| load_error(e.to_string()))?;
+            Box::new(WasmLayer(
+                sandbox
+                    .start(&module)
+                    .map_err(|e| load_error(e.to_string()))?,
+            ))
+        }
+    };
+    let config = spec.init_config(i)?.to_bytes();
+    let info = layer.init(&config).map_err(|source| CascadeError::Call {
+        index: i,
+        name: component.clone(),
+        op: "init",
+        source,
+    })?;
+    Ok((info, layer))
+}
+
 impl Cascade {
     /// Builds and initialises every layer of `spec`. `Backend::Wasm` needs a sandbox; calls
     /// must then run on one of its worker threads.
@@ -74,55 +135,8 @@ impl Cascade {
     ) -> Result<Self, CascadeError> {
         let mut layers = Vec::with_capacity(spec.layers.len());
         for i in 0..spec.layers.len() {
-            let component = spec.layers[i].component.clone();
-            let load_error = |message: String| CascadeError::Load {
-                index: i,
-                component: component.clone(),
-                message,
-            };
-            let mut layer: Box<dyn LayerBackend> = match (backend, spec.source(i)) {
-                (Backend::Native, ComponentSource::Standard(name)) => Box::new(NativeLayer(
-                    mixnn_layers::native(&name)
-                        .ok_or_else(|| load_error("no native version".into()))?,
-                )),
-                (Backend::Native, ComponentSource::File(_)) => {
-                    return Err(load_error(
-                        "native mode runs the standard layers only; use wasm mode".into(),
-                    ));
-                }
-                (Backend::Wasm, source) => {
-                    let sandbox =
-                        sandbox.ok_or_else(|| load_error("wasm mode needs a sandbox".into()))?;
-                    let owned;
-                    let bytes: &[u8] = match &source {
-                        ComponentSource::Standard(name) => mixnn_components::standard(name)
-                            .ok_or_else(|| load_error("not a standard component".into()))?,
-                        ComponentSource::File(path) => {
-                            owned = std::fs::read(path).map_err(|e| {
-                                load_error(format!("cannot read {}: {e}", path.display()))
-                            })?;
-                            &owned
-                        }
-                    };
-                    let module = sandbox.load(bytes).map_err(|e| load_error(e.to_string()))?;
-                    Box::new(WasmLayer(
-                        sandbox
-                            .start(&module)
-                            .map_err(|e| load_error(e.to_string()))?,
-                    ))
-                }
-            };
-            let config = spec.init_config(i)?.to_bytes();
-            let info = layer.init(&config).map_err(|source| CascadeError::Call {
-                index: i,
-                name: component.clone(),
-                op: "init",
-                source,
-            })?;
-            layers.push(Layer {
-                info,
-                backend: layer,
-            });
+            let (info, backend) = build_layer(spec, i, backend, sandbox)?;
+            layers.push(Layer { info, backend });
         }
         let last = layers.len() - 1;
         if let Some(i) = layers
@@ -190,6 +204,18 @@ impl Cascade {
             x = self.call(i, "forward", |l| l.forward(x, Mode::Test))?;
         }
         Ok(x)
+    }
+
+    /// The shape of every layer's output for `input` in test mode, loss layer excluded (how
+    /// a designer sizes a session's frames). Changes no state of the usual layers.
+    pub fn shapes(&mut self, input: Tensor) -> Result<Vec<Vec<usize>>, CascadeError> {
+        let mut x = input;
+        let mut shapes = Vec::new();
+        for i in 0..self.layers.len() - 1 {
+            x = self.call(i, "forward", |l| l.forward(x, Mode::Test))?;
+            shapes.push(x.shape().to_vec());
+        }
+        Ok(shapes)
     }
 
     /// Every layer's state (parameters and optimizer buffers), as safetensors bytes.

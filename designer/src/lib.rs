@@ -19,6 +19,9 @@
 pub mod backend;
 pub mod cascade;
 pub mod data;
+pub mod local_cluster;
 pub mod metrics;
+pub mod pool;
+pub mod remote;
 pub mod spec;
 pub mod train;

@@ -4,6 +4,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
+use mixnn_designer::remote::{RemoteCascade, RemoteOptions};
 use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
@@ -11,7 +12,10 @@ use mixnn_designer::{
     spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
 };
-use mixnn_host::{Sandbox, SandboxConfig};
+use mixnn_host::{Sandbox, SandboxConfig, daemon::hex_fingerprint};
+
+mod demo;
+mod serve;
 
 /// Train deep-learning models whose layers run as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -23,8 +27,130 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Train a model in this process and report test accuracy and time per epoch.
+    /// Train a model and report test accuracy and time per epoch: in this process, or over
+    /// remote hosts with `--directory`.
     Train(TrainArgs),
+    /// Start a directory and hosts as processes on loopback, train the model over a random
+    /// cascade of them and in this process with the same seed, and compare accuracy, time and
+    /// the final weights. Everything stops and is removed at the end.
+    Demo(DemoArgs),
+    /// Run a host daemon (as `mixnn-host run`; used by `demo`).
+    #[command(hide = true)]
+    ServeHost {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        stop_on_stdin_eof: bool,
+    },
+    /// Run a directory (as `mixnn-host directory`; used by `demo`).
+    #[command(hide = true)]
+    ServeDirectory {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        keys: PathBuf,
+        #[arg(long, default_value_t = 120)]
+        max_age_s: u64,
+        #[arg(long)]
+        stop_on_stdin_eof: bool,
+    },
+}
+
+/// Over remote hosts: where the directory is and how to build the cascade (defaults: the
+/// spec's `[cascade]` table).
+#[derive(Debug, clap::Args)]
+struct CascadeArgs {
+    /// Train over hosts from the directory at ADDR (host:port).
+    #[arg(long, value_name = "ADDR")]
+    directory: Option<std::net::SocketAddr>,
+    /// The directory's certificate fingerprint (64 hex digits), as it prints at start.
+    #[arg(long, value_name = "HEX", requires = "directory")]
+    directory_fingerprint: Option<String>,
+    /// Dummy hosts interleaved at random between the actual ones.
+    #[arg(long, value_name = "R")]
+    dummies: Option<usize>,
+    /// Keep the first host's layers on the designer: raw inputs never leave it.
+    #[arg(long)]
+    keep_first: bool,
+    /// Keep the last host's layers (the loss) on the designer: labels never leave it.
+    #[arg(long)]
+    keep_last: bool,
+    /// Cover messages per second looped through the cascade.
+    #[arg(long, value_name = "PER_SECOND")]
+    cover_rate: Option<f64>,
+    /// Seconds to wait for any answer of the cascade before giving up.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    step_timeout: u64,
+}
+
+impl CascadeArgs {
+    fn options(
+        &self,
+        spec: &ModelSpec,
+        directory: std::net::SocketAddr,
+        fingerprint: [u8; 32],
+    ) -> RemoteOptions {
+        let s = &spec.cascade;
+        RemoteOptions {
+            directory,
+            directory_fingerprint: fingerprint,
+            dummies: self.dummies.unwrap_or(s.dummies),
+            keep_first: self.keep_first || s.keep_first,
+            keep_last: self.keep_last || s.keep_last,
+            cover_rate: self.cover_rate.unwrap_or(s.cover_rate),
+            step_timeout: std::time::Duration::from_secs(self.step_timeout.max(1)),
+            session_ttl: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Model spec (TOML) [default: the paper's MLP, models/paper-mlp.toml].
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Directory with the IDX files [default: $MIXNN_DATA, else /usr/share/datasets/fashion-mnist].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Host processes to start.
+    #[arg(long, default_value_t = 8, value_name = "M")]
+    hosts: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    epochs: usize,
+    /// Seed of the initial weights and the shuffles [default: the spec's].
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Use only the first N training examples.
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+    /// Use only the first N test examples.
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+    /// Print one JSON line per epoch and mode instead of tables.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    cascade: DemoCascadeArgs,
+}
+
+/// The cascade's shape in the demo.
+#[derive(Debug, clap::Args)]
+struct DemoCascadeArgs {
+    /// Dummy hosts interleaved at random between the actual ones.
+    #[arg(long, default_value_t = 2, value_name = "R")]
+    dummies: usize,
+    /// Keep the first host's layers on the designer.
+    #[arg(long)]
+    keep_first: bool,
+    /// Keep the last host's layers on the designer.
+    #[arg(long)]
+    keep_last: bool,
+    /// Cover messages per second.
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
+    cover_rate: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +187,8 @@ struct TrainArgs {
     /// Print one JSON object per epoch instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cascade: CascadeArgs,
 }
 
 fn main() -> Result<()> {
@@ -72,6 +200,18 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Train(args) => train_command(args),
+        Command::Demo(args) => demo::run(args),
+        Command::ServeHost {
+            config,
+            stop_on_stdin_eof,
+        } => serve::host(&config, stop_on_stdin_eof),
+        Command::ServeDirectory {
+            listen,
+            state,
+            keys,
+            max_age_s,
+            stop_on_stdin_eof,
+        } => serve::directory(listen, state, &keys, max_age_s, stop_on_stdin_eof),
     }
 }
 
@@ -126,9 +266,37 @@ fn train_command(args: TrainArgs) -> Result<()> {
             );
         }
     };
-    let reports = run_in_sandbox_worker(move |sandbox| {
-        let mut cascade = Cascade::build(&spec, backend, sandbox)?;
-        Ok(train::train(&mut cascade, &splits, &options, print)?)
+    let remote = match (args.cascade.directory, &args.cascade.directory_fingerprint) {
+        (Some(addr), Some(hex)) => Some(
+            args.cascade.options(
+                &spec,
+                addr,
+                hex_fingerprint::parse(hex)
+                    .ok_or_else(|| anyhow!("--directory-fingerprint takes 64 hex digits"))?,
+            ),
+        ),
+        (Some(_), None) => return Err(anyhow!("--directory needs --directory-fingerprint")),
+        _ => None,
+    };
+    let reports = run_in_sandbox_worker(move |sandbox| match remote {
+        None => {
+            let mut cascade = Cascade::build(&spec, backend, sandbox)?;
+            Ok(train::train(&mut cascade, &splits, &options, print)?)
+        }
+        Some(remote) => {
+            let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
+            // Frames are sized for one training batch: test with batches of that size too.
+            let options = TrainOptions {
+                test_batch_size: options.batch_size,
+                ..options
+            };
+            let input = [options.batch_size, splits.train.pixels];
+            let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input)?;
+            tracing::info!(hops = ?cascade.describe(), "cascade ready");
+            let reports = train::train(&mut cascade, &splits, &options, print)?;
+            cascade.close();
+            Ok(reports)
+        }
     })?;
     if let Some(last) = reports.last().filter(|_| !json) {
         print_evaluation(last);
@@ -137,7 +305,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
 }
 
 /// Runs `job` on a sandbox worker thread (whose stack suits calls into components).
-fn run_in_sandbox_worker<R: Send + 'static>(
+pub(crate) fn run_in_sandbox_worker<R: Send + 'static>(
     job: impl FnOnce(Option<&Sandbox>) -> Result<R> + Send + 'static,
 ) -> Result<R> {
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default())?);
@@ -148,7 +316,7 @@ fn run_in_sandbox_worker<R: Send + 'static>(
         .map_err(|_| anyhow!("the training thread panicked"))?
 }
 
-fn print_evaluation(report: &EpochReport) {
+pub(crate) fn print_evaluation(report: &EpochReport) {
     let eval = &report.evaluation;
     println!("\nper class after epoch {}:", report.epoch);
     println!(

@@ -13,6 +13,12 @@
 //! component = "linear-relu"          # a standard layer, or a path to a .wasm component
 //! host = "a"                         # adjacent layers with the same host run together
 //! config = { in_features = 784, out_features = 128 }
+//!
+//! [cascade]                          # over hosts: `mixnn train --directory`
+//! dummies = 2
+//! keep_first = false
+//! keep_last = false
+//! cover_rate = 0.0                   # cover messages per second
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -107,6 +113,31 @@ pub struct LayerSpec {
     pub momentum: Option<f32>,
 }
 
+/// How a model runs over remote hosts (the `[cascade]` table; command-line flags override).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CascadeSettings {
+    /// Dummy hosts (identity layers) interleaved at random between the actual hosts.
+    pub dummies: usize,
+    /// Keep the first host's layers on the designer: raw inputs never leave it.
+    pub keep_first: bool,
+    /// Keep the last host's layers (the loss) on the designer: labels never leave it.
+    pub keep_last: bool,
+    /// Cover messages per second looped through the cascade (0: none).
+    pub cover_rate: f64,
+}
+
+impl Default for CascadeSettings {
+    fn default() -> Self {
+        CascadeSettings {
+            dummies: 2,
+            keep_first: false,
+            keep_last: false,
+            cover_rate: 0.0,
+        }
+    }
+}
+
 /// A model: its layers in order and how to train it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +147,9 @@ pub struct ModelSpec {
     /// Training settings.
     #[serde(default)]
     pub training: Training,
+    /// How to run the model over hosts (`mixnn train --directory`).
+    #[serde(default)]
+    pub cascade: CascadeSettings,
     /// The layers, input first; the last one is the loss.
     #[serde(rename = "layer")]
     pub layers: Vec<LayerSpec>,

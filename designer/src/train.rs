@@ -86,14 +86,42 @@ pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor), Casc
     ))
 }
 
-/// Trains `cascade` for `options.epochs` epochs, testing after each; calls `on_epoch` with
+/// What trains batch by batch: the in-process [`Cascade`], or a cascade of remote hosts.
+pub trait Model {
+    /// What can go wrong.
+    type Error: From<CascadeError>;
+    /// The mode's name in reports (`wasm`, `native`, `cascade`).
+    fn mode(&self) -> String;
+    /// One SGD step; returns the batch's mean loss.
+    fn train_step(&mut self, input: Tensor, target: Tensor) -> Result<f32, Self::Error>;
+    /// The model's output for a batch (test mode).
+    fn predict(&mut self, input: Tensor) -> Result<Tensor, Self::Error>;
+}
+
+impl Model for Cascade {
+    type Error = CascadeError;
+
+    fn mode(&self) -> String {
+        self.backend().name().to_owned()
+    }
+
+    fn train_step(&mut self, input: Tensor, target: Tensor) -> Result<f32, CascadeError> {
+        Cascade::train_step(self, input, target)
+    }
+
+    fn predict(&mut self, input: Tensor) -> Result<Tensor, CascadeError> {
+        Cascade::predict(self, input)
+    }
+}
+
+/// Trains `model` for `options.epochs` epochs, testing after each; calls `on_epoch` with
 /// each epoch's report as soon as it is known.
-pub fn train(
-    cascade: &mut Cascade,
+pub fn train<M: Model>(
+    cascade: &mut M,
     data: &Splits,
     options: &TrainOptions,
     mut on_epoch: impl FnMut(&EpochReport),
-) -> Result<Vec<EpochReport>, CascadeError> {
+) -> Result<Vec<EpochReport>, M::Error> {
     let mut reports = Vec::with_capacity(options.epochs);
     let batch_size = options.batch_size.max(1);
     for epoch in 1..=options.epochs {
@@ -128,7 +156,7 @@ pub fn train(
             train_loss: loss_sum / batches.max(1) as f64,
             test_acc: evaluation.confusion.accuracy(),
             train_s,
-            mode: cascade.backend().name().to_owned(),
+            mode: cascade.mode(),
             test_s: started.elapsed().as_secs_f64(),
             evaluation,
         };
@@ -139,11 +167,11 @@ pub fn train(
 }
 
 /// Runs the test set through the model and scores the predictions.
-pub fn evaluate(
-    cascade: &mut Cascade,
+pub fn evaluate<M: Model>(
+    cascade: &mut M,
     test: &Dataset,
     batch_size: usize,
-) -> Result<Evaluation, CascadeError> {
+) -> Result<Evaluation, M::Error> {
     let classes = test.classes().max(1);
     let mut confusion = Confusion::new(classes);
     let indices: Vec<usize> = (0..test.len()).collect();

@@ -184,11 +184,8 @@ impl DirectoryServer {
     }
 
     async fn answer(self: Arc<Self>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-        let Ok(Ok(request)) = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            recv.read_to_end(MAX_DESCRIPTOR_LEN + 5),
-        )
-        .await
+        let Ok(Ok(request)) =
+            tokio::time::timeout(REQUEST_TIMEOUT, recv.read_to_end(MAX_DESCRIPTOR_LEN + 5)).await
         else {
             return;
         };

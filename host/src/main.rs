@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mixnn_host::{
-    daemon::{Daemon, HostConfig, hex_fingerprint},
+    daemon::{Daemon, HostConfig, hex_fingerprint, stopped},
     directory_service::DirectoryServer,
     keys::{HostKeys, ONION_PUBLIC_FILE, TLS_CERT_FILE},
 };
@@ -132,37 +132,4 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
-}
-
-/// Completes on Ctrl-C, SIGTERM, or (if asked) the end of standard input.
-async fn stopped(stop_on_stdin_eof: bool) {
-    let stdin_closed = async {
-        if stop_on_stdin_eof {
-            // A blocking read on a detached thread (the runtime must not wait for it at exit).
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-                let _ = tx.send(());
-            });
-            let _ = rx.await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-        () = stdin_closed => {}
-    }
 }

@@ -163,10 +163,11 @@ impl Default for SandboxLimits {
 impl SandboxLimits {
     /// The sandbox configuration these limits give.
     pub fn sandbox_config(&self) -> SandboxConfig {
-        let mut c = SandboxConfig::default();
-        c.max_memory_bytes = self.max_memory_mib << 20;
-        c.call_timeout = Duration::from_millis(self.call_timeout_ms);
-        c
+        SandboxConfig {
+            max_memory_bytes: self.max_memory_mib << 20,
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            ..SandboxConfig::default()
+        }
     }
 }
 

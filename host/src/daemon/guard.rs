@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::transport::Fingerprint;
 
@@ -20,7 +20,7 @@ macro_rules! counters {
         }
 
         /// A snapshot of [`Counters`], as written to the stats file.
-        #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+        #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
         #[allow(missing_docs)]
         pub struct DaemonStats {
             $(pub $name: u64,)*

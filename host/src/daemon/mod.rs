@@ -22,8 +22,8 @@ use std::{
 pub use config::{
     ConfigError, DirectoryConfig, HostConfig, Limits, SandboxLimits, hex_fingerprint,
 };
-pub use guard::{Counters, DaemonStats, RateLimiter, ReplayCache};
 use guard::bump;
+pub use guard::{Counters, DaemonStats, RateLimiter, ReplayCache};
 use mixnn_wire::{
     crypto::{OnionPrivateKey, SystemEntropy},
     descriptor::Descriptor,
@@ -33,8 +33,7 @@ use mixnn_wire::{
 use tokio::sync::oneshot;
 
 use crate::{
-    Sandbox, SandboxError,
-    directory_service,
+    Sandbox, SandboxError, directory_service,
     keys::{HostKeys, KeyError},
     transport::{Endpoint, Fingerprint, TransportError, stream_kind},
 };
@@ -53,6 +52,39 @@ pub enum DaemonError {
     /// The endpoint could not be bound.
     #[error(transparent)]
     Transport(#[from] TransportError),
+}
+
+/// Completes on Ctrl-C, SIGTERM, or (if asked) the end of standard input.
+pub async fn stopped(stop_on_stdin_eof: bool) {
+    let stdin_closed = async {
+        if stop_on_stdin_eof {
+            // A blocking read on a detached thread (the runtime must not wait for it at exit).
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                let _ = tx.send(());
+            });
+            let _ = rx.await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+        () = stdin_closed => {}
+    }
 }
 
 /// Unix time in seconds.
@@ -231,7 +263,6 @@ impl Daemon {
         self.inner.endpoint.close();
         Ok(())
     }
-
 }
 
 async fn register_loop(

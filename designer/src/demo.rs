@@ -1,0 +1,184 @@
+//! `mixnn demo`: a directory and hosts on loopback, the model trained over a random cascade of
+//! them and in this process with the same seed, side by side.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use mixnn_designer::{
+    backend::Backend,
+    cascade::Cascade,
+    data,
+    local_cluster::LocalCluster,
+    remote::{RemoteCascade, RemoteOptions},
+    spec::ModelSpec,
+    train::{self, EpochReport, TrainOptions},
+};
+
+use crate::{DemoArgs, print_evaluation, run_in_sandbox_worker};
+
+const PAPER_MODEL: &str = include_str!("../../models/paper-mlp.toml");
+
+struct Outcome {
+    inproc: Vec<EpochReport>,
+    cascade: Vec<EpochReport>,
+    hops: Vec<String>,
+    identical: bool,
+}
+
+pub(crate) fn run(args: DemoArgs) -> Result<()> {
+    let mut spec = match &args.model {
+        Some(path) => ModelSpec::from_file(path)?,
+        None => ModelSpec::parse(PAPER_MODEL, std::env::current_dir()?)?,
+    };
+    if let Some(seed) = args.seed {
+        spec.training.seed = seed;
+    }
+    let dir = data::resolve_dir(args.data.as_deref())?;
+    let mut splits =
+        data::load(&dir).with_context(|| format!("loading data from {}", dir.display()))?;
+    if let Some(n) = args.train_limit {
+        splits.train = splits.train.truncate(n);
+    }
+    if let Some(n) = args.test_limit {
+        splits.test = splits.test.truncate(n);
+    }
+    let actual = spec.hosts().len()
+        - usize::from(args.cascade.keep_first)
+        - usize::from(args.cascade.keep_last);
+    let needed = actual + args.cascade.dummies;
+    if args.hosts < needed {
+        return Err(anyhow!(
+            "the cascade needs {needed} hosts ({actual} actual + {} dummies); --hosts is {}",
+            args.cascade.dummies,
+            args.hosts
+        ));
+    }
+    let exe = std::env::current_exe().context("finding this program to start the hosts")?;
+    if !args.json {
+        println!(
+            "starting a directory and {} hosts on loopback (each its own process and keys)...",
+            args.hosts
+        );
+    }
+    let cluster = LocalCluster::start(&exe, args.hosts)?;
+    if !args.json {
+        println!(
+            "directory at {}, hosts at {}",
+            cluster.directory_addr,
+            cluster
+                .host_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let options = TrainOptions {
+        epochs: args.epochs,
+        seed: spec.training.seed,
+        batch_size: spec.training.batch_size,
+        // Frames carry one training batch: both modes test in batches of that size.
+        test_batch_size: spec.training.batch_size,
+        progress: !args.json,
+    };
+    let remote = RemoteOptions {
+        directory: cluster.directory_addr,
+        directory_fingerprint: cluster.directory_fingerprint,
+        dummies: args.cascade.dummies,
+        keep_first: args.cascade.keep_first,
+        keep_last: args.cascade.keep_last,
+        cover_rate: args.cascade.cover_rate,
+        step_timeout: Duration::from_secs(60),
+        session_ttl: Duration::from_secs(24 * 3600),
+    };
+    let json = args.json;
+    let outcome = run_in_sandbox_worker(move |sandbox| {
+        let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
+        let print = |r: &EpochReport| {
+            if json {
+                println!("{}", serde_json::to_string(r).unwrap_or_default());
+            }
+        };
+        if !json {
+            println!("training in this process (wasm)...");
+        }
+        let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
+        let inproc = train::train(&mut local, &splits, &options, print)?;
+        let local_states = local.export_states()?;
+        let input = [options.batch_size, splits.train.pixels];
+        let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input)?;
+        let hops = cascade.describe();
+        if !json {
+            println!("training over the cascade: {}", hops.join(" -> "));
+        }
+        let reports = train::train(&mut cascade, &splits, &options, print)?;
+        let remote_states = cascade.export_states()?;
+        cascade.close();
+        Ok(Outcome {
+            inproc,
+            cascade: reports,
+            hops,
+            identical: local_states == remote_states,
+        })
+    });
+    let killed = cluster.shutdown()?;
+    let outcome = outcome?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "summary": true,
+                "hops": outcome.hops,
+                "weights_identical": outcome.identical,
+                "processes_killed": killed,
+            })
+        );
+    } else {
+        print_comparison(&outcome);
+        if let Some(last) = outcome.cascade.last() {
+            print_evaluation(last);
+        }
+        println!(
+            "\nall {} processes stopped{}; temporary files removed",
+            args.hosts + 1,
+            if killed == 0 {
+                " cleanly".to_owned()
+            } else {
+                format!(" ({killed} had to be killed)")
+            }
+        );
+    }
+    if !outcome.identical {
+        return Err(anyhow!(
+            "the cascade's final weights differ from the in-process run's"
+        ));
+    }
+    Ok(())
+}
+
+fn print_comparison(o: &Outcome) {
+    println!(
+        "\n{:>5}  {:>12}  {:>12}  {:>8}  {:>10}  {:>10}  {:>6}",
+        "epoch", "inproc_acc", "cascade_acc", "diff", "inproc_s", "cascade_s", "ratio"
+    );
+    for (a, b) in o.inproc.iter().zip(&o.cascade) {
+        println!(
+            "{:>5}  {:>12.4}  {:>12.4}  {:>8.4}  {:>10.3}  {:>10.3}  {:>5.1}x",
+            a.epoch,
+            a.test_acc,
+            b.test_acc,
+            b.test_acc - a.test_acc,
+            a.train_s,
+            b.train_s,
+            b.train_s / a.train_s.max(1e-9)
+        );
+    }
+    println!(
+        "final weights of every layer: {}",
+        if o.identical {
+            "bit-identical in both modes"
+        } else {
+            "DIFFERENT"
+        }
+    );
+}

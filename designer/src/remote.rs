@@ -1,0 +1,814 @@
+//! Training over remote hosts: the designer picks hosts from the directory's pool, interleaves
+//! dummies, sends the op=0 onion to the first hop, attaches to the last hop, and then runs
+//! every batch as a forward frame into the first hop and a backward frame into the last.
+//! Layers it keeps (`keep_first`, `keep_last`) run here in its own sandbox.
+//!
+//! The network runs on a one-thread tokio runtime in the background (readers, writers, cover
+//! traffic); the training loop calls in synchronously, and every wait has a deadline, so a
+//! silent cascade becomes an error naming the step that failed.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use mixnn_host::{
+    Sandbox,
+    directory_service::{self, DirectoryClientError},
+    transport::{Endpoint, Fingerprint, TlsIdentity, TransportError, stream_kind},
+};
+use mixnn_layer_sdk::{InitConfig, LayerInfo, Mode, SgdConfig, Tensor};
+use mixnn_wire::{
+    blob::SEAL_OVERHEAD,
+    circuit::{self, DesignerCircuit, HopPlan, SessionParams},
+    crypto::SystemEntropy,
+    frame::{BODY_OVERHEAD, FrameBody, LinkEnd, MIN_FRAME_LEN, Op, WireTensor},
+    reader::Reader,
+    report::{MAX_MESSAGE_LEN, Report},
+    setup::{CIRCUIT_ID_LEN, HopLayer, HopSetup},
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    backend::{Backend, LayerBackend},
+    cascade::{Cascade, CascadeError, build_layer, component_bytes},
+    pool::{self, Candidate},
+    spec::ModelSpec,
+    train::Model,
+};
+
+/// Where the directory is, and how to build the cascade.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// The directory's address.
+    pub directory: SocketAddr,
+    /// Its certificate's fingerprint.
+    pub directory_fingerprint: Fingerprint,
+    /// Dummy hosts interleaved between the actual ones.
+    pub dummies: usize,
+    /// Keep the first host's layers here.
+    pub keep_first: bool,
+    /// Keep the last host's layers (the loss) here.
+    pub keep_last: bool,
+    /// Cover messages per second (0: none).
+    pub cover_rate: f64,
+    /// Longest wait for any answer of the cascade.
+    pub step_timeout: Duration,
+    /// How long hosts keep the session.
+    pub session_ttl: Duration,
+}
+
+/// Why a remote cascade failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// A local layer or the spec failed.
+    #[error(transparent)]
+    Local(#[from] CascadeError),
+    /// The directory failed.
+    #[error("directory: {0}")]
+    Directory(#[from] DirectoryClientError),
+    /// Networking failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The pool cannot make this cascade.
+    #[error("{0}")]
+    Plan(String),
+    /// A hop reported a failure.
+    #[error("hop {hop} ({what}) failed: {message}")]
+    HopFailed {
+        /// Its position (0 is the first).
+        hop: usize,
+        /// Its layers.
+        what: String,
+        /// Its report.
+        message: String,
+    },
+    /// The cascade did not answer in time.
+    #[error("no answer from the cascade within {timeout:?} during {step}")]
+    Timeout {
+        /// The deadline.
+        timeout: Duration,
+        /// What was waited for.
+        step: String,
+    },
+    /// The cascade broke the protocol or a link broke.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+fn protocol(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Protocol(e.to_string())
+}
+
+/// Which of the designer's two links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The link to the first hop.
+    First,
+    /// The link from the last hop.
+    Last,
+}
+
+/// One of the designer's links: frames go out through a writer task and come in through a
+/// reader task, both sealing and opening with the link's one [`LinkEnd`].
+struct Link {
+    tx: Option<mpsc::Sender<FrameBody>>,
+    rx: mpsc::Receiver<Result<FrameBody, String>>,
+}
+
+impl Link {
+    fn start(
+        end: LinkEnd,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        conn: quinn::Connection,
+        frame_len: usize,
+    ) -> Self {
+        let end = Arc::new(Mutex::new(end));
+        let (tx, mut out_rx) = mpsc::channel::<FrameBody>(16);
+        let (in_tx, rx) = mpsc::channel(16);
+        let writer_end = Arc::clone(&end);
+        tokio::spawn(async move {
+            let mut send = send;
+            while let Some(body) = out_rx.recv().await {
+                let frame = lock(&writer_end).seal(&body);
+                match frame {
+                    Ok(frame) if send.write_all(&frame).await.is_ok() => {}
+                    _ => return,
+                }
+            }
+            if send.finish().is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+            }
+            conn.close(0u32.into(), b"session over");
+        });
+        tokio::spawn(async move {
+            let mut recv = recv;
+            loop {
+                let mut frame = vec![0u8; frame_len];
+                let got = match recv.read_exact(&mut frame).await {
+                    Ok(()) => lock(&end)
+                        .open(&frame)
+                        .map_err(|e| format!("a frame that does not open: {e}")),
+                    Err(e) => Err(format!("the link closed: {e}")),
+                };
+                let stop = got.is_err();
+                // Cover messages have done their job by arriving.
+                if matches!(&got, Ok(body) if body.op == Op::COVER) {
+                    continue;
+                }
+                if in_tx.send(got).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Link { tx: Some(tx), rx }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A layer the designer keeps.
+struct LocalLayer {
+    info: LayerInfo,
+    backend: Box<dyn LayerBackend>,
+}
+
+/// What the designer knows of each hop, for reports and for the states.
+struct HopInfo {
+    /// The spec's layer indices it runs (empty for a dummy).
+    layers: Vec<usize>,
+    description: String,
+}
+
+/// A model trained over remote hosts.
+pub struct RemoteCascade {
+    runtime: tokio::runtime::Runtime,
+    circuit: DesignerCircuit,
+    first: Link,
+    last: Link,
+    head: Vec<LocalLayer>,
+    tail: Vec<LocalLayer>,
+    hops: Vec<HopInfo>,
+    layer_count: usize,
+    timeout: Duration,
+    /// Set once anything failed: the session is over.
+    broken: bool,
+}
+
+impl std::fmt::Debug for RemoteCascade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hops: Vec<&str> = self.hops.iter().map(|h| h.description.as_str()).collect();
+        f.debug_struct("RemoteCascade")
+            .field("hops", &hops)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The identity layer's config for dummies (any optimizer: it has no parameters).
+fn dummy_config() -> Vec<u8> {
+    InitConfig {
+        seed: 0,
+        optimizer: SgdConfig {
+            lr: 0.0,
+            momentum: 0.0,
+        },
+        layer: serde_json::Value::Object(serde_json::Map::new()),
+    }
+    .to_bytes()
+}
+
+fn encoded_len(shape: &[usize]) -> usize {
+    1 + 4 * shape.len() + 4 * shape.iter().product::<usize>()
+}
+
+impl RemoteCascade {
+    /// Builds a session for `spec` over hosts from the directory. `input_shape` is the shape
+    /// of one batch of inputs (it sizes the frames); `sandbox` runs the layers the designer
+    /// keeps. Call on one of the sandbox's workers.
+    pub fn connect(
+        spec: &ModelSpec,
+        sandbox: &Sandbox,
+        options: &RemoteOptions,
+        input_shape: &[usize],
+    ) -> Result<Self, RemoteError> {
+        let groups = spec.hosts();
+        let keep_first = usize::from(options.keep_first);
+        let keep_last = usize::from(options.keep_last);
+        if groups.len() < keep_first + keep_last + 1 {
+            return Err(RemoteError::Plan("no layer left for the hosts".into()));
+        }
+        let remote_groups = &groups[keep_first..groups.len() - keep_last];
+        let layer_count = spec.layers.len();
+        let local = |group: Option<&Vec<usize>>| -> Result<Vec<LocalLayer>, CascadeError> {
+            group
+                .into_iter()
+                .flatten()
+                .map(|&i| {
+                    build_layer(spec, i, Backend::Wasm, Some(sandbox))
+                        .map(|(info, backend)| LocalLayer { info, backend })
+                })
+                .collect()
+        };
+        let head = local(groups.first().filter(|_| options.keep_first))?;
+        let tail = local(groups.last().filter(|_| options.keep_last))?;
+
+        // Sizes: run a fresh copy of the model once on a batch of zeros.
+        let mut probe = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
+        let zeros = Tensor::zeros(input_shape.to_vec());
+        let outputs = probe.shapes(zeros)?;
+        let input_of = |layer: usize| -> Vec<usize> {
+            if layer == 0 {
+                input_shape.to_vec()
+            } else {
+                outputs[layer - 1].clone()
+            }
+        };
+        let batch = input_shape.first().copied().unwrap_or(1);
+        let test_end = layer_count.saturating_sub(2);
+        let remote_test_end = remote_groups.iter().any(|g| g.contains(&test_end));
+        // Tensors on the links: the input of every remote group, and of the kept tail.
+        let max_tensor = remote_groups
+            .iter()
+            .chain(groups.last().filter(|_| options.keep_last))
+            .map(|g| encoded_len(&input_of(g[0])))
+            .max()
+            .unwrap_or(0);
+        let mut payload = (1 + MAX_MESSAGE_LEN + 8).max(encoded_len(&[batch]));
+        if remote_test_end {
+            payload = payload.max(1 + encoded_len(&outputs[test_end]));
+        }
+        let blob_len = SEAL_OVERHEAD + payload;
+        let frame_len =
+            (CIRCUIT_ID_LEN + 16 + BODY_OVERHEAD + max_tensor + blob_len).max(MIN_FRAME_LEN);
+
+        // The cascade: actual hops in order, dummies in random gaps between them.
+        let actual = remote_groups.len();
+        if options.dummies > 0 && actual < 2 {
+            return Err(RemoteError::Plan(
+                "dummies go between actual hosts: the cascade needs at least two".into(),
+            ));
+        }
+        let mut rng = pool::system_rng();
+        let mut after: Vec<usize> = vec![0; actual];
+        for _ in 0..options.dummies {
+            after[pool::below(&mut rng, actual - 1)] += 1;
+        }
+        let mut hops = Vec::new();
+        let mut hop_layers = Vec::new();
+        let mut flags = Vec::new();
+        for (g, group) in remote_groups.iter().enumerate() {
+            let names: Vec<&str> = group
+                .iter()
+                .map(|&i| spec.layers[i].component.as_str())
+                .collect();
+            hops.push(HopInfo {
+                layers: group.clone(),
+                description: format!(
+                    "layers {}: {}",
+                    group
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    names.join(" + ")
+                ),
+            });
+            hop_layers.push(
+                group
+                    .iter()
+                    .map(|&i| {
+                        Ok(HopLayer {
+                            component: component_bytes(spec, i)?,
+                            config: spec.init_config(i)?.to_bytes(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, CascadeError>>()?,
+            );
+            let loss = !options.keep_last && g + 1 == actual;
+            flags.push(
+                if loss { HopSetup::LOSS } else { 0 }
+                    | if remote_test_end && group.contains(&test_end) {
+                        HopSetup::TEST_END
+                    } else {
+                        0
+                    },
+            );
+            for _ in 0..after[g] {
+                hops.push(HopInfo {
+                    layers: Vec::new(),
+                    description: "dummy".into(),
+                });
+                hop_layers.push(vec![HopLayer {
+                    component: mixnn_components::IDENTITY.to_vec(),
+                    config: dummy_config(),
+                }]);
+                flags.push(0);
+            }
+        }
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(protocol)?;
+        let n = hops.len();
+        let (onion, circuit, first, last) = runtime.block_on(async {
+            let endpoint = Endpoint::bind(
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                TlsIdentity::generate()?,
+            )?;
+            let signed = directory_service::fetch_pool(
+                &endpoint,
+                options.directory,
+                options.directory_fingerprint,
+            )
+            .await?;
+            let candidates = pool::verify_pool(&signed);
+            let available = candidates.len();
+            let chosen: Vec<Candidate> = pool::pick(candidates, n).ok_or_else(|| {
+                RemoteError::Plan(format!(
+                    "the cascade needs {n} hosts; the directory has {available} live ones"
+                ))
+            })?;
+            let plan = chosen
+                .iter()
+                .zip(hop_layers)
+                .zip(&flags)
+                .map(|((c, layers), &flags)| HopPlan {
+                    host: c.peer(),
+                    onion_key: &c.onion_key,
+                    layers,
+                    flags,
+                })
+                .collect();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let params = SessionParams {
+                expires_at: now + options.session_ttl.as_secs(),
+                frame_len: u32::try_from(frame_len)
+                    .map_err(|_| RemoteError::Plan("frames too large".into()))?,
+                blob_len: u32::try_from(blob_len)
+                    .map_err(|_| RemoteError::Plan("blobs too large".into()))?,
+            };
+            let (onion, circuit) =
+                circuit::build(plan, params, &mut SystemEntropy).map_err(protocol)?;
+            let connect = |c: &Candidate| {
+                let endpoint = endpoint.clone();
+                let address = c.descriptor.address.clone();
+                let fingerprint = c.descriptor.fingerprint;
+                async move {
+                    let addr = tokio::net::lookup_host(&address)
+                        .await
+                        .map_err(protocol)?
+                        .next()
+                        .ok_or_else(|| protocol(format!("{address}: no address")))?;
+                    let conn = endpoint.connect(addr, fingerprint).await?;
+                    let (send, recv) = conn.open_bi().await.map_err(protocol)?;
+                    Ok::<_, RemoteError>((conn, send, recv))
+                }
+            };
+            let (first_conn, mut first_send, first_recv) = connect(&chosen[0]).await?;
+            let mut head = vec![stream_kind::SETUP];
+            head.extend(u32::try_from(onion.len()).map_err(protocol)?.to_be_bytes());
+            first_send.write_all(&head).await.map_err(protocol)?;
+            first_send.write_all(&onion).await.map_err(protocol)?;
+            let (last_conn, mut last_send, last_recv) = connect(&chosen[n - 1]).await?;
+            let mut attach = vec![stream_kind::ATTACH];
+            attach.extend(circuit.last.circuit());
+            last_send.write_all(&attach).await.map_err(protocol)?;
+            Ok::<_, RemoteError>((
+                onion.len(),
+                circuit,
+                (first_conn, first_send, first_recv),
+                (last_conn, last_send, last_recv),
+            ))
+        })?;
+        tracing::info!(
+            hops = n,
+            onion_bytes = onion,
+            frame_len,
+            blob_len,
+            "session set up"
+        );
+        let (first_link, last_link) = {
+            let _guard = runtime.enter();
+            let first_end = circuit.first.clone();
+            let last_end = circuit.last.clone();
+            (
+                Link::start(first_end, first.1, first.2, first.0, frame_len),
+                Link::start(last_end, last.1, last.2, last.0, frame_len),
+            )
+        };
+        let mut cascade = RemoteCascade {
+            runtime,
+            circuit,
+            first: first_link,
+            last: last_link,
+            head,
+            tail,
+            hops,
+            layer_count,
+            timeout: options.step_timeout,
+            broken: false,
+        };
+        match cascade.receive("setup")? {
+            (End::Last, body) if body.op == Op::REPORT => match cascade.report(End::Last, &body)? {
+                (_, Report::Ready) => {}
+                (hop, other) => return Err(cascade.unexpected(hop, &other)),
+            },
+            (_, body) => return Err(protocol(format!("setup answered with op {}", body.op.0))),
+        }
+        if options.cover_rate > 0.0 {
+            cascade.start_cover(options.cover_rate);
+        }
+        Ok(cascade)
+    }
+
+    fn start_cover(&mut self, rate: f64) {
+        let Some(tx) = self.first.tx.clone() else {
+            return;
+        };
+        let blob_len = self.circuit.params().blob_len as usize;
+        let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+        self.runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                let body = FrameBody {
+                    op: Op::COVER,
+                    tensor: None,
+                    blob: mixnn_wire::blob::random(blob_len, &mut SystemEntropy),
+                };
+                if tx.send(body).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The hops, first to last: each one's layers, or `dummy`.
+    pub fn describe(&self) -> Vec<String> {
+        self.hops.iter().map(|h| h.description.clone()).collect()
+    }
+
+    fn send(&mut self, end: End, body: FrameBody) -> Result<(), RemoteError> {
+        let link = match end {
+            End::First => &self.first,
+            End::Last => &self.last,
+        };
+        let tx = link
+            .tx
+            .clone()
+            .ok_or_else(|| protocol("the session is closed"))?;
+        self.runtime
+            .block_on(tx.send(body))
+            .map_err(|_| protocol("the link is closed"))
+    }
+
+    /// The next frame from either link (failure reports become errors).
+    fn receive(&mut self, step: &str) -> Result<(End, FrameBody), RemoteError> {
+        if self.broken {
+            return Err(protocol("the session has failed"));
+        }
+        let timeout = self.timeout;
+        let (first, last) = (&mut self.first.rx, &mut self.last.rx);
+        let got = self.runtime.block_on(async {
+            tokio::time::timeout(timeout, async {
+                tokio::select! {
+                    f = first.recv() => (End::First, f),
+                    f = last.recv() => (End::Last, f),
+                }
+            })
+            .await
+        });
+        let result = match got {
+            Err(_) => Err(RemoteError::Timeout {
+                timeout,
+                step: step.to_owned(),
+            }),
+            Ok((_, None)) => Err(protocol("the session is closed")),
+            Ok((_, Some(Err(e)))) => Err(protocol(format!("{step}: {e}"))),
+            Ok((end, Some(Ok(body)))) => {
+                if body.op == Op::REPORT {
+                    // A failure from anywhere ends the session.
+                    if let Ok((hop, Report::Failure(message))) = self.open(end, &body) {
+                        Err(self.hop_failed(hop, message))
+                    } else {
+                        Ok((end, body))
+                    }
+                } else {
+                    Ok((end, body))
+                }
+            }
+        };
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn open(&self, end: End, body: &FrameBody) -> Result<(usize, Report), RemoteError> {
+        match end {
+            End::First => self.circuit.open_from_first(&body.blob),
+            End::Last => self.circuit.open_from_last(&body.blob),
+        }
+        .map_err(protocol)
+    }
+
+    fn report(&mut self, end: End, body: &FrameBody) -> Result<(usize, Report), RemoteError> {
+        let opened = self.open(end, body);
+        if opened.is_err() {
+            self.broken = true;
+        }
+        opened
+    }
+
+    fn hop_failed(&self, hop: usize, message: String) -> RemoteError {
+        RemoteError::HopFailed {
+            hop,
+            what: self
+                .hops
+                .get(hop)
+                .map_or_else(String::new, |h| h.description.clone()),
+            message,
+        }
+    }
+
+    fn unexpected(&mut self, hop: usize, report: &Report) -> RemoteError {
+        self.broken = true;
+        let kind = match report {
+            Report::Ready => "ready",
+            Report::Loss(_) => "loss",
+            Report::Output(_) => "output",
+            Report::State { .. } => "state",
+            Report::Failure(_) => "failure",
+        };
+        protocol(format!("hop {hop} sent an unexpected {kind} report"))
+    }
+
+    fn expect(&mut self, want: End, step: &str) -> Result<FrameBody, RemoteError> {
+        let (end, body) = self.receive(step)?;
+        if end != want {
+            self.broken = true;
+            return Err(protocol(format!(
+                "{step}: a frame from the wrong end of the cascade"
+            )));
+        }
+        Ok(body)
+    }
+
+    fn local_call<R>(
+        layer: &mut LocalLayer,
+        index: usize,
+        op: &'static str,
+        f: impl FnOnce(&mut dyn LayerBackend) -> Result<R, crate::backend::LayerFailure>,
+    ) -> Result<R, RemoteError> {
+        f(layer.backend.as_mut()).map_err(|source| {
+            RemoteError::Local(CascadeError::Call {
+                index,
+                name: layer.info.name.clone(),
+                op,
+                source,
+            })
+        })
+    }
+
+    /// Closes the session: the links finish, and the hops tear it down in turn.
+    pub fn close(mut self) {
+        self.first.tx = None;
+        self.last.tx = None;
+        // Let the writers finish their streams.
+        self.runtime.block_on(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        });
+        self.runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+
+    /// Every layer's state, in the spec's order (as [`Cascade::export_states`]): the hops'
+    /// states come sealed for the designer, the kept layers' from here.
+    pub fn export_states(&mut self) -> Result<Vec<Vec<u8>>, RemoteError> {
+        let mut states: Vec<Option<Vec<u8>>> = vec![None; self.layer_count];
+        let head_start = 0;
+        let tail_start = self.layer_count - self.tail.len();
+        for (k, layer) in self.head.iter_mut().enumerate() {
+            states[head_start + k] = Some(Self::local_call(
+                layer,
+                head_start + k,
+                "export-state",
+                |l| l.export_state(),
+            )?);
+        }
+        for (k, layer) in self.tail.iter_mut().enumerate() {
+            states[tail_start + k] = Some(Self::local_call(
+                layer,
+                tail_start + k,
+                "export-state",
+                |l| l.export_state(),
+            )?);
+        }
+        let blob = self.circuit.random_blob(&mut SystemEntropy);
+        self.send(
+            End::First,
+            FrameBody {
+                op: Op::EXPORT,
+                tensor: None,
+                blob,
+            },
+        )?;
+        let mut parts: Vec<Vec<(u32, Vec<u8>)>> = vec![Vec::new(); self.hops.len()];
+        loop {
+            let body = self.expect(End::Last, "export")?;
+            if body.op == Op::EXPORT {
+                break;
+            }
+            match self.report(End::Last, &body)? {
+                (hop, Report::State { index, bytes, .. }) => parts[hop].push((index, bytes)),
+                (hop, other) => return Err(self.unexpected(hop, &other)),
+            }
+        }
+        for (hop, mut chunks) in parts.into_iter().enumerate() {
+            chunks.sort_by_key(|(i, _)| *i);
+            let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, b)| b).collect();
+            let mut r = Reader::new(&bytes);
+            for &layer in &self.hops[hop].layers {
+                let state = r.take_lp32(bytes.len()).map_err(protocol)?;
+                states[layer] = Some(state.to_vec());
+            }
+        }
+        states
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.ok_or_else(|| protocol(format!("no state for layer {i}"))))
+            .collect()
+    }
+}
+
+fn to_wire(t: Tensor) -> Result<WireTensor, RemoteError> {
+    let (shape, data) = t.into_parts();
+    let shape = shape
+        .into_iter()
+        .map(|d| u32::try_from(d).map_err(|_| protocol("a dimension too large")))
+        .collect::<Result<_, _>>()?;
+    Ok(WireTensor { shape, data })
+}
+
+fn from_wire(t: WireTensor) -> Result<Tensor, RemoteError> {
+    Tensor::new(t.shape.into_iter().map(|d| d as usize).collect(), t.data).map_err(protocol)
+}
+
+impl Model for RemoteCascade {
+    type Error = RemoteError;
+
+    fn mode(&self) -> String {
+        "cascade".into()
+    }
+
+    fn train_step(&mut self, input: Tensor, target: Tensor) -> Result<f32, RemoteError> {
+        let mut x = input;
+        for (i, layer) in self.head.iter_mut().enumerate() {
+            x = Self::local_call(layer, i, "forward", |l| l.forward(x, Mode::Train))?;
+        }
+        let blob = if self.tail.is_empty() {
+            self.circuit
+                .label_blob(&to_wire(target.clone())?, &mut SystemEntropy)
+                .map_err(protocol)?
+        } else {
+            self.circuit.random_blob(&mut SystemEntropy)
+        };
+        self.send(
+            End::First,
+            FrameBody {
+                op: Op::FORWARD,
+                tensor: Some(to_wire(x)?),
+                blob,
+            },
+        )?;
+        let body = self.expect(End::Last, "forward")?;
+        let (loss, grad) = if self.tail.is_empty() {
+            match self.report(End::Last, &body)? {
+                (_, Report::Loss(loss)) => (loss, None),
+                (hop, other) => return Err(self.unexpected(hop, &other)),
+            }
+        } else {
+            let mut y = from_wire(body.tensor.ok_or_else(|| protocol("forward: no tensor"))?)?;
+            let tail_start = self.layer_count - self.tail.len();
+            let last = self.tail.len() - 1;
+            for (k, layer) in self.tail[..last].iter_mut().enumerate() {
+                y = Self::local_call(layer, tail_start + k, "forward", |l| {
+                    l.forward(y, Mode::Train)
+                })?;
+            }
+            let out = Self::local_call(&mut self.tail[last], tail_start + last, "loss", |l| {
+                l.loss(y, target)
+            })?;
+            let mut g = out.grad_input;
+            for (k, layer) in self.tail[..last].iter_mut().enumerate().rev() {
+                g = Self::local_call(layer, tail_start + k, "backward", |l| l.backward(g))?;
+            }
+            (out.loss, Some(to_wire(g)?))
+        };
+        let blob = self.circuit.random_blob(&mut SystemEntropy);
+        self.send(
+            End::Last,
+            FrameBody {
+                op: Op::BACKWARD,
+                tensor: grad,
+                blob,
+            },
+        )?;
+        let body = self.expect(End::First, "backward")?;
+        if body.op != Op::BACKWARD {
+            self.broken = true;
+            return Err(protocol("backward: unexpected answer"));
+        }
+        if !self.head.is_empty() {
+            let mut g = from_wire(body.tensor.ok_or_else(|| protocol("backward: no tensor"))?)?;
+            for (i, layer) in self.head.iter_mut().enumerate().rev() {
+                g = Self::local_call(layer, i, "backward", |l| l.backward(g))?;
+            }
+        }
+        Ok(loss)
+    }
+
+    fn predict(&mut self, input: Tensor) -> Result<Tensor, RemoteError> {
+        let mut x = input;
+        for (i, layer) in self.head.iter_mut().enumerate() {
+            x = Self::local_call(layer, i, "forward", |l| l.forward(x, Mode::Test))?;
+        }
+        let blob = self.circuit.random_blob(&mut SystemEntropy);
+        self.send(
+            End::First,
+            FrameBody {
+                op: Op::TEST,
+                tensor: Some(to_wire(x)?),
+                blob,
+            },
+        )?;
+        let body = self.expect(End::Last, "test")?;
+        let mut y = match body.tensor {
+            Some(t) => from_wire(t)?,
+            None => match self.report(End::Last, &body)? {
+                (_, Report::Output(t)) => from_wire(t)?,
+                (hop, other) => return Err(self.unexpected(hop, &other)),
+            },
+        };
+        let tail_start = self.layer_count - self.tail.len();
+        for (k, layer) in self
+            .tail
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, l)| !l.info.is_loss)
+        {
+            y = Self::local_call(layer, tail_start + k, "forward", |l| {
+                l.forward(y, Mode::Test)
+            })?;
+        }
+        Ok(y)
+    }
+}
