@@ -1,0 +1,229 @@
+//! End to end over real processes on loopback: a directory and hosts started from the `mixnn`
+//! binary, sessions set up through onions over QUIC, and the results compared bit for bit
+//! with the same model trained in this process (P9), with dummies and with the first and last
+//! layers kept by the designer (P6). Hostile setups are refused and counted while the host
+//! keeps serving.
+//!
+//! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use mixnn_designer::{
+    backend::Backend,
+    cascade::Cascade,
+    data::{self, Splits},
+    local_cluster::LocalCluster,
+    pool,
+    remote::{RemoteCascade, RemoteOptions},
+    spec::ModelSpec,
+    train::{self, EpochReport, TrainOptions},
+};
+use mixnn_host::{
+    Sandbox, SandboxConfig, directory_service,
+    transport::{Endpoint, TlsIdentity, stream_kind},
+};
+use mixnn_wire::{
+    circuit::{self, HopPlan, SessionParams},
+    crypto::SystemEntropy,
+    setup::HopLayer,
+};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn mnist(train: usize, test: usize) -> Splits {
+    let dir = std::env::var_os(data::DATA_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/data/mnist"));
+    let mut splits =
+        data::load(&dir).unwrap_or_else(|e| panic!("MNIST is needed for this test: {e}"));
+    splits.train = splits.train.truncate(train);
+    splits.test = splits.test.truncate(test);
+    splits
+}
+
+fn paper_spec() -> ModelSpec {
+    ModelSpec::from_file(&workspace().join("models/paper-mlp.toml")).unwrap()
+}
+
+fn cluster(hosts: usize) -> LocalCluster {
+    LocalCluster::start(env!("CARGO_BIN_EXE_mixnn").as_ref(), hosts).unwrap()
+}
+
+fn remote_options(cluster: &LocalCluster, dummies: usize, keep: (bool, bool)) -> RemoteOptions {
+    RemoteOptions {
+        directory: cluster.directory_addr,
+        directory_fingerprint: cluster.directory_fingerprint,
+        dummies,
+        keep_first: keep.0,
+        keep_last: keep.1,
+        cover_rate: 0.0,
+        step_timeout: Duration::from_secs(30),
+        session_ttl: Duration::from_secs(600),
+    }
+}
+
+fn options() -> TrainOptions {
+    TrainOptions {
+        epochs: 1,
+        seed: 7,
+        batch_size: 64,
+        test_batch_size: 64,
+        progress: false,
+    }
+}
+
+/// Runs `job` on a sandbox worker thread.
+fn on_worker<R: Send + 'static>(job: impl FnOnce(&Sandbox) -> R + Send + 'static) -> R {
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let worker = Arc::clone(&sandbox);
+    sandbox
+        .spawn_worker("test", move || job(&worker))
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+type Run = (Vec<EpochReport>, Vec<Vec<u8>>);
+
+fn train_both(remote: RemoteOptions, splits: Splits) -> (Run, Run, Vec<String>) {
+    on_worker(move |sandbox| {
+        let spec = paper_spec();
+        let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox)).unwrap();
+        let local_reports = train::train(&mut local, &splits, &options(), |_| {}).unwrap();
+        let local_states = local.export_states().unwrap();
+        let input = [64, splits.train.pixels];
+        let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input).unwrap();
+        let hops = cascade.describe();
+        let reports = train::train(&mut cascade, &splits, &options(), |_| {}).unwrap();
+        let states = cascade.export_states().unwrap();
+        cascade.close();
+        ((local_reports, local_states), (reports, states), hops)
+    })
+}
+
+fn assert_same(local: &Run, remote: &Run) {
+    for (a, b) in local.0.iter().zip(&remote.0) {
+        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "epoch {}", a.epoch);
+        assert_eq!(a.test_acc.to_bits(), b.test_acc.to_bits(), "epoch {}", a.epoch);
+        assert_eq!(b.mode, "cascade");
+    }
+    assert_eq!(local.1.len(), remote.1.len());
+    for (i, (a, b)) in local.1.iter().zip(&remote.1).enumerate() {
+        assert!(a == b, "layer {i}: the states differ");
+    }
+}
+
+#[test]
+fn host_processes_train_bit_for_bit_like_one_process_with_dummies_and_kept_layers() {
+    let cluster = cluster(8);
+    let splits = mnist(640, 256);
+
+    // P9: 5 actual hosts + 2 dummies.
+    let (local, remote, hops) =
+        train_both(remote_options(&cluster, 2, (false, false)), splits.clone());
+    assert_eq!(hops.len(), 7);
+    assert_eq!(hops.iter().filter(|h| *h == "dummy").count(), 2);
+    assert!(hops[0] != "dummy" && hops[6] != "dummy", "{hops:?}");
+    assert_same(&local, &remote);
+
+    // P6: the designer keeps the first and the last layers; still exact.
+    let (local, remote, hops) =
+        train_both(remote_options(&cluster, 1, (true, true)), splits);
+    assert_eq!(hops.len(), 4, "{hops:?}");
+    assert!(!hops.iter().any(|h| h.contains("layers 0:") || h.contains("layers 4:")));
+    assert_same(&local, &remote);
+
+    // Every frame opened: nothing was rejected anywhere.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats: Vec<_> = (0..8).map(|i| cluster.host_stats(i).unwrap()).collect();
+    assert_eq!(stats.iter().map(|s| s.setups_accepted).sum::<u64>(), 11);
+    assert!(stats.iter().all(|s| s.frames_rejected == 0 && s.sessions_failed == 0), "{stats:?}");
+    assert_eq!(cluster.shutdown().unwrap(), 0, "every process stopped by itself");
+}
+
+#[test]
+fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_serving() {
+    let cluster = cluster(5);
+    let target = cluster.host_addrs[0];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let endpoint =
+            Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), TlsIdentity::generate().unwrap())
+                .unwrap();
+        let signed = directory_service::fetch_pool(
+            &endpoint,
+            cluster.directory_addr,
+            cluster.directory_fingerprint,
+        )
+        .await
+        .unwrap();
+        let host = pool::verify_pool(&signed)
+            .into_iter()
+            .find(|c| c.descriptor.address == target.to_string())
+            .unwrap();
+        let send_stream = |bytes: Vec<u8>| {
+            let endpoint = endpoint.clone();
+            let fp = host.descriptor.fingerprint;
+            async move {
+                let conn = endpoint.connect(target, fp).await.unwrap();
+                let (mut send, recv) = conn.open_bi().await.unwrap();
+                send.write_all(&bytes).await.unwrap();
+                (conn, send, recv)
+            }
+        };
+        let setup = |onion: &[u8]| {
+            let mut m = vec![stream_kind::SETUP];
+            m.extend((onion.len() as u32).to_be_bytes());
+            m.extend(onion);
+            m
+        };
+        // Garbage, an oversized length, an unknown stream kind.
+        let _a = send_stream(setup(&[7u8; 2000])).await;
+        let _b = send_stream(vec![stream_kind::SETUP, 0xff, 0xff, 0xff, 0xff]).await;
+        let _c = send_stream(vec![0x77, 1, 2, 3]).await;
+        // A valid onion, then the same onion again (a replay), then a tampered frame on the
+        // valid session's link.
+        let plan = vec![HopPlan {
+            host: host.peer(),
+            onion_key: &host.onion_key,
+            layers: vec![HopLayer {
+                component: mixnn_components::IDENTITY.to_vec(),
+                config: br#"{"seed":0,"optimizer":{"lr":0,"momentum":0},"layer":{}}"#.to_vec(),
+            }],
+            flags: 0,
+        }];
+        let params = SessionParams {
+            expires_at: mixnn_host::daemon::unix_now() + 600,
+            frame_len: 1024,
+            blob_len: 256,
+        };
+        let (onion, _) = circuit::build(plan, params, &mut SystemEntropy).unwrap();
+        let (_conn, mut valid, _recv) = send_stream(setup(&onion)).await;
+        let _replay = send_stream(setup(&onion)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        valid.write_all(&[0x5a; 1024]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    });
+    let stats = cluster.host_stats(0).unwrap();
+    assert!(stats.setups_refused >= 2, "{stats:?}");
+    assert_eq!(stats.setups_replayed, 1, "{stats:?}");
+    assert!(stats.bad_streams >= 1, "{stats:?}");
+    assert_eq!(stats.frames_rejected, 1, "{stats:?}");
+    assert_eq!(stats.setups_accepted, 1, "{stats:?}");
+
+    // The host still serves: a full session through all five hosts trains exactly.
+    let (local, remote, _) = train_both(remote_options(&cluster, 0, (false, false)), mnist(256, 64));
+    assert_same(&local, &remote);
+    cluster.shutdown().unwrap();
+}
