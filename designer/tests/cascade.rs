@@ -111,8 +111,18 @@ fn train_both(remote: RemoteOptions, splits: Splits) -> (Run, Run, Vec<String>) 
 
 fn assert_same(local: &Run, remote: &Run) {
     for (a, b) in local.0.iter().zip(&remote.0) {
-        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "epoch {}", a.epoch);
-        assert_eq!(a.test_acc.to_bits(), b.test_acc.to_bits(), "epoch {}", a.epoch);
+        assert_eq!(
+            a.train_loss.to_bits(),
+            b.train_loss.to_bits(),
+            "epoch {}",
+            a.epoch
+        );
+        assert_eq!(
+            a.test_acc.to_bits(),
+            b.test_acc.to_bits(),
+            "epoch {}",
+            a.epoch
+        );
         assert_eq!(b.mode, "cascade");
     }
     assert_eq!(local.1.len(), remote.1.len());
@@ -135,18 +145,30 @@ fn host_processes_train_bit_for_bit_like_one_process_with_dummies_and_kept_layer
     assert_same(&local, &remote);
 
     // P6: the designer keeps the first and the last layers; still exact.
-    let (local, remote, hops) =
-        train_both(remote_options(&cluster, 1, (true, true)), splits);
+    let (local, remote, hops) = train_both(remote_options(&cluster, 1, (true, true)), splits);
     assert_eq!(hops.len(), 4, "{hops:?}");
-    assert!(!hops.iter().any(|h| h.contains("layers 0:") || h.contains("layers 4:")));
+    assert!(
+        !hops
+            .iter()
+            .any(|h| h.contains("layers 0:") || h.contains("layers 4:"))
+    );
     assert_same(&local, &remote);
 
     // Every frame opened: nothing was rejected anywhere.
     std::thread::sleep(Duration::from_millis(1500));
     let stats: Vec<_> = (0..8).map(|i| cluster.host_stats(i).unwrap()).collect();
     assert_eq!(stats.iter().map(|s| s.setups_accepted).sum::<u64>(), 11);
-    assert!(stats.iter().all(|s| s.frames_rejected == 0 && s.sessions_failed == 0), "{stats:?}");
-    assert_eq!(cluster.shutdown().unwrap(), 0, "every process stopped by itself");
+    assert!(
+        stats
+            .iter()
+            .all(|s| s.frames_rejected == 0 && s.sessions_failed == 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        cluster.shutdown().unwrap(),
+        0,
+        "every process stopped by itself"
+    );
 }
 
 #[test]
@@ -158,9 +180,11 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
         .build()
         .unwrap();
     runtime.block_on(async {
-        let endpoint =
-            Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), TlsIdentity::generate().unwrap())
-                .unwrap();
+        let endpoint = Endpoint::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            TlsIdentity::generate().unwrap(),
+        )
+        .unwrap();
         let signed = directory_service::fetch_pool(
             &endpoint,
             cluster.directory_addr,
@@ -223,7 +247,8 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
     assert_eq!(stats.setups_accepted, 1, "{stats:?}");
 
     // The host still serves: a full session through all five hosts trains exactly.
-    let (local, remote, _) = train_both(remote_options(&cluster, 0, (false, false)), mnist(256, 64));
+    let (local, remote, _) =
+        train_both(remote_options(&cluster, 0, (false, false)), mnist(256, 64));
     assert_same(&local, &remote);
     cluster.shutdown().unwrap();
 }
