@@ -109,7 +109,12 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input)?;
         let hops = cascade.describe();
         if !json {
-            println!("training over the cascade: {}", hops.join(" -> "));
+            println!(
+                "session set up in {:.0} ms (op=0 through {} hops); training over the cascade: {}",
+                cascade.setup_time().as_secs_f64() * 1e3,
+                hops.len(),
+                hops.join(" -> ")
+            );
         }
         let reports = train::train(&mut cascade, &splits, &options, print)?;
         let remote_states = cascade.export_states()?;

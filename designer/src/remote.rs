@@ -198,6 +198,7 @@ pub struct RemoteCascade {
     timeout: Duration,
     /// Set once anything failed: the session is over.
     broken: bool,
+    setup_time: Duration,
 }
 
 impl std::fmt::Debug for RemoteCascade {
@@ -357,6 +358,7 @@ impl RemoteCascade {
             .build()
             .map_err(protocol)?;
         let n = hops.len();
+        let setup_started = std::time::Instant::now();
         let (onion, circuit, first, last) = runtime.block_on(async {
             let endpoint = Endpoint::bind(
                 SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -456,6 +458,7 @@ impl RemoteCascade {
             layer_count,
             timeout: options.step_timeout,
             broken: false,
+            setup_time: Duration::ZERO,
         };
         match cascade.receive("setup")? {
             (End::Last, body) if body.op == Op::REPORT => match cascade.report(End::Last, &body)? {
@@ -464,6 +467,7 @@ impl RemoteCascade {
             },
             (_, body) => return Err(protocol(format!("setup answered with op {}", body.op.0))),
         }
+        cascade.setup_time = setup_started.elapsed();
         if options.cover_rate > 0.0 {
             cascade.start_cover(options.cover_rate);
         }
@@ -490,6 +494,11 @@ impl RemoteCascade {
                 }
             }
         });
+    }
+
+    /// From fetching the pool to the last hop's acknowledgement (op=0 end to end).
+    pub fn setup_time(&self) -> Duration {
+        self.setup_time
     }
 
     /// The hops, first to last: each one's layers, or `dummy`.

@@ -140,7 +140,31 @@ impl Key {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        let mut buf = plaintext.to_vec();
+        self.seal_vec(nonce, aad, plaintext.to_vec())
+    }
+
+    /// Encrypts `in_out` in place and returns the tag.
+    pub fn seal_in_place(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let tag = self
+            .aead()?
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+            .map_err(|_| CryptoError::Internal("seal"))?;
+        tag.as_ref()
+            .try_into()
+            .map_err(|_| CryptoError::Internal("tag length"))
+    }
+
+    fn seal_vec(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, CryptoError> {
         self.aead()?
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -365,6 +389,16 @@ impl LinkCipher {
     pub fn seal(&mut self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let nonce = self.next_nonce()?;
         self.key.seal(nonce, aad, plaintext)
+    }
+
+    /// Seals the next frame's body in place; returns the tag to append.
+    pub fn seal_in_place(
+        &mut self,
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        let nonce = self.next_nonce()?;
+        self.key.seal_in_place(nonce, aad, in_out)
     }
 
     /// Opens the next frame's body. On failure the counter does not advance, so a forged frame

@@ -100,8 +100,12 @@ impl WireTensor {
         for d in &self.shape {
             out.extend(d.to_be_bytes());
         }
-        for v in &self.data {
-            out.extend(v.to_le_bytes());
+        if cfg!(target_endian = "little") {
+            out.extend_from_slice(bytemuck::cast_slice(&self.data));
+        } else {
+            for v in &self.data {
+                out.extend(v.to_le_bytes());
+            }
         }
         Ok(())
     }
@@ -120,11 +124,15 @@ impl WireTensor {
             .and_then(|c| c.checked_mul(4))
             .ok_or(ReadError::Malformed("tensor too large"))?;
         // `take` checks the bytes are there before anything is allocated.
-        let data = r
-            .take(bytes)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let raw = r.take(bytes)?;
+        let mut data = vec![0f32; bytes / 4];
+        if cfg!(target_endian = "little") {
+            bytemuck::cast_slice_mut::<f32, u8>(&mut data).copy_from_slice(raw);
+        } else {
+            for (v, c) in data.iter_mut().zip(raw.chunks_exact(4)) {
+                *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
         Ok(WireTensor { shape, data })
     }
 
@@ -161,20 +169,28 @@ impl FrameBody {
         BODY_OVERHEAD + tensor + self.blob.len()
     }
 
+    #[cfg(test)]
     fn encode(&self, capacity: usize) -> Result<Vec<u8>, FrameError> {
+        let mut out = Vec::with_capacity(capacity);
+        self.encode_into(&mut out, capacity)?;
+        Ok(out)
+    }
+
+    /// Appends the body, zero-padded to `capacity` bytes.
+    fn encode_into(&self, out: &mut Vec<u8>, capacity: usize) -> Result<(), FrameError> {
         let needed = self.encoded_len();
         if needed > capacity {
             return Err(FrameError::TooLarge(needed));
         }
-        let mut out = Vec::with_capacity(capacity);
+        let start = out.len();
         out.push(self.op.0);
         match &self.tensor {
             None => out.push(NO_TENSOR),
-            Some(t) => t.encode_into(&mut out)?,
+            Some(t) => t.encode_into(out)?,
         }
-        put_lp32(&mut out, &self.blob);
-        out.resize(capacity, 0);
-        Ok(out)
+        put_lp32(out, &self.blob);
+        out.resize(start + capacity, 0);
+        Ok(())
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
@@ -252,10 +268,14 @@ impl LinkEnd {
 
     /// Seals the next frame to send.
     pub fn seal(&mut self, body: &FrameBody) -> Result<Vec<u8>, FrameError> {
-        let plain = body.encode(capacity(self.frame_len))?;
+        // Encoded after the circuit id and sealed where it lies: no copy of the body.
         let mut frame = Vec::with_capacity(self.frame_len);
         frame.extend(self.circuit);
-        frame.extend(self.send.seal(&self.circuit, &plain)?);
+        body.encode_into(&mut frame, capacity(self.frame_len))?;
+        let tag = self
+            .send
+            .seal_in_place(&self.circuit, &mut frame[CIRCUIT_ID_LEN..])?;
+        frame.extend(tag);
         Ok(frame)
     }
 
