@@ -116,6 +116,7 @@ enum End {
 struct Link {
     tx: Option<mpsc::Sender<FrameBody>>,
     rx: mpsc::Receiver<Result<FrameBody, String>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Link {
@@ -130,7 +131,7 @@ impl Link {
         let (tx, mut out_rx) = mpsc::channel::<FrameBody>(16);
         let (in_tx, rx) = mpsc::channel(16);
         let writer_end = Arc::clone(&end);
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             let mut send = send;
             while let Some(body) = out_rx.recv().await {
                 let frame = lock(&writer_end).seal(&body);
@@ -164,7 +165,11 @@ impl Link {
                 }
             }
         });
-        Link { tx: Some(tx), rx }
+        Link {
+            tx: Some(tx),
+            rx,
+            writer: Some(writer),
+        }
     }
 }
 
@@ -199,6 +204,8 @@ pub struct RemoteCascade {
     /// Set once anything failed: the session is over.
     broken: bool,
     setup_time: Duration,
+    /// The cover traffic task, which holds a sender of the first link.
+    cover: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RemoteCascade {
@@ -459,6 +466,7 @@ impl RemoteCascade {
             timeout: options.step_timeout,
             broken: false,
             setup_time: Duration::ZERO,
+            cover: None,
         };
         match cascade.receive("setup")? {
             (End::Last, body) if body.op == Op::REPORT => match cascade.report(End::Last, &body)? {
@@ -480,7 +488,7 @@ impl RemoteCascade {
         };
         let blob_len = self.circuit.params().blob_len as usize;
         let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-        self.runtime.spawn(async move {
+        self.cover = Some(self.runtime.spawn(async move {
             let mut ticks = tokio::time::interval(period);
             loop {
                 ticks.tick().await;
@@ -493,7 +501,7 @@ impl RemoteCascade {
                     return;
                 }
             }
-        });
+        }));
     }
 
     /// From fetching the pool to the last hop's acknowledgement (op=0 end to end).
@@ -630,13 +638,22 @@ impl RemoteCascade {
 
     /// Closes the session: the links finish, and the hops tear it down in turn.
     pub fn close(mut self) {
+        if let Some(cover) = self.cover.take() {
+            cover.abort();
+        }
         self.first.tx = None;
         self.last.tx = None;
-        // Let the writers finish their streams.
+        // The writers finish their streams once their queues are empty.
+        let writers: Vec<_> = [self.first.writer.take(), self.last.writer.take()]
+            .into_iter()
+            .flatten()
+            .collect();
         self.runtime.block_on(async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            for writer in writers {
+                let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+            }
         });
-        self.runtime.shutdown_timeout(Duration::from_secs(2));
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
     }
 
     /// Every layer's state, in the spec's order (as [`Cascade::export_states`]): the hops'

@@ -144,8 +144,11 @@ fn host_processes_train_bit_for_bit_like_one_process_with_dummies_and_kept_layer
     assert!(hops[0] != "dummy" && hops[6] != "dummy", "{hops:?}");
     assert_same(&local, &remote);
 
-    // P6: the designer keeps the first and the last layers; still exact.
-    let (local, remote, hops) = train_both(remote_options(&cluster, 1, (true, true)), splits);
+    // P6: the designer keeps the first and the last layers; still exact, with cover traffic
+    // looping through the cascade between the batches.
+    let mut options = remote_options(&cluster, 1, (true, true));
+    options.cover_rate = 50.0;
+    let (local, remote, hops) = train_both(options, splits);
     assert_eq!(hops.len(), 4, "{hops:?}");
     assert!(
         !hops
