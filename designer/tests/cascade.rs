@@ -25,13 +25,16 @@ use mixnn_designer::{
     train::{self, EpochReport, TrainOptions},
 };
 use mixnn_host::{
-    Sandbox, SandboxConfig, directory_service,
+    Sandbox, SandboxConfig,
+    daemon::unix_now,
+    directory_service,
+    keys::HostKeys,
     transport::{Endpoint, TlsIdentity, stream_kind},
 };
 use mixnn_wire::{
     circuit::{self, HopPlan, SessionParams},
     crypto::SystemEntropy,
-    setup::HopLayer,
+    setup::{HopLayer, peel},
 };
 
 fn workspace() -> PathBuf {
@@ -236,6 +239,41 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
             blob_len: 256,
         };
         let (onion, _) = circuit::build(plan, params, &mut SystemEntropy).unwrap();
+        // An onion whose hop before the target is host 1, sent by someone else (this test,
+        // with host 1's onion key but not its certificate): the target refuses it.
+        let neighbour_keys = HostKeys::load(&cluster.host_dir(1).unwrap().join("keys")).unwrap();
+        let neighbour = neighbour_keys.onion_public().unwrap();
+        let identity_config = || HopLayer {
+            component: mixnn_components::IDENTITY.to_vec(),
+            config: br#"{"seed":0,"optimizer":{"lr":0,"momentum":0},"layer":{}}"#.to_vec(),
+        };
+        let two_hops = vec![
+            HopPlan {
+                host: mixnn_wire::setup::Peer::Host {
+                    address: cluster.host_addrs[1].to_string(),
+                    fingerprint: neighbour_keys.tls.fingerprint(),
+                },
+                onion_key: &neighbour,
+                layers: vec![identity_config()],
+                flags: 0,
+            },
+            HopPlan {
+                host: host.peer(),
+                onion_key: &host.onion_key,
+                layers: vec![identity_config()],
+                flags: 0,
+            },
+        ];
+        let (outer, _) = circuit::build(two_hops, params, &mut SystemEntropy).unwrap();
+        let inner = peel(
+            &neighbour_keys.onion,
+            &outer,
+            unix_now(),
+            &mut SystemEntropy,
+        )
+        .unwrap()
+        .forward;
+        let _d = send_stream(setup(&inner)).await;
         let (_conn, mut valid, _recv) = send_stream(setup(&onion)).await;
         let _replay = send_stream(setup(&onion)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -248,6 +286,7 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
     assert!(stats.bad_streams >= 1, "{stats:?}");
     assert_eq!(stats.frames_rejected, 1, "{stats:?}");
     assert_eq!(stats.setups_accepted, 1, "{stats:?}");
+    assert_eq!(stats.wrong_neighbour, 1, "{stats:?}");
 
     // The host still serves: a full session through all five hosts trains exactly.
     let (local, remote, _) =

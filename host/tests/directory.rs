@@ -1,0 +1,112 @@
+//! The directory as a service over pinned QUIC: hosts publish signed descriptors, a forged one
+//! is refused, designers fetch the pool, and a restarted directory serves the same pool from
+//! its state file.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use mixnn_host::{
+    daemon::unix_now,
+    directory_service::{self, DirectoryClientError, DirectoryServer},
+    keys::HostKeys,
+    transport::{Endpoint, TlsIdentity},
+};
+use mixnn_wire::descriptor::{self, Descriptor};
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn signed(keys: &HostKeys, port: u16) -> Vec<u8> {
+    keys.identity
+        .sign(Descriptor {
+            identity: [0; 32],
+            address: format!("127.0.0.1:{port}"),
+            onion_key: keys.onion_public().unwrap().der().to_vec(),
+            fingerprint: keys.tls.fingerprint(),
+            published_at: unix_now(),
+            metadata: BTreeMap::from([("region".to_owned(), "test".to_owned())]),
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let identity = TlsIdentity::generate().unwrap();
+    let start = |identity: TlsIdentity| {
+        let server = DirectoryServer::bind(loopback(), identity, state.clone(), 300).unwrap();
+        let (addr, fp) = (server.local_addr().unwrap(), server.fingerprint());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        (addr, fp, stop, task)
+    };
+    let (addr, fp, stop, task) = start(identity.clone());
+    let client = Endpoint::bind(loopback(), TlsIdentity::generate().unwrap()).unwrap();
+
+    let hosts: Vec<HostKeys> = (0..3).map(|_| HostKeys::generate().unwrap()).collect();
+    let descriptors: Vec<Vec<u8>> = (0..3).map(|i| signed(&hosts[i], 7000 + i as u16)).collect();
+    for d in &descriptors {
+        directory_service::publish(&client, addr, fp, d)
+            .await
+            .unwrap();
+    }
+    // A descriptor altered after signing (one byte of its body) is refused.
+    let mut forged = descriptors[0].clone();
+    let at = forged.len() - 60;
+    forged[at] ^= 1;
+    let refused = directory_service::publish(&client, addr, fp, &forged).await;
+    assert!(
+        matches!(refused, Err(DirectoryClientError::Refused(_))),
+        "{refused:?}"
+    );
+    // So is a replay of a descriptor the directory already holds.
+    let replayed = directory_service::publish(&client, addr, fp, &descriptors[1]).await;
+    assert!(
+        matches!(replayed, Err(DirectoryClientError::Refused(_))),
+        "{replayed:?}"
+    );
+
+    let pool = directory_service::fetch_pool(&client, addr, fp)
+        .await
+        .unwrap();
+    assert_eq!(pool.len(), 3);
+    let mut addresses: Vec<String> = pool
+        .iter()
+        .map(|d| descriptor::verify(d).unwrap().address)
+        .collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
+    );
+
+    // A client pinning another certificate refuses the directory.
+    assert!(
+        directory_service::fetch_pool(&client, addr, [0; 32])
+            .await
+            .is_err()
+    );
+
+    // Restart: the same pool, byte for byte, from the state file.
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let (addr, fp, stop, task) = start(identity);
+    let mut again = directory_service::fetch_pool(&client, addr, fp)
+        .await
+        .unwrap();
+    let mut before = pool;
+    again.sort();
+    before.sort();
+    assert_eq!(again, before);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
