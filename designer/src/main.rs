@@ -15,7 +15,6 @@ use mixnn_designer::{
 use mixnn_host::{Sandbox, SandboxConfig, daemon::hex_fingerprint};
 
 mod demo;
-mod serve;
 
 /// Train deep-learning models whose layers run as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -204,14 +203,20 @@ fn main() -> Result<()> {
         Command::ServeHost {
             config,
             stop_on_stdin_eof,
-        } => serve::host(&config, stop_on_stdin_eof),
+        } => Ok(mixnn_host::serve::host(&config, stop_on_stdin_eof)?),
         Command::ServeDirectory {
             listen,
             state,
             keys,
             max_age_s,
             stop_on_stdin_eof,
-        } => serve::directory(listen, state, &keys, max_age_s, stop_on_stdin_eof),
+        } => Ok(mixnn_host::serve::directory(
+            listen,
+            state,
+            &keys,
+            max_age_s,
+            stop_on_stdin_eof,
+        )?),
     }
 }
 

@@ -28,6 +28,7 @@ mod error;
 pub mod hop;
 pub mod keys;
 mod sandbox;
+pub mod serve;
 mod session;
 mod stats;
 pub mod transport;

@@ -5,9 +5,9 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mixnn_host::{
-    daemon::{Daemon, HostConfig, hex_fingerprint, stopped},
-    directory_service::DirectoryServer,
+    daemon::hex_fingerprint,
     keys::{HostKeys, ONION_PUBLIC_FILE, TLS_CERT_FILE},
+    serve,
 };
 
 /// A mixnn host: runs designers' layer components in a sandbox and relays onion-routed
@@ -72,39 +72,20 @@ fn main() -> Result<()> {
         Command::Run {
             config,
             stop_on_stdin_eof,
-        } => {
-            let config = HostConfig::from_file(&config)?;
-            runtime()?.block_on(async {
-                let daemon = Daemon::bind(config).context("starting the host")?;
-                println!(
-                    "listening on {} fingerprint {}",
-                    daemon.local_addr()?,
-                    hex_fingerprint::format(&daemon.fingerprint())
-                );
-                daemon.serve(stopped(stop_on_stdin_eof)).await?;
-                Ok(())
-            })
-        }
+        } => Ok(serve::host(&config, stop_on_stdin_eof)?),
         Command::Directory {
             listen,
             state,
             keys,
             max_age_s,
             stop_on_stdin_eof,
-        } => {
-            let keys = HostKeys::load(&keys)?;
-            runtime()?.block_on(async {
-                let server = DirectoryServer::bind(listen, keys.tls, state, max_age_s)
-                    .context("starting the directory")?;
-                println!(
-                    "listening on {} fingerprint {}",
-                    server.local_addr()?,
-                    hex_fingerprint::format(&server.fingerprint())
-                );
-                server.serve(stopped(stop_on_stdin_eof)).await;
-                Ok(())
-            })
-        }
+        } => Ok(serve::directory(
+            listen,
+            state,
+            &keys,
+            max_age_s,
+            stop_on_stdin_eof,
+        )?),
     }
 }
 
@@ -125,11 +106,4 @@ fn keygen(dir: &std::path::Path) -> Result<()> {
         hex_fingerprint::format(&keys.tls.fingerprint())
     );
     Ok(())
-}
-
-/// One thread for the network: sessions' compute runs on their own worker threads.
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
 }

@@ -1,0 +1,81 @@
+//! Running the host daemon and the directory until stopped: what `mixnn-host run`,
+//! `mixnn-host directory` and the demo's processes (`mixnn serve-host`, `mixnn
+//! serve-directory`) all do. Each prints `listening on ADDR fingerprint HEX` on standard output
+//! once ready (the address a supervisor reads, since the port may be chosen by the system),
+//! then serves on one network thread until Ctrl-C, SIGTERM or, if asked, the end of standard
+//! input.
+
+use std::{net::SocketAddr, path::Path, path::PathBuf};
+
+use crate::{
+    daemon::{ConfigError, Daemon, DaemonError, HostConfig, hex_fingerprint, stopped},
+    directory_service::{DirectoryServer, DirectoryServerError},
+    keys::{HostKeys, KeyError},
+    transport::{Fingerprint, TransportError},
+};
+
+/// Why a daemon could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The host could not start.
+    #[error("starting the host: {0}")]
+    Host(#[from] DaemonError),
+    /// The directory could not start.
+    #[error("starting the directory: {0}")]
+    Directory(#[from] DirectoryServerError),
+    /// The endpoint has no address.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The runtime could not start.
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// One thread for the network: sessions' compute runs on their own worker threads.
+fn runtime() -> Result<tokio::runtime::Runtime, ServeError> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn announce(addr: SocketAddr, fingerprint: &Fingerprint) {
+    println!(
+        "listening on {addr} fingerprint {}",
+        hex_fingerprint::format(fingerprint)
+    );
+}
+
+/// Runs a host with the configuration file at `config`.
+pub fn host(config: &Path, stop_on_stdin_eof: bool) -> Result<(), ServeError> {
+    let config = HostConfig::from_file(config)?;
+    runtime()?.block_on(async {
+        let daemon = Daemon::bind(config)?;
+        announce(daemon.local_addr()?, &daemon.fingerprint());
+        daemon.serve(stopped(stop_on_stdin_eof)).await?;
+        Ok(())
+    })
+}
+
+/// Runs a directory on `listen` with its state in `state` and its certificate from `keys`.
+pub fn directory(
+    listen: SocketAddr,
+    state: PathBuf,
+    keys: &Path,
+    max_age_s: u64,
+    stop_on_stdin_eof: bool,
+) -> Result<(), ServeError> {
+    let keys = HostKeys::load(keys)?;
+    runtime()?.block_on(async {
+        let server = DirectoryServer::bind(listen, keys.tls, state, max_age_s)?;
+        announce(server.local_addr()?, &server.fingerprint());
+        server.serve(stopped(stop_on_stdin_eof)).await;
+        Ok(())
+    })
+}
