@@ -7,14 +7,13 @@ use anyhow::{Context, Result, anyhow};
 use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
-    data,
     local_cluster::LocalCluster,
     remote::{RemoteCascade, RemoteOptions},
     spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
 };
 
-use crate::{DemoArgs, print_evaluation, run_in_sandbox_worker};
+use crate::{DemoArgs, load_data, print_evaluation, run_in_sandbox_worker};
 
 const PAPER_MODEL: &str = include_str!("../../models/paper-mlp.toml");
 
@@ -33,15 +32,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if let Some(seed) = args.seed {
         spec.training.seed = seed;
     }
-    let dir = data::resolve_dir(args.data.as_deref())?;
-    let mut splits =
-        data::load(&dir).with_context(|| format!("loading data from {}", dir.display()))?;
-    if let Some(n) = args.train_limit {
-        splits.train = splits.train.truncate(n);
-    }
-    if let Some(n) = args.test_limit {
-        splits.test = splits.test.truncate(n);
-    }
+    let splits = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
     let actual = spec.hosts().len()
         - usize::from(args.cascade.keep_first)
         - usize::from(args.cascade.keep_last);

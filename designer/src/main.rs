@@ -225,15 +225,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     if let Some(seed) = args.seed {
         spec.training.seed = seed;
     }
-    let dir = data::resolve_dir(args.data.as_deref())?;
-    let mut splits =
-        data::load(&dir).with_context(|| format!("loading data from {}", dir.display()))?;
-    if let Some(n) = args.train_limit {
-        splits.train = splits.train.truncate(n);
-    }
-    if let Some(n) = args.test_limit {
-        splits.test = splits.test.truncate(n);
-    }
+    let splits = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
     let options = TrainOptions {
         epochs: args.epochs.unwrap_or(spec.training.epochs),
         seed: spec.training.seed,
@@ -310,6 +302,24 @@ fn train_command(args: TrainArgs) -> Result<()> {
 }
 
 /// Runs `job` on a sandbox worker thread (whose stack suits calls into components).
+/// The data set in `dir` (or the default one), cut to the first examples if asked.
+pub(crate) fn load_data(
+    dir: Option<&std::path::Path>,
+    train_limit: Option<usize>,
+    test_limit: Option<usize>,
+) -> Result<data::Splits> {
+    let dir = data::resolve_dir(dir)?;
+    let mut splits =
+        data::load(&dir).with_context(|| format!("loading data from {}", dir.display()))?;
+    if let Some(n) = train_limit {
+        splits.train = splits.train.truncate(n);
+    }
+    if let Some(n) = test_limit {
+        splits.test = splits.test.truncate(n);
+    }
+    Ok(splits)
+}
+
 pub(crate) fn run_in_sandbox_worker<R: Send + 'static>(
     job: impl FnOnce(Option<&Sandbox>) -> Result<R> + Send + 'static,
 ) -> Result<R> {

@@ -12,16 +12,15 @@
     clippy::cast_possible_truncation
 )]
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
-    data::{self, Splits},
+    data::Splits,
     local_cluster::LocalCluster,
     pool,
     remote::{RemoteCascade, RemoteOptions},
-    spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
 };
 use mixnn_host::{
@@ -37,24 +36,9 @@ use mixnn_wire::{
     setup::{HopLayer, peel},
 };
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn mnist(train: usize, test: usize) -> Splits {
-    let dir = std::env::var_os(data::DATA_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data/mnist"));
-    let mut splits =
-        data::load(&dir).unwrap_or_else(|e| panic!("MNIST is needed for this test: {e}"));
-    splits.train = splits.train.truncate(train);
-    splits.test = splits.test.truncate(test);
-    splits
-}
-
-fn paper_spec() -> ModelSpec {
-    ModelSpec::from_file(&workspace().join("models/paper-mlp.toml")).unwrap()
-}
+use common::{mnist, paper_spec};
 
 fn cluster(hosts: usize) -> LocalCluster {
     LocalCluster::start(env!("CARGO_BIN_EXE_mixnn").as_ref(), hosts).unwrap()

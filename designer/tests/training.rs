@@ -9,36 +9,21 @@
     clippy::cast_possible_truncation
 )]
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use mixnn_designer::{
     backend::Backend,
     cascade::{Cascade, CascadeError},
-    data::{self, Splits},
+    data::Splits,
     spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
 };
 use mixnn_host::{Sandbox, SandboxConfig};
 use safetensors::SafeTensors;
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn mnist(train: usize, test: usize) -> Splits {
-    let dir = std::env::var_os(data::DATA_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data/mnist"));
-    let mut splits =
-        data::load(&dir).unwrap_or_else(|e| panic!("MNIST is needed for this test: {e}"));
-    splits.train = splits.train.truncate(train);
-    splits.test = splits.test.truncate(test);
-    splits
-}
-
-fn paper_spec() -> ModelSpec {
-    ModelSpec::from_file(&workspace().join("models/paper-mlp.toml")).unwrap()
-}
+use common::{mnist, paper_spec};
 
 fn options(epochs: usize) -> TrainOptions {
     TrainOptions {

@@ -219,6 +219,8 @@ impl Directory {
     }
 }
 
+// ok: unwrap/expect below are test code only (never built into the host); a failure is a
+// failed test.
 #[cfg(test)]
 mod tests {
     use mixnn_wire::{crypto::OnionPrivateKey, descriptor::IdentityKey};

@@ -270,14 +270,7 @@ impl<E: Entropy> Hop<E> {
         if self.next_is_designer {
             out.push(self.report(Toward::Next, &Report::Ready)?);
         } else {
-            out.push(self.seal(
-                Toward::Next,
-                &FrameBody {
-                    op: Op::READY,
-                    tensor: None,
-                    blob,
-                },
-            )?);
+            out.push(self.frame(Toward::Next, Op::READY, None, blob)?);
         }
         Ok(())
     }
@@ -312,14 +305,7 @@ impl<E: Entropy> Hop<E> {
             out.push(self.report(Toward::Next, &Report::Loss(loss.loss))?);
         } else {
             self.pending = Some(None);
-            out.push(self.seal(
-                Toward::Next,
-                &FrameBody {
-                    op: Op::FORWARD,
-                    tensor: Some(wire(x)),
-                    blob: body.blob,
-                },
-            )?);
+            out.push(self.frame(Toward::Next, Op::FORWARD, Some(wire(x)), body.blob)?);
         }
         Ok(())
     }
@@ -338,14 +324,7 @@ impl<E: Entropy> Hop<E> {
                 .backward(&g)
                 .map_err(layer_failure("backward"))?;
         }
-        out.push(self.seal(
-            Toward::Prev,
-            &FrameBody {
-                op: Op::BACKWARD,
-                tensor: Some(wire(g)),
-                blob: body.blob,
-            },
-        )?);
+        out.push(self.frame(Toward::Prev, Op::BACKWARD, Some(wire(g)), body.blob)?);
         Ok(())
     }
 
@@ -367,23 +346,9 @@ impl<E: Entropy> Hop<E> {
         }
         if self.flags & HopSetup::TEST_END != 0 {
             let sealed = self.sealed_blob(&Report::Output(wire(x)), self.blob_len)?;
-            out.push(self.seal(
-                Toward::Next,
-                &FrameBody {
-                    op: Op::TEST,
-                    tensor: None,
-                    blob: sealed,
-                },
-            )?);
+            out.push(self.frame(Toward::Next, Op::TEST, None, sealed)?);
         } else {
-            out.push(self.seal(
-                Toward::Next,
-                &FrameBody {
-                    op: Op::TEST,
-                    tensor: Some(wire(x)),
-                    blob: body.blob,
-                },
-            )?);
+            out.push(self.frame(Toward::Next, Op::TEST, Some(wire(x)), body.blob)?);
         }
         Ok(())
     }
@@ -421,14 +386,7 @@ impl<E: Entropy> Hop<E> {
             };
             let len = part.len() + blob::SEAL_OVERHEAD + 13;
             let sealed = self.sealed_blob(&report, len.max(self.blob_len))?;
-            out.push(self.seal(
-                Toward::Next,
-                &FrameBody {
-                    op: Op::REPORT,
-                    tensor: None,
-                    blob: sealed,
-                },
-            )?);
+            out.push(self.frame(Toward::Next, Op::REPORT, None, sealed)?);
         }
         out.push(self.seal(Toward::Next, &body)?);
         Ok(())
@@ -449,14 +407,18 @@ impl<E: Entropy> Hop<E> {
     /// A report frame towards the designer through `to`.
     fn report(&mut self, to: Toward, report: &Report) -> Result<Outgoing, FrameError> {
         let blob = self.sealed_blob(report, self.blob_len)?;
-        self.seal(
-            to,
-            &FrameBody {
-                op: Op::REPORT,
-                tensor: None,
-                blob,
-            },
-        )
+        self.frame(to, Op::REPORT, None, blob)
+    }
+
+    /// A frame of `op` with `tensor` and `blob`, sealed for `to`.
+    fn frame(
+        &mut self,
+        to: Toward,
+        op: Op,
+        tensor: Option<WireTensor>,
+        blob: Vec<u8>,
+    ) -> Result<Outgoing, FrameError> {
+        self.seal(to, &FrameBody { op, tensor, blob })
     }
 
     fn seal(&mut self, to: Toward, body: &FrameBody) -> Result<Outgoing, FrameError> {

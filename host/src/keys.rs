@@ -184,6 +184,8 @@ fn read_pem(path: &Path, tag: &str) -> Result<Vec<u8>, KeyError> {
     Ok(parsed.into_contents())
 }
 
+// ok: unwrap/expect below are test code only (never built into the host); a failure is a
+// failed test.
 #[cfg(test)]
 mod tests {
     use super::*;

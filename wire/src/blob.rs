@@ -137,22 +137,12 @@ pub fn open(designer_key: &Key, to: Recipient, blob: &[u8]) -> Result<Vec<u8>, B
 
 #[cfg(test)]
 mod tests {
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::{Rng, SeedableRng};
-
     use super::*;
-
-    struct TestEntropy(ChaCha20Rng);
-
-    impl Entropy for TestEntropy {
-        fn fill(&mut self, out: &mut [u8]) {
-            self.0.fill_bytes(out);
-        }
-    }
+    use crate::crypto::tests::seeded;
 
     #[test]
     fn labels_reach_the_loss_hop_through_layers_that_change_every_byte() {
-        let mut e = TestEntropy(ChaCha20Rng::seed_from_u64(3));
+        let mut e = seeded(3);
         let blob_keys: Vec<Key> = (0..4).map(|_| Key::random(&mut e)).collect();
         let loss_key = Key::random(&mut e);
         // The designer seals for hop 3 and adds the layers hops 0..=3 will remove.
@@ -183,7 +173,7 @@ mod tests {
 
     #[test]
     fn tampering_and_oversize_are_refused() {
-        let mut e = TestEntropy(ChaCha20Rng::seed_from_u64(4));
+        let mut e = seeded(4);
         let key = Key::random(&mut e);
         let blob = seal(&key, Recipient::Designer, &[1, 2, 3], 64, &mut e).unwrap();
         for i in 0..blob.len() {

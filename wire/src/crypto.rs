@@ -418,13 +418,19 @@ impl LinkCipher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng, SeedableRng};
 
     use super::*;
 
+    /// Deterministic entropy for the crate's tests.
     pub(crate) struct TestEntropy(ChaCha20Rng);
+
+    /// Test entropy from `seed`.
+    pub(crate) fn seeded(seed: u64) -> TestEntropy {
+        TestEntropy(ChaCha20Rng::seed_from_u64(seed))
+    }
 
     impl Entropy for TestEntropy {
         fn fill(&mut self, out: &mut [u8]) {
@@ -433,7 +439,7 @@ mod tests {
     }
 
     fn entropy() -> TestEntropy {
-        TestEntropy(ChaCha20Rng::seed_from_u64(7))
+        seeded(7)
     }
 
     #[test]

@@ -312,18 +312,8 @@ pub fn peel(
 
 #[cfg(test)]
 mod tests {
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::{Rng, SeedableRng};
-
     use super::*;
-
-    struct TestEntropy(ChaCha20Rng);
-
-    impl Entropy for TestEntropy {
-        fn fill(&mut self, out: &mut [u8]) {
-            self.0.fill_bytes(out);
-        }
-    }
+    use crate::crypto::tests::{TestEntropy, seeded};
 
     fn setup(i: u8, component_len: usize, e: &mut TestEntropy) -> HopSetup {
         let host = |n: u8| Peer::Host {
@@ -352,7 +342,7 @@ mod tests {
 
     #[test]
     fn every_hop_peels_its_own_setup_and_messages_keep_one_length() {
-        let mut e = TestEntropy(ChaCha20Rng::seed_from_u64(1));
+        let mut e = seeded(1);
         let keys: Vec<OnionPrivateKey> = (0..4)
             .map(|_| OnionPrivateKey::generate().unwrap())
             .collect();
@@ -394,7 +384,7 @@ mod tests {
 
     #[test]
     fn tampering_expiry_and_truncation_are_refused() {
-        let mut e = TestEntropy(ChaCha20Rng::seed_from_u64(2));
+        let mut e = seeded(2);
         let key = OnionPrivateKey::generate().unwrap();
         let public = key.public_key().unwrap();
         let onion = build_onion(&[(&public, setup(0, 64, &mut e))], &mut e).unwrap();

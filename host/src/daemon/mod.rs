@@ -26,7 +26,7 @@ use guard::bump;
 pub use guard::{Counters, DaemonStats, RateLimiter, ReplayCache};
 use mixnn_wire::{
     crypto::{OnionPrivateKey, SystemEntropy},
-    descriptor::Descriptor,
+    descriptor::{Descriptor, IdentityKey},
     frame::{MAX_FRAME_LEN, MIN_FRAME_LEN},
     setup::{self, CIRCUIT_ID_LEN, CircuitId, Peer},
 };
@@ -209,42 +209,44 @@ impl Daemon {
 
     /// This host's signed descriptor, dated now.
     pub fn descriptor(&self) -> Result<Vec<u8>, DaemonError> {
+        sign(&self.keys.identity, self.unsigned_descriptor()?)
+    }
+
+    /// What the descriptor says, dated now; signed by [`Daemon::descriptor`].
+    fn unsigned_descriptor(&self) -> Result<Descriptor, DaemonError> {
         let address = match self.config.advertise {
             Some(a) => a,
             None => self.local_addr()?,
         };
-        let onion_key = self.keys.onion_public()?.der().to_vec();
-        self.keys
-            .identity
-            .sign(Descriptor {
-                identity: [0; 32],
-                address: address.to_string(),
-                onion_key,
-                fingerprint: self.fingerprint(),
-                published_at: unix_now(),
-                metadata: self.config.metadata.clone(),
-            })
-            .map_err(|e| DaemonError::Keys(KeyError::Generate(e.to_string())))
+        Ok(Descriptor {
+            identity: [0; 32],
+            address: address.to_string(),
+            onion_key: self.keys.onion_public()?.der().to_vec(),
+            fingerprint: self.fingerprint(),
+            published_at: unix_now(),
+            metadata: self.config.metadata.clone(),
+        })
     }
 
     /// Serves until `shutdown` completes, then closes every connection.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+        let template = self.unsigned_descriptor()?;
         let accept = tokio::spawn(accept_loop(Arc::clone(&self.inner)));
-        let template = mixnn_wire::descriptor::verify(&self.descriptor()?)
-            .map_err(|e| DaemonError::Keys(KeyError::Generate(e.to_string())))?;
-        let identity =
-            mixnn_wire::descriptor::IdentityKey::from_pkcs8(self.keys.identity.to_pkcs8_der())
-                .map_err(|e| DaemonError::Keys(KeyError::Generate(e.to_string())))?;
-        let register = self.config.directory.clone().map(|d| {
+        let Daemon {
+            inner,
+            config,
+            keys,
+        } = self;
+        let register = config.directory.clone().map(|d| {
             tokio::spawn(register_loop(
-                self.inner.endpoint.clone(),
-                identity,
+                inner.endpoint.clone(),
+                keys.identity,
                 template,
                 d,
             ))
         });
-        let stats = self.config.stats_file.clone().map(|path| {
-            let inner = Arc::clone(&self.inner);
+        let stats = config.stats_file.clone().map(|path| {
+            let inner = Arc::clone(&inner);
             tokio::spawn(async move {
                 loop {
                     write_stats(&path, &inner.counters.snapshot());
@@ -253,21 +255,22 @@ impl Daemon {
             })
         });
         shutdown.await;
-        tracing::info!(stats = ?self.stats(), "shutting down");
-        if let Some(path) = &self.config.stats_file {
-            write_stats(path, &self.stats());
+        let last = inner.counters.snapshot();
+        tracing::info!(stats = ?last, "shutting down");
+        if let Some(path) = &config.stats_file {
+            write_stats(path, &last);
         }
         for task in [Some(accept), register, stats].into_iter().flatten() {
             task.abort();
         }
-        self.inner.endpoint.close();
+        inner.endpoint.close();
         Ok(())
     }
 }
 
 async fn register_loop(
     endpoint: Endpoint,
-    identity: mixnn_wire::descriptor::IdentityKey,
+    identity: IdentityKey,
     template: Descriptor,
     directory: DirectoryConfig,
 ) {
@@ -277,7 +280,7 @@ async fn register_loop(
         let now = unix_now().max(last_published + 1);
         let mut descriptor = template.clone();
         descriptor.published_at = now;
-        match identity.sign(descriptor) {
+        match sign(&identity, descriptor) {
             Ok(signed) => match directory_service::publish(
                 &endpoint,
                 directory.address,
@@ -301,6 +304,12 @@ async fn register_loop(
         };
         tokio::time::sleep(Duration::from_secs(wait)).await;
     }
+}
+
+fn sign(identity: &IdentityKey, descriptor: Descriptor) -> Result<Vec<u8>, DaemonError> {
+    identity
+        .sign(descriptor)
+        .map_err(|e| DaemonError::Keys(KeyError::Generate(e.to_string())))
 }
 
 fn write_stats(path: &std::path::Path, stats: &DaemonStats) {
