@@ -138,6 +138,16 @@ impl LocalCluster {
     /// Starts a directory and `hosts` hosts, running `exe` (the `mixnn` binary), and waits
     /// until every host is in the directory's pool.
     pub fn start(exe: &Path, hosts: usize) -> Result<Self, ClusterError> {
+        Self::start_with(exe, hosts, false)
+    }
+
+    /// As [`LocalCluster::start`], with every host keeping an audit of its sessions (see
+    /// [`LocalCluster::host_audit`]).
+    pub fn start_audited(exe: &Path, hosts: usize) -> Result<Self, ClusterError> {
+        Self::start_with(exe, hosts, true)
+    }
+
+    fn start_with(exe: &Path, hosts: usize, audit: bool) -> Result<Self, ClusterError> {
         let temp = tempfile::Builder::new()
             .prefix("mixnn-demo-")
             .tempdir()
@@ -183,9 +193,10 @@ impl LocalCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "listen = \"127.0.0.1:0\"\nkeys = \"keys\"\nstats_file = \"stats.json\"\n\n\
+                    "listen = \"127.0.0.1:0\"\nkeys = \"keys\"\nstats_file = \"stats.json\"\n{}\n\
                      [directory]\naddress = \"{directory_addr}\"\nfingerprint = \"{}\"\n\
                      heartbeat_s = 10\n\n[metadata]\nregion = \"loopback\"\n",
+                    if audit { "audit_dir = \"audit\"\n" } else { "" },
                     hex_fingerprint::format(&directory_fingerprint)
                 ),
             )
@@ -242,6 +253,13 @@ impl LocalCluster {
     pub fn host_stats(&self, i: usize) -> Option<DaemonStats> {
         let bytes = std::fs::read(self.host_dirs.get(i)?.join("stats.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The audit directory of host `i`, if the cluster was started audited
+    /// (`mixnn_host::daemon::audit` says what it holds).
+    pub fn host_audit(&self, i: usize) -> Option<PathBuf> {
+        let dir = self.host_dirs.get(i)?.join("audit");
+        dir.is_dir().then_some(dir)
     }
 
     /// Where host `i` keeps its files.

@@ -23,6 +23,7 @@ use mixnn_wire::{
     blob::SEAL_OVERHEAD,
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},
     crypto::SystemEntropy,
+    export,
     frame::{BODY_OVERHEAD, FrameBody, LinkEnd, MIN_FRAME_LEN, Op, WireTensor},
     reader::Reader,
     report::{MAX_MESSAGE_LEN, Report},
@@ -187,6 +188,8 @@ struct LocalLayer {
 struct HopInfo {
     /// The spec's layer indices it runs (empty for a dummy).
     layers: Vec<usize>,
+    /// EXPORT frames its state takes.
+    export_parts: usize,
     description: String,
 }
 
@@ -230,6 +233,26 @@ fn dummy_config() -> Vec<u8> {
     .to_bytes()
 }
 
+/// The length of a dummy's state.
+fn identity_state_len(sandbox: &Sandbox) -> Result<usize, CascadeError> {
+    let failed = |message: String| CascadeError::Load {
+        index: 0,
+        component: "identity (dummy)".into(),
+        message,
+    };
+    let module = sandbox
+        .load(mixnn_components::IDENTITY)
+        .map_err(|e| failed(e.to_string()))?;
+    let mut layer = sandbox.start(&module).map_err(|e| failed(e.to_string()))?;
+    layer
+        .init(&dummy_config())
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(layer
+        .export_state()
+        .map_err(|e| failed(e.to_string()))?
+        .len())
+}
+
 fn encoded_len(shape: &[usize]) -> usize {
     1 + 4 * shape.len() + 4 * shape.iter().product::<usize>()
 }
@@ -268,7 +291,7 @@ impl RemoteCascade {
         // Sizes: run a fresh copy of the model once on a batch of zeros.
         let mut probe = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
         let zeros = Tensor::zeros(input_shape.to_vec());
-        let outputs = probe.shapes(zeros)?;
+        let outputs = probe.shapes(zeros.clone())?;
         let input_of = |layer: usize| -> Vec<usize> {
             if layer == 0 {
                 input_shape.to_vec()
@@ -293,6 +316,12 @@ impl RemoteCascade {
         let blob_len = SEAL_OVERHEAD + payload;
         let frame_len =
             (CIRCUIT_ID_LEN + 16 + BODY_OVERHEAD + max_tensor + blob_len).max(MIN_FRAME_LEN);
+        // The states' sizes once training has begun (optimizers allocate on the first step),
+        // which size the export ([`export`]).
+        let batch_labels = Tensor::zeros(vec![batch]);
+        probe.train_step(zeros, batch_labels)?;
+        let state_lens: Vec<usize> = probe.export_states()?.iter().map(|s| 4 + s.len()).collect();
+        let dummy_state_len = 4 + identity_state_len(sandbox)?;
 
         // The cascade: actual hops in order, dummies in random gaps between them.
         let actual = remote_groups.len();
@@ -315,6 +344,10 @@ impl RemoteCascade {
                 .map(|&i| spec.layers[i].component.as_str())
                 .collect();
             hops.push(HopInfo {
+                export_parts: export::slots_for(
+                    group.iter().map(|&i| state_lens[i]).sum(),
+                    frame_len,
+                ),
                 layers: group.clone(),
                 description: format!(
                     "layers {}: {}",
@@ -348,6 +381,7 @@ impl RemoteCascade {
             );
             for _ in 0..after[g] {
                 hops.push(HopInfo {
+                    export_parts: export::slots_for(dummy_state_len, frame_len),
                     layers: Vec::new(),
                     description: "dummy".into(),
                 });
@@ -678,24 +712,34 @@ impl RemoteCascade {
                 |l| l.export_state(),
             )?);
         }
-        let blob = self.circuit.random_blob(&mut SystemEntropy);
-        self.send(
-            End::First,
-            FrameBody {
-                op: Op::EXPORT,
-                tensor: None,
-                blob,
-            },
-        )?;
+        let slots: Vec<usize> = self.hops.iter().map(|h| h.export_parts).collect();
+        let blobs = self
+            .circuit
+            .export_blobs(&slots, &mut SystemEntropy)
+            .map_err(protocol)?;
+        let frames = blobs.len();
+        for blob in blobs {
+            self.send(
+                End::First,
+                FrameBody {
+                    op: Op::EXPORT,
+                    tensor: None,
+                    blob,
+                },
+            )?;
+        }
         let mut parts: Vec<Vec<(u32, Vec<u8>)>> = vec![Vec::new(); self.hops.len()];
-        loop {
+        for _ in 0..frames {
             let body = self.expect(End::Last, "export")?;
-            if body.op == Op::EXPORT {
-                break;
+            if body.op != Op::EXPORT {
+                let (hop, report) = self.report(End::Last, &body)?;
+                return Err(self.unexpected(hop, &report));
             }
-            match self.report(End::Last, &body)? {
-                (hop, Report::State { index, bytes, .. }) => parts[hop].push((index, bytes)),
-                (hop, other) => return Err(self.unexpected(hop, &other)),
+            // A blob no hop sealed is a decoy.
+            match self.circuit.open_from_last(&body.blob) {
+                Ok((hop, Report::State { index, bytes, .. })) => parts[hop].push((index, bytes)),
+                Ok((hop, other)) => return Err(self.unexpected(hop, &other)),
+                Err(_) => {}
             }
         }
         for (hop, mut chunks) in parts.into_iter().enumerate() {

@@ -10,7 +10,8 @@
 use mixnn_wire::{
     blob::{self, Recipient},
     crypto::{Entropy, Key},
-    frame::{BODY_OVERHEAD, FrameBody, FrameError, LinkEnd, Op, Side, WireTensor, capacity},
+    export::{self, ExportSlot},
+    frame::{FrameBody, FrameError, LinkEnd, Op, Side, WireTensor},
     reader::put_lp32,
     report::Report,
     setup::{HopSetup, Peer},
@@ -29,6 +30,18 @@ pub enum Toward {
     /// The next hop (or the designer, for the last hop).
     Next,
 }
+
+/// Something a hop decrypted, shown to its observer ([`Hop::observe`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Decrypted<'a> {
+    /// A frame opened from a neighbour (its blob as received).
+    Frame(Toward, &'a FrameBody),
+    /// A payload the designer sealed for this hop: labels, or an export slot.
+    Sealed(&'a [u8]),
+}
+
+/// A callback shown everything a hop decrypts.
+pub type Observer = Box<dyn FnMut(Decrypted<'_>) + Send>;
 
 /// A frame to send.
 pub struct Outgoing {
@@ -88,6 +101,11 @@ struct Layer {
     info: LayerInfo,
 }
 
+struct Export {
+    state: Vec<u8>,
+    parts_left: u32,
+}
+
 /// One hop of one session.
 pub struct Hop<E> {
     from_prev: LinkEnd,
@@ -102,9 +120,12 @@ pub struct Hop<E> {
     /// Set once a forward frame waits for its backward frame; holds the loss gradient on the
     /// loss hop.
     pending: Option<Option<Tensor>>,
+    /// The state being exported, while parts of it are still to send.
+    export: Option<Export>,
     failed: bool,
     reported_rejection: bool,
     entropy: E,
+    observer: Option<Observer>,
 }
 
 impl<E> std::fmt::Debug for Hop<E> {
@@ -148,9 +169,11 @@ impl<E: Entropy> Hop<E> {
             frame_len,
             layers: Vec::with_capacity(setup.layers.len()),
             pending: None,
+            export: None,
             failed: false,
             reported_rejection: false,
             entropy,
+            observer: None,
         };
         let mut out = Vec::new();
         let loaded = setup.layers.iter().try_for_each(|layer| {
@@ -200,6 +223,18 @@ impl<E: Entropy> Hop<E> {
         out
     }
 
+    /// Shows `observer` everything this hop decrypts from now on (for audits: see
+    /// [`crate::daemon`]'s `audit_dir`).
+    pub fn observe(&mut self, observer: Observer) {
+        self.observer = Some(observer);
+    }
+
+    fn saw(&mut self, seen: Decrypted<'_>) {
+        if let Some(observer) = &mut self.observer {
+            observer(seen);
+        }
+    }
+
     /// Whether the session has failed.
     pub fn has_failed(&self) -> bool {
         self.failed
@@ -232,6 +267,7 @@ impl<E: Entropy> Hop<E> {
                 return Err(HopError::Rejected { error, report });
             }
         };
+        self.saw(Decrypted::Frame(from, &body));
         let mut out = Vec::new();
         let toward_designer = match (from, body.op) {
             (Toward::Next, _) => Toward::Prev,
@@ -288,14 +324,18 @@ impl<E: Entropy> Hop<E> {
                 .forward(&x, Mode::Train)
                 .map_err(layer_failure("forward"))?;
         }
-        if let Some(loss_layer) = self.layers.last_mut().filter(|l| l.info.is_loss) {
+        if self.layers.last().is_some_and(|l| l.info.is_loss) {
             let labels = blob::open(&self.designer_key, Recipient::Host, &body.blob)
                 .map_err(|_| Failure::Protocol("labels that do not open"))?;
+            self.saw(Decrypted::Sealed(&labels));
             let labels = WireTensor::decode(&mut mixnn_wire::reader::Reader::new(&labels))
                 .map_err(|_| Failure::Protocol("malformed labels"))?;
             let target = Tensor {
                 shape: labels.shape,
                 data: labels.data,
+            };
+            let Some(loss_layer) = self.layers.last_mut() else {
+                return Err(Failure::Protocol("no loss layer"));
             };
             let loss = loss_layer
                 .session
@@ -353,43 +393,72 @@ impl<E: Entropy> Hop<E> {
         Ok(())
     }
 
-    /// Sends the designer this hop's state in as many reports as it takes, then passes the
-    /// export on.
-    fn export(&mut self, body: FrameBody, out: &mut Vec<Outgoing>) -> Result<(), Failure> {
+    /// Fills the EXPORT slots sealed for this hop with its state, sealed for the designer,
+    /// and passes every EXPORT frame on alike ([`mixnn_wire::export`]).
+    fn export(&mut self, mut body: FrameBody, out: &mut Vec<Outgoing>) -> Result<(), Failure> {
         if self.pending.is_some() {
             return Err(Failure::Protocol("an export in the middle of a batch"));
         }
-        let mut state = Vec::new();
-        for layer in &mut self.layers {
-            let bytes = layer
-                .session
-                .export_state()
-                .map_err(layer_failure("export-state"))?;
-            put_lp32(&mut state, &bytes);
+        let opened = blob::open(&self.designer_key, Recipient::Host, &body.blob).ok();
+        if let Some(bytes) = &opened {
+            self.saw(Decrypted::Sealed(bytes));
         }
-        // Room for a state report in one frame: the frame's capacity minus the body's header,
-        // the sealing and the report's own header.
-        let chunk = capacity(self.frame_len)
-            .saturating_sub(BODY_OVERHEAD + blob::SEAL_OVERHEAD + 13)
-            .max(1);
-        let count = u32::try_from(state.len().div_ceil(chunk).max(1))
-            .map_err(|_| Failure::Protocol("state too large"))?;
-        for (index, part) in (0u32..).zip(
-            state
-                .chunks(chunk)
-                .chain(state.is_empty().then_some(&[][..])),
-        ) {
+        let slot = opened
+            .map(|bytes| ExportSlot::decode(&bytes))
+            .transpose()
+            .map_err(|_| Failure::Protocol("a malformed export slot"))?;
+        if let Some(slot) = slot {
+            let part = self.state_part(slot)?;
             let report = Report::State {
-                index,
-                count,
-                bytes: part.to_vec(),
+                index: slot.index,
+                count: slot.count,
+                bytes: part,
             };
-            let len = part.len() + blob::SEAL_OVERHEAD + 13;
-            let sealed = self.sealed_blob(&report, len.max(self.blob_len))?;
-            out.push(self.frame(Toward::Next, Op::REPORT, None, sealed)?);
+            body.blob = self.sealed_blob(&report, body.blob.len())?;
         }
         out.push(self.seal(Toward::Next, &body)?);
         Ok(())
+    }
+
+    /// Part `slot.index` of this hop's state: every layer's, length-prefixed, cut in
+    /// `slot.count` parts of [`export::part_len`]. The state is taken at the first slot of
+    /// an export and dropped once every part is out.
+    fn state_part(&mut self, slot: ExportSlot) -> Result<Vec<u8>, Failure> {
+        let export = match &mut self.export {
+            Some(e) => e,
+            None => {
+                let mut state = Vec::new();
+                for layer in &mut self.layers {
+                    let bytes = layer
+                        .session
+                        .export_state()
+                        .map_err(layer_failure("export-state"))?;
+                    put_lp32(&mut state, &bytes);
+                }
+                self.export.insert(Export {
+                    state,
+                    parts_left: slot.count,
+                })
+            }
+        };
+        let part_len = export::part_len(self.frame_len);
+        let needed = export::slots_for(export.state.len(), self.frame_len);
+        if usize::try_from(slot.count).map_or(true, |count| count < needed) {
+            return Err(Failure::Protocol(
+                "the state needs more export slots than the designer sent",
+            ));
+        }
+        let start = usize::try_from(slot.index)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(part_len)
+            .min(export.state.len());
+        let end = start.saturating_add(part_len).min(export.state.len());
+        let part = export.state[start..end].to_vec();
+        export.parts_left = export.parts_left.saturating_sub(1);
+        if export.parts_left == 0 {
+            self.export = None;
+        }
+        Ok(part)
     }
 
     fn sealed_blob(&mut self, report: &Report, len: usize) -> Result<Vec<u8>, FrameError> {

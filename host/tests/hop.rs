@@ -17,6 +17,7 @@ use mixnn_host::{
 use mixnn_wire::{
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},
     crypto::{OnionPrivateKey, SystemEntropy},
+    export,
     frame::{FrameBody, Op, WireTensor},
     report::Report,
     setup::{HopLayer, HopSetup, Peer, peel},
@@ -266,22 +267,8 @@ fn run(sandbox: &Sandbox) {
     }
     assert_eq!(body.tensor.unwrap().data, t.data);
 
-    // Export: every hop's state, sealed for the designer, equals the direct layers' state.
-    let out = s.send_first(&FrameBody {
-        op: Op::EXPORT,
-        tensor: None,
-        blob: s.designer.random_blob(&mut SystemEntropy),
-    });
-    let mut states: Vec<Vec<u8>> = vec![Vec::new(); 3];
-    let (end, reports) = out.split_last().unwrap();
-    for (_, frame) in reports {
-        let (hop, report) = s.report_from_last(frame);
-        let Report::State { bytes, .. } = report else {
-            panic!("{report:?}")
-        };
-        states[hop].extend(bytes);
-    }
-    assert_eq!(s.designer.last.open(&end.1).unwrap().op, Op::EXPORT);
+    // Export: every hop's state, sealed for the designer in the slots sent for it, equals
+    // the direct layers' state. Hop 0 gets one slot more than it needs (an empty part).
     let mut want: Vec<Vec<u8>> = vec![Vec::new(); 3];
     for (i, layer) in direct.iter_mut().enumerate() {
         let hop = [0, 1, 2, 2, 2][i];
@@ -289,9 +276,53 @@ fn run(sandbox: &Sandbox) {
         want[hop].extend((state.len() as u32).to_be_bytes());
         want[hop].extend(state);
     }
+    let mut parts: Vec<usize> = want
+        .iter()
+        .map(|w| export::slots_for(w.len(), 1024))
+        .collect();
+    parts[0] += 1;
+    let blobs = s.designer.export_blobs(&parts, &mut SystemEntropy).unwrap();
+    let blobs_sent = blobs.len();
+    assert!(blobs_sent.is_power_of_two() && blobs_sent >= parts.iter().sum());
+    let mut got: Vec<Vec<(u32, Vec<u8>)>> = vec![Vec::new(); 3];
+    let mut decoys = 0;
+    for blob in blobs {
+        let out = s.send_first(&FrameBody {
+            op: Op::EXPORT,
+            tensor: None,
+            blob,
+        });
+        assert_eq!(out.len(), 1, "one frame in, one frame out");
+        let body = s.designer.last.open(&out[0].1).unwrap();
+        assert_eq!(body.op, Op::EXPORT);
+        assert_eq!(body.blob.len(), export::blob_len(1024));
+        match s.designer.open_from_last(&body.blob) {
+            Ok((
+                hop,
+                Report::State {
+                    index,
+                    count,
+                    bytes,
+                },
+            )) => {
+                assert_eq!(count as usize, parts[hop]);
+                got[hop].push((index, bytes));
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => decoys += 1,
+        }
+    }
+    assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), parts);
+    assert_eq!(decoys + parts.iter().sum::<usize>(), blobs_sent);
+    let states: Vec<Vec<u8>> = got
+        .into_iter()
+        .map(|mut p| {
+            p.sort_by_key(|(i, _)| *i);
+            p.into_iter().flat_map(|(_, b)| b).collect()
+        })
+        .collect();
     // The dummy's identity has no parameters, but its state still travels.
-    assert_eq!(states[0], want[0]);
-    assert_eq!(states[2], want[2]);
+    assert_eq!(states, want);
 
     // What each hop decrypted: its own layers, its two neighbours, nothing else (P1/P2).
     for (i, setup) in s.setups.iter().enumerate() {

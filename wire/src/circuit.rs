@@ -6,6 +6,7 @@
 use crate::{
     blob::{self, BlobError, Recipient},
     crypto::{Entropy, Key, OnionPublicKey},
+    export::{self, ExportSlot},
     frame::{FrameError, LinkEnd, Side, WireTensor},
     report::Report,
     setup::{CIRCUIT_ID_LEN, CircuitId, HopLayer, HopSetup, Peer, SetupError, build_onion},
@@ -27,7 +28,8 @@ pub struct HopPlan<'a> {
 /// Session-wide sizes and lifetime.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionParams {
-    /// Unix time (seconds) after which hops drop the session.
+    /// Unix time (seconds) after which hops may drop the session (each hop's expiry is a
+    /// little later, drawn at random).
     pub expires_at: u64,
     /// Length of every frame.
     pub frame_len: u32,
@@ -71,6 +73,23 @@ pub struct DesignerCircuit {
     params: SessionParams,
 }
 
+/// The most seconds a hop's expiry exceeds the session's.
+const EXPIRY_JITTER_S: usize = 300;
+
+/// A uniform draw from `0..n` (`n > 0`), by rejection.
+fn below(entropy: &mut impl Entropy, n: usize) -> usize {
+    let n = n.max(1) as u64;
+    let zone = u64::MAX - u64::MAX % n;
+    loop {
+        let mut bytes = [0u8; 8];
+        entropy.fill(&mut bytes);
+        let x = u64::from_be_bytes(bytes);
+        if x < zone {
+            return usize::try_from(x % n).unwrap_or(0);
+        }
+    }
+}
+
 /// Builds the session: the onion for the first hop and the designer's circuit.
 pub fn build(
     plan: Vec<HopPlan<'_>>,
@@ -97,7 +116,10 @@ pub fn build(
         let blob_key = Key::random(entropy);
         let designer_key = Key::random(entropy);
         let setup = HopSetup {
-            expires_at: params.expires_at,
+            // Each hop its own expiry, so that colluding hops cannot match theirs (P3).
+            expires_at: params
+                .expires_at
+                .saturating_add(u64::try_from(below(entropy, EXPIRY_JITTER_S)).unwrap_or(0)),
             prev: if i == 0 {
                 Peer::Designer
             } else {
@@ -172,17 +194,57 @@ impl DesignerCircuit {
         };
         let mut payload = Vec::with_capacity(labels.encoded_len());
         labels.encode_into(&mut payload)?;
+        self.sealed_for(loss, &payload, self.params.blob_len as usize, entropy)
+    }
+
+    /// The blobs of the EXPORT frames that collect the hops' states ([`crate::export`]):
+    /// `parts[i]` slots for hop `i`, and decoys up to a power of two, in random order.
+    pub fn export_blobs(
+        &self,
+        parts: &[usize],
+        entropy: &mut impl Entropy,
+    ) -> Result<Vec<Vec<u8>>, FrameError> {
+        let len = export::blob_len(self.params.frame_len as usize);
+        let mut blobs = Vec::new();
+        for (hop, &count) in parts.iter().enumerate().take(self.hops.len()) {
+            let count = u32::try_from(count).map_err(|_| FrameError::TooLarge(count))?;
+            for index in 0..count {
+                let slot = ExportSlot { index, count };
+                blobs.push(self.sealed_for(hop, &slot.encode(), len, entropy)?);
+            }
+        }
+        // The total says little of the cascade's size once rounded up.
+        while !blobs.len().is_power_of_two() {
+            blobs.push(blob::random(len, entropy));
+        }
+        // Fisher-Yates: where a hop's slots fall must not tell it how many come before.
+        for i in (1..blobs.len()).rev() {
+            blobs.swap(i, below(entropy, i + 1));
+        }
+        Ok(blobs)
+    }
+
+    /// `payload` sealed for `hop` in a blob of `len`, under the layers of the hops before it
+    /// and its own (which it removes on arrival).
+    fn sealed_for(
+        &self,
+        hop: usize,
+        payload: &[u8],
+        len: usize,
+        entropy: &mut impl Entropy,
+    ) -> Result<Vec<u8>, FrameError> {
+        let too_large = |_| FrameError::TooLarge(payload.len());
+        let keys = self.hops.get(..=hop).ok_or(FrameError::TooLarge(hop))?;
         let mut blob = blob::seal(
-            &self.hops[loss].designer_key,
+            &keys[hop].designer_key,
             Recipient::Host,
-            &payload,
-            self.params.blob_len as usize,
+            payload,
+            len,
             entropy,
         )
-        .map_err(|_| FrameError::TooLarge(payload.len()))?;
-        for hop in self.hops[..=loss].iter().rev() {
-            blob::unlayer(&hop.blob_key, &mut blob)
-                .map_err(|_| FrameError::TooLarge(payload.len()))?;
+        .map_err(too_large)?;
+        for keys in keys.iter().rev() {
+            blob::unlayer(&keys.blob_key, &mut blob).map_err(too_large)?;
         }
         Ok(blob)
     }

@@ -12,6 +12,7 @@
 //!   the loss hop and reports sealed for the designer travel in it.
 //! - [`report`]: what hops tell the designer (ready, loss, test output, state, failure).
 //! - [`circuit`]: the designer's side of a session: plan, onion, and its keys afterwards.
+//! - [`export`]: collecting the hops' states in frames that look alike to every hop.
 
 //!
 //! # The protocol, and what is still to build on it
@@ -47,6 +48,7 @@ pub mod blob;
 pub mod circuit;
 pub mod crypto;
 pub mod descriptor;
+pub mod export;
 pub mod frame;
 pub mod reader;
 pub mod report;

@@ -10,6 +10,9 @@ use crate::{
 /// Longest failure message a report carries.
 pub const MAX_MESSAGE_LEN: usize = 400;
 
+/// Bytes a [`Report::State`] adds to its part: kind, index, count and length.
+pub const STATE_OVERHEAD: usize = 1 + 4 + 4 + 4;
+
 /// A report from a hop to the designer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {

@@ -5,6 +5,7 @@
 //! advertise = "203.0.113.5:7100"   # address in the descriptor (default: the bound address)
 //! keys = "/var/lib/mixnn/keys"     # from `mixnn-host keygen`
 //! stats_file = "stats.json"        # counters, rewritten every second (optional)
+//! audit_dir = "audit"              # what every session showed this host (optional)
 //!
 //! [directory]                      # optional: where to register
 //! address = "198.51.100.7:7000"
@@ -78,6 +79,10 @@ pub struct HostConfig {
     /// Limits on components.
     #[serde(default)]
     pub sandbox: SandboxLimits,
+    /// Where to keep an audit of every session: what this host decrypted and every byte on
+    /// its links ([`super::audit`]). Off by default; it costs disk.
+    #[serde(default)]
+    pub audit_dir: Option<PathBuf>,
     /// Free-form facts published in the descriptor.
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
@@ -185,6 +190,7 @@ impl HostConfig {
         let base = path.parent().unwrap_or(std::path::Path::new("."));
         config.keys = base.join(&config.keys);
         config.stats_file = config.stats_file.map(|p| base.join(p));
+        config.audit_dir = config.audit_dir.map(|p| base.join(p));
         Ok(config)
     }
 }
@@ -208,8 +214,8 @@ pub mod hex_fingerprint {
         Some(out)
     }
 
-    /// Formats as 64 hex digits.
-    pub fn format(fingerprint: &Fingerprint) -> String {
+    /// Formats as hex digits (64 for a fingerprint).
+    pub fn format(fingerprint: &[u8]) -> String {
         fingerprint.iter().map(|b| format!("{b:02x}")).collect()
     }
 

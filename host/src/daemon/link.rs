@@ -15,9 +15,13 @@ use mixnn_wire::{
 };
 use tokio::sync::mpsc;
 
-use super::{Inner, guard::bump};
+use super::{
+    Inner,
+    audit::{SessionAudit, StreamTap},
+    guard::bump,
+};
 use crate::{
-    hop::{Hop, HopError, Outgoing, Toward},
+    hop::{Hop, HopError, Observer, Outgoing, Toward},
     transport::stream_kind,
 };
 
@@ -41,23 +45,32 @@ enum Event {
     OverBudget,
 }
 
-/// Runs a session whose setup was peeled from `prev`, forwarding `onion` to the next hop.
-pub(super) async fn run(inner: Arc<Inner>, setup: HopSetup, onion: Vec<u8>, prev: Streams) {
+/// Runs a session whose setup was peeled from `prev`, forwarding `onion` to the next hop;
+/// with `audit`, records what crosses its links and what its hop decrypts.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    setup: HopSetup,
+    onion: Vec<u8>,
+    prev: Streams,
+    audit: Option<SessionAudit>,
+) {
+    let tap = |from, inbound| audit.as_ref().and_then(|a| a.stream(from, inbound));
     let frame_len = setup.frame_len as usize;
     let (inbox_tx, inbox_rx) = mpsc::channel(QUEUE);
     let (prev_tx, prev_rx) = mpsc::channel(QUEUE);
     let (next_tx, next_rx) = mpsc::channel(QUEUE);
     let budget = Arc::new(AtomicU64::new(0));
 
-    tokio::spawn(read_frames(
-        prev.recv,
+    tokio::spawn(serve_link(
+        prev,
         Toward::Prev,
         frame_len,
         inbox_tx.clone(),
+        prev_rx,
         Arc::clone(&budget),
         inner.limits.max_session_bytes,
+        (tap(Toward::Prev, true), tap(Toward::Prev, false)),
     ));
-    tokio::spawn(write_frames(prev.send, prev_rx, prev.connection));
 
     let expires_in = setup.expires_at.saturating_sub(super::unix_now());
     let expiry = inbox_tx.clone();
@@ -68,10 +81,11 @@ pub(super) async fn run(inner: Arc<Inner>, setup: HopSetup, onion: Vec<u8>, prev
 
     let next = setup.next.clone();
     let circuit_out = setup.circuit_out;
+    let observer = audit.as_ref().and_then(SessionAudit::observer);
     let worker = {
         let worker_inner = Arc::clone(&inner);
         inner.sandbox.spawn_worker("session", move || {
-            work(&worker_inner, setup, inbox_rx, &prev_tx, &next_tx);
+            work(&worker_inner, setup, observer, inbox_rx, prev_tx, next_tx);
             worker_inner.session_ended();
         })
     };
@@ -93,15 +107,16 @@ pub(super) async fn run(inner: Arc<Inner>, setup: HopSetup, onion: Vec<u8>, prev
     };
     match next {
         Ok(next) => {
-            tokio::spawn(read_frames(
-                next.recv,
+            tokio::spawn(serve_link(
+                next,
                 Toward::Next,
                 frame_len,
                 inbox_tx,
+                next_rx,
                 budget,
                 inner.limits.max_session_bytes,
+                (tap(Toward::Next, true), tap(Toward::Next, false)),
             ));
-            tokio::spawn(write_frames(next.send, next_rx, next.connection));
         }
         Err(message) => {
             let _ = inbox_tx.send(Event::NextUnreachable(message)).await;
@@ -151,6 +166,36 @@ async fn connect_next(
         .map_err(|_| "next hop: timed out".to_owned())?
 }
 
+/// Moves one link's frames both ways until both are done, then closes its connection if
+/// this end opened it.
+#[allow(clippy::too_many_arguments)]
+async fn serve_link(
+    streams: Streams,
+    from: Toward,
+    frame_len: usize,
+    inbox: mpsc::Sender<Event>,
+    outbox: mpsc::Receiver<Vec<u8>>,
+    budget: Arc<AtomicU64>,
+    max_bytes: u64,
+    taps: (Option<StreamTap>, Option<StreamTap>),
+) {
+    tokio::join!(
+        read_frames(
+            streams.recv,
+            from,
+            frame_len,
+            inbox,
+            budget,
+            max_bytes,
+            taps.0
+        ),
+        write_frames(streams.send, outbox, taps.1),
+    );
+    if let Some(connection) = streams.connection {
+        connection.close(0u32.into(), b"session over");
+    }
+}
+
 async fn read_frames(
     mut recv: quinn::RecvStream,
     from: Toward,
@@ -158,11 +203,16 @@ async fn read_frames(
     inbox: mpsc::Sender<Event>,
     budget: Arc<AtomicU64>,
     max_bytes: u64,
+    mut tap: Option<StreamTap>,
 ) {
     let len = frame_len as u64;
     loop {
         let mut frame = vec![0u8; frame_len];
-        let event = match recv.read_exact(&mut frame).await {
+        let read = recv.read_exact(&mut frame).await;
+        if let (Some(tap), Ok(())) = (&mut tap, &read) {
+            tap.record(&frame);
+        }
+        let event = match read {
             Ok(()) if budget.fetch_add(len, Ordering::Relaxed) + len > max_bytes => {
                 Event::OverBudget
             }
@@ -180,19 +230,40 @@ async fn read_frames(
 async fn write_frames(
     mut send: quinn::SendStream,
     mut frames: mpsc::Receiver<Vec<u8>>,
-    connection: Option<quinn::Connection>,
+    mut tap: Option<StreamTap>,
 ) {
     while let Some(frame) = frames.recv().await {
         if send.write_all(&frame).await.is_err() {
             return;
+        }
+        if let Some(tap) = &mut tap {
+            tap.record(&frame);
         }
     }
     // Let the peer receive everything before the connection (if ours) goes away.
     if send.finish().is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
     }
-    if let Some(connection) = connection {
-        connection.close(0u32.into(), b"session over");
+}
+
+/// The senders of a session's two links, while they are open.
+struct Links {
+    prev: Option<mpsc::Sender<Vec<u8>>>,
+    next: Option<mpsc::Sender<Vec<u8>>>,
+}
+
+impl Links {
+    fn send(&self, out: Vec<Outgoing>) {
+        for o in out {
+            let link = match o.to {
+                Toward::Prev => &self.prev,
+                Toward::Next => &self.next,
+            };
+            // A link that is gone ends the session through its reader.
+            if let Some(link) = link {
+                let _ = link.blocking_send(o.frame);
+            }
+        }
     }
 }
 
@@ -200,24 +271,26 @@ async fn write_frames(
 fn work(
     inner: &Inner,
     setup: HopSetup,
+    observer: Option<Observer>,
     mut inbox: mpsc::Receiver<Event>,
-    prev: &mpsc::Sender<Vec<u8>>,
-    next: &mpsc::Sender<Vec<u8>>,
+    prev: mpsc::Sender<Vec<u8>>,
+    next: mpsc::Sender<Vec<u8>>,
 ) {
     let counters = &inner.counters;
-    let send = |out: Vec<Outgoing>| {
-        for o in out {
-            let link = match o.to {
-                Toward::Prev => prev,
-                Toward::Next => next,
-            };
-            // A link that is gone ends the session through its reader.
-            let _ = link.blocking_send(o.frame);
-        }
+    // A link's sender is dropped (its stream finished) once the other side has finished:
+    // the end of a session travels down the cascade one way and up the other, and every
+    // hop handles all the frames sent before it.
+    let mut links = Links {
+        prev: Some(prev),
+        next: Some(next),
     };
+    let mut open_in = (true, true);
     let mut hop = match Hop::start(setup, &inner.sandbox, SystemEntropy) {
-        Ok((hop, out)) => {
-            send(out);
+        Ok((mut hop, out)) => {
+            links.send(out);
+            if let Some(observer) = observer {
+                hop.observe(observer);
+            }
             hop
         }
         Err(e) => {
@@ -234,12 +307,12 @@ fn work(
             Event::Frame(from, frame) => match hop.on_frame(from, &frame) {
                 Ok(out) => {
                     bump(&counters.frames_processed);
-                    send(out);
+                    links.send(out);
                 }
                 Err(HopError::Rejected { error, report }) => {
                     bump(&counters.frames_rejected);
                     tracing::warn!(%error, ?from, "frame rejected");
-                    send(report.into_iter().collect());
+                    links.send(report.into_iter().collect());
                 }
                 Err(HopError::Failed) => bump(&counters.frames_after_failure),
                 Err(e) => {
@@ -247,19 +320,32 @@ fn work(
                     break;
                 }
             },
-            Event::Closed(_, true) | Event::Expired => break,
+            Event::Expired => break,
+            Event::Closed(Toward::Prev, true) => {
+                open_in.0 = false;
+                links.next = None;
+            }
+            Event::Closed(Toward::Next, true) => {
+                open_in.1 = false;
+                links.prev = None;
+            }
             Event::Closed(from, false) => {
                 let (broken, to) = match from {
                     Toward::Prev => ("previous", Toward::Next),
                     Toward::Next => ("next", Toward::Prev),
                 };
-                send(hop.fail_with(to, &format!("the link with the {broken} hop broke")));
+                links.send(hop.fail_with(to, &format!("the link with the {broken} hop broke")));
             }
-            Event::NextUnreachable(message) => send(hop.fail_with(Toward::Prev, &message)),
+            Event::NextUnreachable(message) => {
+                links.send(hop.fail_with(Toward::Prev, &message));
+            }
             Event::OverBudget => {
                 bump(&counters.sessions_over_budget);
-                send(hop.fail_with(Toward::Prev, "the session exceeded its byte budget"));
+                links.send(hop.fail_with(Toward::Prev, "the session exceeded its byte budget"));
             }
+        }
+        if open_in == (false, false) {
+            break;
         }
     }
     if hop.has_failed() {

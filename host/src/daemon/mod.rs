@@ -7,6 +7,7 @@
 //! session by the circuit id of their link. A host accepts a session's frames only from the
 //! neighbour its setup names (pinned certificate), and counts everything it refuses.
 
+pub mod audit;
 mod config;
 mod guard;
 mod link;
@@ -117,6 +118,9 @@ pub(crate) struct Inner {
     counters: Counters,
     admission: Mutex<Admission>,
     rendezvous: Mutex<HashMap<CircuitId, Slot>>,
+    audit_dir: Option<std::path::PathBuf>,
+    /// Sessions accepted so far (names their audits).
+    sessions_accepted: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -184,6 +188,8 @@ impl Daemon {
                 active: 0,
             }),
             rendezvous: Mutex::new(HashMap::new()),
+            audit_dir: config.audit_dir.clone(),
+            sessions_accepted: std::sync::atomic::AtomicU64::new(0),
         });
         Ok(Daemon {
             inner,
@@ -407,6 +413,7 @@ async fn accept_setup(inner: Arc<Inner>, peer: Fingerprint, mut streams: Streams
         return refuse(streams, "setup cut short");
     }
     // RSA decryption off the network thread.
+    let onion_in = inner.audit_dir.as_ref().map(|_| onion.clone());
     let peeled = {
         let inner = Arc::clone(&inner);
         tokio::task::spawn_blocking(move || {
@@ -445,7 +452,24 @@ async fn accept_setup(inner: Arc<Inner>, peer: Fingerprint, mut streams: Streams
         a.active += 1;
     }
     bump(&counters.setups_accepted);
-    link::run(Arc::clone(&inner), peeled.setup, peeled.forward, streams).await;
+    let n = inner
+        .sessions_accepted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let audit = inner
+        .audit_dir
+        .as_deref()
+        .and_then(|root| audit::SessionAudit::create(root, n));
+    if let (Some(audit), Some(onion_in)) = (&audit, &onion_in) {
+        audit.setup(&peeled.setup, onion_in, &peeled.forward);
+    }
+    link::run(
+        Arc::clone(&inner),
+        peeled.setup,
+        peeled.forward,
+        streams,
+        audit,
+    )
+    .await;
 }
 
 async fn accept_attach(inner: &Inner, mut streams: Streams) {

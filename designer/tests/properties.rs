@@ -1,0 +1,422 @@
+//! What each host of a real session can see, checked from the audits the host processes keep
+//! (`audit_dir`: everything a host decrypted and every byte on its links, recorded by the
+//! daemon as it reads and writes its QUIC streams). A short training session runs through a
+//! 5 + 2 cascade with cover traffic, then one with the first and last layers kept by the
+//! designer; the test then shows P1, P2, P3, P5 and P6, and that dummies send what actual
+//! hosts send.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use mixnn_designer::{
+    cascade::component_bytes,
+    data::Splits,
+    local_cluster::LocalCluster,
+    remote::{RemoteCascade, RemoteOptions},
+    train::{self, TrainOptions},
+};
+use mixnn_host::{
+    Sandbox, SandboxConfig,
+    daemon::audit::{self, Record},
+    keys::HostKeys,
+};
+use mixnn_wire::frame::Op;
+use serde_json::Value;
+
+mod common;
+
+use common::{mnist, paper_spec};
+
+const BATCH: usize = 8;
+
+/// What one host kept of one session.
+struct View {
+    /// Which host of the cluster.
+    host: usize,
+    setup: Value,
+    components: Vec<Vec<u8>>,
+    onion_in: Vec<u8>,
+    onion_out: Vec<u8>,
+    prev_in: Vec<u8>,
+    prev_out: Vec<u8>,
+    next_in: Vec<u8>,
+    next_out: Vec<u8>,
+    records: Vec<Record>,
+    /// `decrypted.bin` as stored.
+    decrypted: Vec<u8>,
+}
+
+impl View {
+    fn read(host: usize, dir: &Path) -> Self {
+        let file = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
+        let setup: Value = serde_json::from_slice(&file("setup.json")).unwrap();
+        let layers = setup["layers"].as_array().unwrap().len();
+        View {
+            host,
+            components: (0..layers)
+                .map(|k| file(&format!("layer-{k}.wasm")))
+                .collect(),
+            setup,
+            onion_in: file("onion.in"),
+            onion_out: file("onion.out"),
+            prev_in: file("prev.in"),
+            prev_out: file("prev.out"),
+            next_in: file("next.in"),
+            next_out: file("next.out"),
+            records: audit::read(&dir.join("decrypted.bin")).unwrap(),
+            decrypted: file("decrypted.bin"),
+        }
+    }
+
+    fn is_dummy(&self) -> bool {
+        self.components == [mixnn_components::IDENTITY]
+    }
+
+    fn frames(&self, from_prev: bool) -> Vec<(u8, Option<Vec<u32>>, usize)> {
+        self.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Frame {
+                    from_prev: p,
+                    op,
+                    tensor,
+                    blob,
+                } if *p == from_prev => {
+                    Some((*op, tensor.as_ref().map(|t| t.shape.clone()), blob.len()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sealed(&self) -> Vec<&[u8]> {
+        self.records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Sealed(b) => Some(b.as_slice()),
+                Record::Frame { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs a short session (3 batches, a test pass, the export) and returns every audited
+/// host's view of it, in cascade order; the audits are then removed.
+fn session(cluster: &LocalCluster, options: RemoteOptions, splits: Splits) -> Vec<View> {
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let worker = Arc::clone(&sandbox);
+    sandbox
+        .spawn_worker("test", move || {
+            let spec = paper_spec();
+            let input = [BATCH, splits.train.pixels];
+            let mut cascade = RemoteCascade::connect(&spec, &worker, &options, &input).unwrap();
+            let train_options = TrainOptions {
+                epochs: 1,
+                seed: 3,
+                batch_size: BATCH,
+                test_batch_size: BATCH,
+                progress: false,
+            };
+            train::train(&mut cascade, &splits, &train_options, |_| {}).unwrap();
+            cascade.export_states().unwrap();
+            cascade.close();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    // The hosts finish their last frames.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut views = Vec::new();
+    for host in 0..cluster.host_addrs.len() {
+        let Some(dir) = cluster.host_audit(host) else {
+            continue;
+        };
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            views.push(View::read(host, &entry.unwrap().path()));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // In cascade order: from the hop after the designer, by each hop's next address.
+    let address = |v: &View| cluster.host_addrs[v.host].to_string();
+    let mut ordered = Vec::new();
+    let mut next = serde_json::json!({ "designer": true });
+    while let Some(i) = views.iter().position(|v| {
+        let prev = &v.setup["prev"];
+        match ordered.last() {
+            None => prev["designer"] == true,
+            Some(last) => next["address"] == address(v) && prev["address"] == address(last),
+        }
+    }) {
+        let v = views.remove(i);
+        next = v.setup["next"].clone();
+        ordered.push(v);
+    }
+    assert!(views.is_empty(), "hosts outside the chain of neighbours");
+    assert_eq!(next["designer"], true, "the chain ends at the designer");
+    ordered
+}
+
+fn options(cluster: &LocalCluster, dummies: usize, keep: bool) -> RemoteOptions {
+    RemoteOptions {
+        directory: cluster.directory_addr,
+        directory_fingerprint: cluster.directory_fingerprint,
+        dummies,
+        keep_first: keep,
+        keep_last: keep,
+        cover_rate: if keep { 0.0 } else { 100.0 },
+        step_timeout: Duration::from_secs(30),
+        session_ttl: Duration::from_secs(600),
+    }
+}
+
+/// 32-byte windows of each image (from where its pixels are most varied): whoever holds an
+/// image holds its window.
+fn image_needles(splits: &Splits) -> HashSet<[u8; 32]> {
+    let pixels = splits.train.pixels;
+    splits
+        .train
+        .images
+        .chunks(pixels)
+        .map(|image| {
+            let bytes: Vec<u8> = image.iter().flat_map(|p| p.to_le_bytes()).collect();
+            (0..pixels - 8)
+                .map(|at| {
+                    let distinct: HashSet<u32> =
+                        image[at..at + 8].iter().map(|p| p.to_bits()).collect();
+                    (distinct.len(), at)
+                })
+                .max()
+                .map(|(_, at)| bytes[4 * at..4 * at + 32].try_into().unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
+fn contains_any(haystack: &[u8], needles: &HashSet<[u8; 32]>) -> bool {
+    haystack
+        .windows(32)
+        .any(|w| needles.contains(<&[u8; 32]>::try_from(w).unwrap()))
+}
+
+/// P3: no 16-byte window of one link's bytes appears on another link.
+fn assert_nothing_repeats_across_links(links: &[Vec<u8>]) {
+    let mut seen: HashMap<[u8; 16], usize> = HashMap::new();
+    for (k, bytes) in links.iter().enumerate() {
+        for w in bytes.chunks_exact(16) {
+            seen.insert(w.try_into().unwrap(), k);
+        }
+    }
+    for (k, bytes) in links.iter().enumerate() {
+        for (at, w) in bytes.windows(16).enumerate() {
+            if let Some(&other) = seen.get(<&[u8; 16]>::try_from(w).unwrap()) {
+                assert_eq!(other, k, "link {k} byte {at} repeats link {other}'s bytes");
+            }
+        }
+    }
+}
+
+/// Checks one session's views; `hosts` says which hosts of the cluster exist.
+fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
+    let spec = paper_spec();
+    let n = views.len();
+    let fingerprints: Vec<[u8; 32]> = (0..cluster.host_addrs.len())
+        .map(|i| {
+            HostKeys::load(&cluster.host_dir(i).unwrap().join("keys"))
+                .unwrap()
+                .tls
+                .fingerprint()
+        })
+        .collect();
+
+    // P1: each actual hop holds its own layer's component, in the spec's order; dummies hold
+    // the identity; nobody holds another hop's.
+    let groups = spec.hosts();
+    let remote = if kept {
+        &groups[1..groups.len() - 1]
+    } else {
+        &groups[..]
+    };
+    let actual: Vec<&View> = views.iter().filter(|v| !v.is_dummy()).collect();
+    assert_eq!(actual.len(), remote.len());
+    for (view, group) in actual.iter().zip(remote) {
+        let want: Vec<Vec<u8>> = group
+            .iter()
+            .map(|&i| component_bytes(&spec, i).unwrap())
+            .collect();
+        assert!(view.components == want, "host {}: components", view.host);
+    }
+    assert!(!views[0].is_dummy() && !views[n - 1].is_dummy());
+
+    // P2: a host's setup names its two neighbours (the designer only at the ends), and
+    // nothing it decrypted names any other host. No field counts the hops: every setup has
+    // the same fields, sizes and onion length.
+    for (k, view) in views.iter().enumerate() {
+        let setup = view.setup.to_string();
+        for (other, fp) in fingerprints.iter().enumerate() {
+            let neighbour =
+                (k > 0 && views[k - 1].host == other) || (k + 1 < n && views[k + 1].host == other);
+            let address = cluster.host_addrs[other].to_string();
+            let hex = mixnn_host::daemon::hex_fingerprint::format(fp);
+            let named = setup.contains(&format!("\"{address}\"")) || setup.contains(&hex);
+            assert_eq!(named, neighbour, "hop {k} and host {other}");
+            if !neighbour {
+                let raw = view.decrypted.windows(32).any(|w| w == fp);
+                let text = view
+                    .decrypted
+                    .windows(address.len())
+                    .any(|w| w == address.as_bytes());
+                assert!(!raw && !text, "hop {k} decrypted host {other}'s name");
+            }
+        }
+        assert_eq!(view.setup["prev"]["designer"] == true, k == 0);
+        assert_eq!(view.setup["next"]["designer"] == true, k + 1 == n);
+        let keys = |v: &Value| {
+            let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(&view.setup), keys(&views[0].setup));
+        assert_eq!(view.setup["frame_len"], views[0].setup["frame_len"]);
+        assert_eq!(view.setup["blob_len"], views[0].setup["blob_len"]);
+    }
+
+    // P5: every frame on every link, as it crossed the QUIC stream, has the session's one
+    // length, and both ends saw the same bytes; every op=0 message has one length.
+    let frame_len = views[0].setup["frame_len"].as_u64().unwrap() as usize;
+    for (k, view) in views.iter().enumerate() {
+        for (name, bytes) in [
+            ("prev.in", &view.prev_in),
+            ("prev.out", &view.prev_out),
+            ("next.in", &view.next_in),
+            ("next.out", &view.next_out),
+        ] {
+            assert!(
+                !bytes.is_empty() && bytes.len() % frame_len == 0,
+                "hop {k} {name}: {} bytes",
+                bytes.len()
+            );
+        }
+        assert_eq!(view.frames(true).len(), view.prev_in.len() / frame_len);
+        assert_eq!(view.frames(false).len(), view.next_in.len() / frame_len);
+        assert_eq!(view.onion_in.len(), views[0].onion_in.len(), "hop {k}");
+        if k + 1 < n {
+            assert_eq!(view.onion_out.len(), view.onion_in.len());
+            assert!(view.onion_out == views[k + 1].onion_in);
+            assert!(view.next_out == views[k + 1].prev_in, "link {}", k + 1);
+            assert!(view.next_in == views[k + 1].prev_out, "link {}", k + 1);
+        }
+    }
+
+    // P3: no circuit id, ciphertext or blob repeats across links. A link's bytes are the
+    // frames both ways, its op=0 message, and the blobs as the receiving hop decrypted them.
+    // (Tensors are left out: a dummy passes its input on unchanged, the paper's limit.)
+    let mut links: Vec<Vec<u8>> = vec![Vec::new(); n + 1];
+    for (k, view) in views.iter().enumerate() {
+        links[k].extend(&view.prev_in);
+        links[k].extend(&view.prev_out);
+        links[k].extend(&view.onion_in);
+        for r in &view.records {
+            if let Record::Frame {
+                from_prev, blob, ..
+            } = r
+            {
+                links[if *from_prev { k } else { k + 1 }].extend(blob);
+            }
+        }
+        if k + 1 == n {
+            links[n].extend(&view.next_in);
+            links[n].extend(&view.next_out);
+        }
+    }
+    let circuits: HashSet<String> = views
+        .iter()
+        .flat_map(|v| [&v.setup["circuit_in"], &v.setup["circuit_out"]])
+        .map(Value::to_string)
+        .collect();
+    assert_eq!(circuits.len(), n + 1, "one circuit id per link");
+    assert_nothing_repeats_across_links(&links);
+
+    // Dummies send what actual hosts send: every hop receives the same sequence of ops, blob
+    // lengths and (past a dummy) tensor shapes, from either side, whatever its place, cover
+    // messages and the export included.
+    let ops = |v: &View, from_prev| -> Vec<(u8, usize)> {
+        v.frames(from_prev)
+            .into_iter()
+            .map(|(op, _, blob)| (op, blob))
+            .collect()
+    };
+    // (The first hop, whose prev is the designer, starts the READY rather than receiving it.)
+    let from_prev = ops(&views[1], true);
+    assert_eq!(from_prev[0].0, Op::READY.0);
+    assert_eq!(ops(&views[0], true), from_prev[1..]);
+    for (k, view) in views.iter().enumerate() {
+        if k > 0 {
+            assert_eq!(ops(view, true), from_prev, "hop {k} from prev");
+        }
+        assert_eq!(ops(view, false), ops(&views[0], false), "hop {k} from next");
+        if k > 0 && views[k - 1].is_dummy() {
+            assert_eq!(view.frames(true), views[k - 1].frames(true));
+        }
+    }
+    let from_prev: Vec<u8> = from_prev.iter().map(|f| f.0).collect();
+    for op in [Op::READY, Op::FORWARD, Op::TEST, Op::EXPORT] {
+        assert!(from_prev.contains(&op.0), "op {}", op.0);
+    }
+    assert_eq!(
+        from_prev.contains(&Op::COVER.0),
+        !kept,
+        "cover traffic in the first session only"
+    );
+
+    // P6: the raw images reach only the first hop, the labels only the loss hop; neither
+    // reaches any host when the designer keeps the first and last layers.
+    let images = image_needles(splits);
+    for (k, view) in views.iter().enumerate() {
+        let has_images = contains_any(&view.decrypted, &images);
+        assert_eq!(has_images, !kept && k == 0, "hop {k}: raw images");
+    }
+    let labels: Vec<&[u8]> = views[n - 1]
+        .sealed()
+        .into_iter()
+        .filter(|s| s.len() > 8)
+        .collect();
+    assert_eq!(labels.len(), if kept { 0 } else { 3 }, "label batches");
+    let label_needles: HashSet<[u8; 32]> = labels
+        .iter()
+        .map(|l| l[l.len() - 32..].try_into().unwrap())
+        .collect();
+    for (k, view) in views.iter().enumerate() {
+        assert!(
+            view.sealed().iter().all(|s| s.len() == 8 || k + 1 == n),
+            "hop {k} opened something other than export slots"
+        );
+        let has_labels = contains_any(&view.decrypted, &label_needles);
+        assert_eq!(has_labels, !kept && k + 1 == n, "hop {k}: labels");
+    }
+}
+
+#[test]
+fn each_host_sees_only_its_part_of_a_session() {
+    let cluster = LocalCluster::start_audited(env!("CARGO_BIN_EXE_mixnn").as_ref(), 8).unwrap();
+    let splits = mnist(3 * BATCH, BATCH);
+
+    let views = session(&cluster, options(&cluster, 2, false), splits.clone());
+    assert_eq!(views.len(), 7);
+    check(&views, &cluster, &splits, false);
+
+    let views = session(&cluster, options(&cluster, 1, true), splits.clone());
+    assert_eq!(views.len(), 4);
+    check(&views, &cluster, &splits, true);
+
+    assert_eq!(cluster.shutdown().unwrap(), 0);
+}
