@@ -13,6 +13,9 @@ use mixnn_designer::{
     train::{self, EpochReport, TrainOptions},
 };
 
+use mixnn_host::daemon::DaemonStats;
+use serde::Serialize;
+
 use crate::{DemoArgs, load_data, print_evaluation, run_in_sandbox_worker};
 
 const PAPER_MODEL: &str = include_str!("../../models/paper-mlp.toml");
@@ -117,8 +120,14 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             identical: local_states == remote_states,
         })
     });
+    // The hosts' counters of the session (written every second).
+    std::thread::sleep(Duration::from_millis(1200));
+    let hosts: Vec<DaemonStats> = (0..args.hosts)
+        .filter_map(|i| cluster.host_stats(i))
+        .collect();
     let killed = cluster.shutdown()?;
     let outcome = outcome?;
+    let split = TimeSplit::of(&outcome.cascade, &hosts);
     if json {
         println!(
             "{}",
@@ -126,11 +135,13 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
                 "summary": true,
                 "hops": outcome.hops,
                 "weights_identical": outcome.identical,
+                "time_split": split,
                 "processes_killed": killed,
             })
         );
     } else {
         print_comparison(&outcome);
+        split.print();
         if let Some(last) = outcome.cascade.last() {
             print_evaluation(last);
         }
@@ -177,4 +188,49 @@ fn print_comparison(o: &Outcome) {
             "DIFFERENT"
         }
     );
+}
+
+/// Where the cascade's wall time went, from the hosts' counters: inside the layers, in the
+/// hops' own work on frames (opening, parsing, sealing), and the rest (the network, queues,
+/// and the designer's side).
+#[derive(Debug, Serialize)]
+struct TimeSplit {
+    wall_s: f64,
+    frames: u64,
+    layers_s: f64,
+    hop_crypto_s: f64,
+    network_and_waiting_s: f64,
+}
+
+impl TimeSplit {
+    fn of(cascade: &[EpochReport], hosts: &[DaemonStats]) -> Self {
+        let wall_s: f64 = cascade.iter().map(|r| r.train_s + r.test_s).sum();
+        let sum = |f: fn(&DaemonStats) -> u64| hosts.iter().map(f).sum::<u64>();
+        let layers_s = sum(|h| h.layer_us) as f64 / 1e6;
+        let frame_s = sum(|h| h.frame_us) as f64 / 1e6;
+        TimeSplit {
+            wall_s,
+            frames: sum(|h| h.frames_processed),
+            layers_s,
+            hop_crypto_s: (frame_s - layers_s).max(0.0),
+            network_and_waiting_s: (wall_s - frame_s).max(0.0),
+        }
+    }
+
+    fn print(&self) {
+        let share = |s: f64| 100.0 * s / self.wall_s.max(1e-9);
+        println!(
+            "where the cascade's {:.2} s went ({} frames through the hosts): layers {:.2} s \
+             ({:.0}%), hops' crypto and framing {:.2} s ({:.0}%), network, queues and the \
+             designer {:.2} s ({:.0}%)",
+            self.wall_s,
+            self.frames,
+            self.layers_s,
+            share(self.layers_s),
+            self.hop_crypto_s,
+            share(self.hop_crypto_s),
+            self.network_and_waiting_s,
+            share(self.network_and_waiting_s),
+        );
+    }
 }

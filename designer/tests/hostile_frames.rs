@@ -7,7 +7,11 @@
 //! The test plays the designer of one-hop sessions (the hop's previous and next neighbour),
 //! with frames just large enough for the hop's reports.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::{net::SocketAddr, time::Duration};
 

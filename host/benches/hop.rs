@@ -24,6 +24,10 @@ use mixnn_wire::{
     setup::{self, HopLayer, Peer},
 };
 
+// As in the binaries: 200 KB frames through glibc's malloc cost page faults on every frame.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]

@@ -170,7 +170,10 @@ impl LayerSession {
             return Err(SandboxError::SessionDead);
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
-        match f(&self.layer, &mut self.store) {
+        let started = std::time::Instant::now();
+        let outcome = f(&self.layer, &mut self.store);
+        self.counters.called(started.elapsed());
+        match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(layer_error)) => Err(SandboxError::Layer(layer_error)),
             Err(e) => {

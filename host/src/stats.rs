@@ -1,4 +1,5 @@
-//! Counters of what the sandbox refused or stopped, for a host's metrics.
+//! Counters of what the sandbox refused or stopped, and of the time spent in components, for
+//! a host's metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +17,7 @@ pub(crate) struct Counters {
     traps: AtomicU64,
     bad_outputs: AtomicU64,
     kernel_refusals: AtomicU64,
+    call_us: AtomicU64,
 }
 
 /// A snapshot of the sandbox's counters.
@@ -40,6 +42,8 @@ pub struct SandboxStats {
     pub bad_outputs: u64,
     /// Kernel calls refused for their size.
     pub kernel_refusals: u64,
+    /// Microseconds spent in component calls (their kernels included).
+    pub call_us: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -57,6 +61,11 @@ impl Counters {
 
     pub(crate) fn session(&self) {
         bump(&self.sessions);
+    }
+
+    pub(crate) fn called(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.call_us.fetch_add(us, Ordering::Relaxed);
     }
 
     pub(crate) fn kernel_refused(&self) {
@@ -87,6 +96,7 @@ impl Counters {
             traps: get(&self.traps),
             bad_outputs: get(&self.bad_outputs),
             kernel_refusals: get(&self.kernel_refusals),
+            call_us: get(&self.call_us),
         }
     }
 }

@@ -50,6 +50,12 @@ counters! {
     wrong_neighbour,
     /// Frames received on a circuit and processed.
     frames_processed,
+    /// Microseconds the hops spent on the frames they processed: opening, the layers,
+    /// sealing (not the network).
+    frame_us,
+    /// Of which, microseconds inside the layers' components ([`crate::SandboxStats`];
+    /// approximate while sessions overlap).
+    layer_us,
     /// Frames that did not open (tampered, replayed, reordered, mis-sized).
     frames_rejected,
     /// Frames for a session that had already failed.

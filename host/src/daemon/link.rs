@@ -246,6 +246,20 @@ async fn write_frames(
     }
 }
 
+/// Runs `work` on a frame, adding its time, and the part of it in components, to the
+/// counters (where a batch's time goes).
+fn timed<R>(inner: &Inner, work: impl FnOnce() -> R) -> R {
+    let in_layers = inner.sandbox.stats().call_us;
+    let started = std::time::Instant::now();
+    let result = work();
+    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let counters = &inner.counters;
+    counters.frame_us.fetch_add(us, Ordering::Relaxed);
+    let layer_us = inner.sandbox.stats().call_us.saturating_sub(in_layers);
+    counters.layer_us.fetch_add(layer_us, Ordering::Relaxed);
+    result
+}
+
 /// The senders of a session's two links, while they are open.
 struct Links {
     prev: Option<mpsc::Sender<Vec<u8>>>,
@@ -304,7 +318,7 @@ fn work(
             break;
         };
         match event {
-            Event::Frame(from, frame) => match hop.on_frame(from, &frame) {
+            Event::Frame(from, frame) => match timed(inner, || hop.on_frame(from, &frame)) {
                 Ok(out) => {
                     bump(&counters.frames_processed);
                     links.send(out);
