@@ -134,8 +134,22 @@ fn session(cluster: &LocalCluster, options: RemoteOptions, splits: Splits) -> Ve
         .unwrap()
         .join()
         .unwrap();
-    // The hosts finish their last frames.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The hosts finish their last frames: wait until their audits stop growing.
+    let audited = || -> u64 {
+        (0..cluster.host_addrs.len())
+            .filter_map(|host| cluster.host_audit(host))
+            .flat_map(|dir| walk(&dir))
+            .sum()
+    };
+    let mut last = audited();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = audited();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     let mut views = Vec::new();
     for host in 0..cluster.host_addrs.len() {
         let Some(dir) = cluster.host_audit(host) else {
@@ -164,6 +178,20 @@ fn session(cluster: &LocalCluster, options: RemoteOptions, splits: Splits) -> Ve
     assert!(views.is_empty(), "hosts outside the chain of neighbours");
     assert_eq!(next["designer"], true, "the chain ends at the designer");
     ordered
+}
+
+/// The sizes of the files under `dir`.
+fn walk(dir: &Path) -> Vec<u64> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => walk(&e.path()),
+            Ok(m) => vec![m.len()],
+            Err(_) => vec![],
+        })
+        .collect()
 }
 
 fn options(cluster: &LocalCluster, dummies: usize, keep: bool) -> RemoteOptions {
