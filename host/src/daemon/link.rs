@@ -95,6 +95,7 @@ pub(super) async fn run(
         return;
     }
 
+    let started = std::time::Instant::now();
     let next = match next {
         Peer::Host {
             address,
@@ -105,6 +106,11 @@ pub(super) async fn run(
             .await
             .ok_or_else(|| "the designer did not attach".to_owned()),
     };
+    tracing::info!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        ok = next.is_ok(),
+        "next link open (onion forwarded, or the designer attached)"
+    );
     match next {
         Ok(next) => {
             tokio::spawn(serve_link(
@@ -299,7 +305,15 @@ fn work(
         next: Some(next),
     };
     let mut open_in = (true, true);
-    let mut hop = match Hop::start(setup, &inner.sandbox, SystemEntropy) {
+    let started = std::time::Instant::now();
+    let layers = setup.layers.len();
+    let started_hop = Hop::start(setup, &inner.sandbox, SystemEntropy);
+    tracing::info!(
+        layers,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "layers loaded"
+    );
+    let mut hop = match started_hop {
         Ok((mut hop, out)) => {
             links.send(out);
             if let Some(observer) = observer {

@@ -403,6 +403,7 @@ async fn accept_setup(inner: Arc<Inner>, peer: Fingerprint, mut streams: Streams
         return refuse(streams, "setup too large");
     }
     let mut onion = vec![0u8; len];
+    let started = Instant::now();
     let read = tokio::time::timeout(
         inner.limits.attach_timeout(),
         streams.recv.read_exact(&mut onion),
@@ -412,6 +413,7 @@ async fn accept_setup(inner: Arc<Inner>, peer: Fingerprint, mut streams: Streams
         bump(&counters.bad_streams);
         return refuse(streams, "setup cut short");
     }
+    let read_in = started.elapsed();
     // RSA decryption off the network thread.
     let onion_in = inner.audit_dir.as_ref().map(|_| onion.clone());
     let peeled = {
@@ -452,6 +454,12 @@ async fn accept_setup(inner: Arc<Inner>, peer: Fingerprint, mut streams: Streams
         a.active += 1;
     }
     bump(&counters.setups_accepted);
+    tracing::info!(
+        onion_bytes = len,
+        read_ms = read_in.as_secs_f64() * 1e3,
+        peeled_ms = (started.elapsed() - read_in).as_secs_f64() * 1e3,
+        "setup accepted"
+    );
     let n = inner
         .sessions_accepted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
