@@ -118,6 +118,7 @@ fn bench_epoch(sandbox: &Sandbox, reps: usize, train_images: usize) -> serde_jso
         batch_size: 64,
         test_batch_size: 1000,
         progress: false,
+        order: Default::default(),
     };
     let backends = [Backend::Native, Backend::Wasm];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); backends.len()];

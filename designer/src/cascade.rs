@@ -41,6 +41,9 @@ pub enum CascadeError {
     /// The layers do not form a trainable model.
     #[error("{0}")]
     Structure(String),
+    /// The data order does not fit the run.
+    #[error(transparent)]
+    Order(#[from] crate::order::OrderError),
 }
 
 struct Layer {

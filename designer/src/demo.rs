@@ -74,7 +74,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         // Frames carry one training batch: both modes test in batches of that size.
         test_batch_size: spec.training.batch_size,
         progress: !args.json,
+        order: args.order.order(splits.train.len())?,
     };
+    options.order.check(options.epochs, splits.train.len())?;
     let remote = RemoteOptions {
         directory: cluster.directory_addr,
         directory_fingerprint: cluster.directory_fingerprint,

@@ -11,7 +11,7 @@
 //! let spec = ModelSpec::from_file("models/paper-mlp.toml".as_ref())?;
 //! let splits = data::load("../shared/data/mnist".as_ref())?;
 //! let mut cascade = Cascade::build(&spec, Backend::Native, None)?;
-//! let options = train::TrainOptions { epochs: 1, seed: 1, batch_size: 64, test_batch_size: 1000, progress: false };
+//! let options = train::TrainOptions { epochs: 1, seed: 1, batch_size: 64, test_batch_size: 1000, progress: false, order: Default::default() };
 //! let reports = train::train(&mut cascade, &splits, &options, |r| println!("{}", r.test_acc))?;
 //! # Ok(()) }
 //! ```
@@ -21,6 +21,7 @@ pub mod cascade;
 pub mod data;
 pub mod local_cluster;
 pub mod metrics;
+pub mod order;
 pub mod pool;
 pub mod remote;
 pub mod spec;

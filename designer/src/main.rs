@@ -4,6 +4,7 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
+use mixnn_designer::order::DataOrder;
 use mixnn_designer::remote::{RemoteCascade, RemoteOptions};
 use mixnn_designer::{
     backend::Backend,
@@ -132,7 +133,42 @@ struct DemoArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    order: OrderArgs,
+    #[command(flatten)]
     cascade: DemoCascadeArgs,
+}
+
+/// The order of the training examples.
+#[derive(Debug, clap::Args)]
+struct OrderArgs {
+    /// How each epoch orders the training examples: a shuffle seeded by the seed and the
+    /// epoch, or the data set's own order.
+    #[arg(long, value_enum, default_value_t = ShuffleArg::Seeded)]
+    shuffle: ShuffleArg,
+    /// Each epoch's order from FILE: one line per epoch, a permutation of the training
+    /// examples' indices separated by spaces or commas (NumPy's `savetxt(..., fmt="%d")` of
+    /// an [epochs, n] array).
+    #[arg(long, value_name = "FILE", conflicts_with = "shuffle")]
+    order: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ShuffleArg {
+    /// A Fisher-Yates shuffle seeded by the seed and the epoch.
+    Seeded,
+    /// No shuffle: the data set's order.
+    None,
+}
+
+impl OrderArgs {
+    /// The order for `n` training examples.
+    fn order(&self, n: usize) -> Result<DataOrder> {
+        Ok(match (&self.order, self.shuffle) {
+            (Some(path), _) => DataOrder::from_file(path, n)?,
+            (None, ShuffleArg::Seeded) => DataOrder::Shuffled,
+            (None, ShuffleArg::None) => DataOrder::Sequential,
+        })
+    }
 }
 
 /// The cascade's shape in the demo.
@@ -187,6 +223,8 @@ struct TrainArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    order: OrderArgs,
+    #[command(flatten)]
     cascade: CascadeArgs,
 }
 
@@ -237,7 +275,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
         batch_size: spec.training.batch_size,
         test_batch_size: spec.training.test_batch_size,
         progress: !args.json,
+        order: args.order.order(splits.train.len())?,
     };
+    options.order.check(options.epochs, splits.train.len())?;
     let backend = match args.mode {
         ModeArg::Wasm => Backend::Wasm,
         ModeArg::Native => Backend::Native,

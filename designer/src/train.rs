@@ -1,17 +1,17 @@
-//! The training loop: seeded shuffles, SGD steps over batches, and a test pass per epoch.
+//! The training loop: an order per epoch ([`crate::order`]), SGD steps over batches, and a
+//! test pass per epoch.
 
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mixnn_layer_sdk::Tensor;
-use rand_chacha::ChaCha8Rng;
-use rand_core::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::{
     cascade::{Cascade, CascadeError},
     data::{Dataset, Splits},
     metrics::{ClassMetrics, Confusion, argmax_rows},
+    order::DataOrder,
 };
 
 /// How to train.
@@ -27,6 +27,8 @@ pub struct TrainOptions {
     pub test_batch_size: usize,
     /// Whether to draw a progress bar.
     pub progress: bool,
+    /// The order of the training examples in each epoch.
+    pub order: DataOrder,
 }
 
 /// What an epoch achieved.
@@ -56,20 +58,6 @@ pub struct Evaluation {
     pub confusion: Confusion,
     /// Per-class precision, recall, F1.
     pub per_class: Vec<ClassMetrics>,
-}
-
-/// The order of the training examples in `epoch` (1-based): a Fisher-Yates shuffle seeded by
-/// the seed and the epoch, so runs with the same seed see the same batches.
-pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        // Multiply-shift: an unbiased-enough index in 0..=i without division.
-        let j = ((u64::from(rng.next_u32()) * (i as u64 + 1)) >> 32) as usize;
-        order.swap(i, j);
-    }
-    order
 }
 
 /// A batch of images and labels (as class indices in `f32`, the loss layer's target).
@@ -124,8 +112,12 @@ pub fn train<M: Model>(
 ) -> Result<Vec<EpochReport>, M::Error> {
     let mut reports = Vec::with_capacity(options.epochs);
     let batch_size = options.batch_size.max(1);
+    options
+        .order
+        .check(options.epochs, data.train.len())
+        .map_err(CascadeError::from)?;
     for epoch in 1..=options.epochs {
-        let order = epoch_order(options.seed, epoch, data.train.len());
+        let order = options.order.epoch(options.seed, epoch, data.train.len());
         let batches = order.len().div_ceil(batch_size);
         let bar = if options.progress {
             ProgressBar::new(batches as u64)
@@ -188,20 +180,4 @@ pub fn evaluate<M: Model>(
         confusion,
         per_class,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoch_order_is_a_seeded_permutation() {
-        let a = epoch_order(1, 1, 1000);
-        let mut sorted = a.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
-        assert_eq!(a, epoch_order(1, 1, 1000));
-        assert_ne!(a, epoch_order(1, 2, 1000));
-        assert_ne!(a, epoch_order(2, 1, 1000));
-    }
 }

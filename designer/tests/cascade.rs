@@ -64,6 +64,7 @@ fn options() -> TrainOptions {
         batch_size: 64,
         test_batch_size: 64,
         progress: false,
+        order: Default::default(),
     }
 }
 

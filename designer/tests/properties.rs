@@ -126,6 +126,7 @@ fn session(cluster: &LocalCluster, options: RemoteOptions, splits: Splits) -> Ve
                 batch_size: BATCH,
                 test_batch_size: BATCH,
                 progress: false,
+                order: Default::default(),
             };
             train::train(&mut cascade, &splits, &train_options, |_| {}).unwrap();
             cascade.export_states().unwrap();

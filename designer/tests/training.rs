@@ -15,6 +15,7 @@ use mixnn_designer::{
     backend::Backend,
     cascade::{Cascade, CascadeError},
     data::Splits,
+    order::DataOrder,
     spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
 };
@@ -32,6 +33,7 @@ fn options(epochs: usize) -> TrainOptions {
         batch_size: 64,
         test_batch_size: 1000,
         progress: false,
+        order: Default::default(),
     }
 }
 
@@ -208,4 +210,36 @@ fn bad_cascades_are_refused_with_clear_errors() {
         err.to_string().contains("features must be positive"),
         "{err}"
     );
+}
+
+#[test]
+fn an_order_file_reproduces_the_seeded_shuffle_and_is_checked_against_the_run() {
+    let splits = mnist(640, 100);
+    let n = splits.train.len();
+    let lines: String = (1..=2)
+        .map(|epoch| {
+            let order: Vec<String> = DataOrder::Shuffled
+                .epoch(1, epoch, n)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            order.join(" ") + "\n"
+        })
+        .collect();
+    let given = DataOrder::parse(&lines, n).unwrap();
+    let losses = |order: DataOrder, epochs: usize| {
+        let mut cascade = Cascade::build(&paper_spec(), Backend::Native, None).unwrap();
+        let options = TrainOptions {
+            order,
+            ..options(epochs)
+        };
+        train::train(&mut cascade, &splits, &options, |_| {})
+            .map(|r| r.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>())
+    };
+    let shuffled = losses(DataOrder::Shuffled, 2).unwrap();
+    assert_eq!(losses(given.clone(), 2).unwrap(), shuffled);
+    assert_ne!(losses(DataOrder::Sequential, 2).unwrap(), shuffled);
+    // Two epochs of orders do not cover three.
+    let err = losses(given, 3).unwrap_err();
+    assert!(matches!(err, CascadeError::Order(_)), "{err}");
 }
