@@ -12,23 +12,18 @@
     clippy::cast_possible_truncation
 )]
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
     data::Splits,
     local_cluster::LocalCluster,
-    pool,
     remote::{RemoteCascade, RemoteOptions},
     train::{self, EpochReport, TrainOptions},
 };
 use mixnn_host::{
-    Sandbox, SandboxConfig,
-    daemon::unix_now,
-    directory_service,
-    keys::HostKeys,
-    transport::{Endpoint, TlsIdentity, stream_kind},
+    Sandbox, SandboxConfig, daemon::unix_now, keys::HostKeys, transport::stream_kind,
 };
 use mixnn_wire::{
     circuit::{self, HopPlan, SessionParams},
@@ -171,19 +166,8 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
         .build()
         .unwrap();
     runtime.block_on(async {
-        let endpoint = Endpoint::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            TlsIdentity::generate().unwrap(),
-        )
-        .unwrap();
-        let signed = directory_service::fetch_pool(
-            &endpoint,
-            cluster.directory_addr,
-            cluster.directory_fingerprint,
-        )
-        .await
-        .unwrap();
-        let host = pool::verify_pool(&signed)
+        let (endpoint, pool) = common::endpoint_and_pool(&cluster).await;
+        let host = pool
             .into_iter()
             .find(|c| c.descriptor.address == target.to_string())
             .unwrap();

@@ -15,14 +15,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use mixnn_designer::{
-    local_cluster::LocalCluster,
-    pool::{self, Candidate},
-};
+use mixnn_designer::{local_cluster::LocalCluster, pool::Candidate};
 use mixnn_host::{
     daemon::unix_now,
-    directory_service,
-    transport::{Endpoint, TlsIdentity, stream_kind},
+    transport::{Endpoint, stream_kind},
 };
 use mixnn_wire::{
     blob::SEAL_OVERHEAD,
@@ -32,6 +28,8 @@ use mixnn_wire::{
     report::{MAX_MESSAGE_LEN, Report},
     setup::HopLayer,
 };
+
+mod common;
 
 const BLOB_LEN: usize = SEAL_OVERHEAD + MAX_MESSAGE_LEN + 16;
 const FRAME_LEN: usize = BLOB_LEN + 64;
@@ -136,19 +134,8 @@ fn tampered_replayed_reordered_foreign_and_cut_frames_are_refused_and_counted() 
         .build()
         .unwrap();
     let rejected = runtime.block_on(async {
-        let endpoint = Endpoint::bind(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            TlsIdentity::generate().unwrap(),
-        )
-        .unwrap();
-        let signed = directory_service::fetch_pool(
-            &endpoint,
-            cluster.directory_addr,
-            cluster.directory_fingerprint,
-        )
-        .await
-        .unwrap();
-        let host = pool::verify_pool(&signed).pop().unwrap();
+        let (endpoint, mut pool) = common::endpoint_and_pool(&cluster).await;
+        let host = pool.pop().unwrap();
 
         // A designer pinning another certificate never gets a connection.
         let addr: SocketAddr = host.descriptor.address.parse().unwrap();

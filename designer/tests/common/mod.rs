@@ -1,12 +1,18 @@
 //! What the designer's integration tests share: the workspace, MNIST and the paper's model.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
 use mixnn_designer::{
     data::{self, Splits},
+    local_cluster::LocalCluster,
+    pool::{self, Candidate},
     spec::ModelSpec,
+};
+use mixnn_host::{
+    directory_service,
+    transport::{Endpoint, TlsIdentity},
 };
 
 /// The workspace root.
@@ -30,4 +36,21 @@ pub fn mnist(train: usize, test: usize) -> Splits {
 /// The paper's model spec.
 pub fn paper_spec() -> ModelSpec {
     ModelSpec::from_file(&workspace().join("models/paper-mlp.toml")).unwrap()
+}
+
+/// A fresh endpoint on loopback, and the cluster's pool as the directory serves it (verified).
+pub async fn endpoint_and_pool(cluster: &LocalCluster) -> (Endpoint, Vec<Candidate>) {
+    let endpoint = Endpoint::bind(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        TlsIdentity::generate().unwrap(),
+    )
+    .unwrap();
+    let signed = directory_service::fetch_pool(
+        &endpoint,
+        cluster.directory_addr,
+        cluster.directory_fingerprint,
+    )
+    .await
+    .unwrap();
+    (endpoint, pool::verify_pool(&signed))
 }
