@@ -339,7 +339,8 @@ fn work(
                 }
                 Err(HopError::Rejected { error, report }) => {
                     bump(&counters.frames_rejected);
-                    tracing::warn!(%error, ?from, "frame rejected");
+                    // Peer input: counted, logged quietly (a hostile peer must not flood the log).
+                    tracing::debug!(%error, ?from, "frame rejected");
                     links.send(report.into_iter().collect());
                 }
                 Err(HopError::Failed) => bump(&counters.frames_after_failure),

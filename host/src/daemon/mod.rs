@@ -427,7 +427,7 @@ async fn accept_setup(inner: Arc<Inner>, peer: Fingerprint, mut streams: Streams
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             bump(&counters.setups_refused);
-            tracing::warn!(error = %e, "setup refused");
+            tracing::debug!(error = %e, "setup refused");
             return refuse(streams, "setup refused");
         }
         Err(_) => return refuse(streams, "internal"),
