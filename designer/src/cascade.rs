@@ -221,6 +221,15 @@ impl Cascade {
         Ok(shapes)
     }
 
+    /// Sets the layers' states (safetensors bytes, by layer, as [`Cascade::export_states`]
+    /// gives them); an empty state leaves its layer as it is.
+    pub fn import_states(&mut self, states: &[Vec<u8>]) -> Result<(), CascadeError> {
+        for (i, state) in states.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            self.call(i, "import-state", |l| l.import_state(state))?;
+        }
+        Ok(())
+    }
+
     /// Every layer's state (parameters and optimizer buffers), as safetensors bytes.
     pub fn export_states(&mut self) -> Result<Vec<Vec<u8>>, CascadeError> {
         (0..self.layers.len())

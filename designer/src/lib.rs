@@ -2,7 +2,8 @@
 //!
 //! This crate holds the model spec ([`spec`]), the data loader ([`data`]), the in-process
 //! cascade ([`cascade`]) that calls each layer's component through the same sandbox a host
-//! uses (or natively, as a baseline), and the training loop ([`train`]). The `mixnn` binary is
+//! uses (or natively, as a baseline), the remote one ([`remote`]), the training loop
+//! ([`train`]) and weights files ([`weights`]). The `mixnn` binary is
 //! its command line.
 //!
 //! ```no_run
@@ -26,3 +27,4 @@ pub mod pool;
 pub mod remote;
 pub mod spec;
 pub mod train;
+pub mod weights;

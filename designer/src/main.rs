@@ -12,6 +12,7 @@ use mixnn_designer::{
     data,
     spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
+    weights::Layout,
 };
 use mixnn_host::{Sandbox, SandboxConfig, daemon::hex_fingerprint};
 
@@ -222,6 +223,15 @@ struct TrainArgs {
     /// Print one JSON object per epoch instead of a table.
     #[arg(long)]
     json: bool,
+    /// Start from the weights in FILE instead of the seeded init: safetensors, named as
+    /// PyTorch's `state_dict` of an `nn.Sequential` of the layers (`0.weight`, `0.bias`, ...;
+    /// weights `[out, in]`, F32), as `--save-weights` writes.
+    #[arg(long, value_name = "FILE")]
+    init_weights: Option<PathBuf>,
+    /// Save the trained weights to FILE (safetensors, the names of `--init-weights`), which
+    /// PyTorch loads with `model.load_state_dict(safetensors.torch.load_file(FILE))`.
+    #[arg(long, value_name = "FILE")]
+    save_weights: Option<PathBuf>,
     #[command(flatten)]
     order: OrderArgs,
     #[command(flatten)]
@@ -320,10 +330,28 @@ fn train_command(args: TrainArgs) -> Result<()> {
         (Some(_), None) => return Err(anyhow!("--directory needs --directory-fingerprint")),
         _ => None,
     };
+    if let Some(path) = &args.save_weights {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(anyhow!(
+                "--save-weights {}: no such directory",
+                path.display()
+            ));
+        }
+    }
+    let (init_weights, save_weights) = (args.init_weights, args.save_weights);
     let reports = run_in_sandbox_worker(move |sandbox| match remote {
         None => {
             let mut cascade = Cascade::build(&spec, backend, sandbox)?;
-            Ok(train::train(&mut cascade, &splits, &options, print)?)
+            if let Some(path) = &init_weights {
+                let layout = Layout::new(&spec, &cascade.export_states()?)?;
+                cascade.import_states(&read_weights(&layout, path)?)?;
+            }
+            let reports = train::train(&mut cascade, &splits, &options, print)?;
+            if let Some(path) = &save_weights {
+                save(&spec, path, &cascade.export_states()?)?;
+            }
+            Ok(reports)
         }
         Some(remote) => {
             let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
@@ -333,9 +361,21 @@ fn train_command(args: TrainArgs) -> Result<()> {
                 ..options
             };
             let input = [options.batch_size, splits.train.pixels];
-            let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input)?;
+            let states = match &init_weights {
+                // The model's layout, from a fresh copy of it here.
+                Some(path) => {
+                    let mut probe = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
+                    read_weights(&Layout::new(&spec, &probe.export_states()?)?, path)?
+                }
+                None => Vec::new(),
+            };
+            let mut cascade =
+                RemoteCascade::connect_from(&spec, sandbox, &remote, &input, &states)?;
             tracing::info!(hops = ?cascade.describe(), "cascade ready");
             let reports = train::train(&mut cascade, &splits, &options, print)?;
+            if let Some(path) = &save_weights {
+                save(&spec, path, &cascade.export_states()?)?;
+            }
             cascade.close();
             Ok(reports)
         }
@@ -346,7 +386,22 @@ fn train_command(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `job` on a sandbox worker thread (whose stack suits calls into components).
+/// The layers' states from a weights file.
+fn read_weights(layout: &Layout, path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
+    layout
+        .read(path)
+        .with_context(|| format!("--init-weights {}", path.display()))
+}
+
+/// Writes the layers' `states` to a weights file.
+fn save(spec: &ModelSpec, path: &std::path::Path, states: &[Vec<u8>]) -> Result<()> {
+    Layout::new(spec, states)?
+        .write(path, states)
+        .with_context(|| format!("--save-weights {}", path.display()))?;
+    tracing::info!(path = %path.display(), "weights saved");
+    Ok(())
+}
+
 /// The data set in `dir` (or the default one), cut to the first examples if asked.
 pub(crate) fn load_data(
     dir: Option<&std::path::Path>,
@@ -365,6 +420,7 @@ pub(crate) fn load_data(
     Ok(splits)
 }
 
+/// Runs `job` on a sandbox worker thread (whose stack suits calls into components).
 pub(crate) fn run_in_sandbox_worker<R: Send + 'static>(
     job: impl FnOnce(Option<&Sandbox>) -> Result<R> + Send + 'static,
 ) -> Result<R> {

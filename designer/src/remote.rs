@@ -267,6 +267,20 @@ impl RemoteCascade {
         options: &RemoteOptions,
         input_shape: &[usize],
     ) -> Result<Self, RemoteError> {
+        Self::connect_from(spec, sandbox, options, input_shape, &[])
+    }
+
+    /// As [`RemoteCascade::connect`], with the layers starting from `states` (by layer, as
+    /// [`Cascade::export_states`] gives them; a missing or empty one: the layer's own init).
+    /// Each hop receives its layers' states in its op=0 layer, sealed for it alone.
+    pub fn connect_from(
+        spec: &ModelSpec,
+        sandbox: &Sandbox,
+        options: &RemoteOptions,
+        input_shape: &[usize],
+        states: &[Vec<u8>],
+    ) -> Result<Self, RemoteError> {
+        let state_of = |i: usize| states.get(i).cloned().unwrap_or_default();
         let groups = spec.hosts();
         let keep_first = usize::from(options.keep_first);
         let keep_last = usize::from(options.keep_last);
@@ -280,8 +294,19 @@ impl RemoteCascade {
                 .into_iter()
                 .flatten()
                 .map(|&i| {
-                    build_layer(spec, i, Backend::Wasm, Some(sandbox))
-                        .map(|(info, backend)| LocalLayer { info, backend })
+                    let (info, mut backend) = build_layer(spec, i, Backend::Wasm, Some(sandbox))?;
+                    let state = state_of(i);
+                    if !state.is_empty() {
+                        backend
+                            .import_state(&state)
+                            .map_err(|source| CascadeError::Call {
+                                index: i,
+                                name: info.name.clone(),
+                                op: "import-state",
+                                source,
+                            })?;
+                    }
+                    Ok(LocalLayer { info, backend })
                 })
                 .collect()
         };
@@ -366,6 +391,7 @@ impl RemoteCascade {
                         Ok(HopLayer {
                             component: component_bytes(spec, i)?,
                             config: spec.init_config(i)?.to_bytes(),
+                            state: state_of(i),
                         })
                     })
                     .collect::<Result<Vec<_>, CascadeError>>()?,
@@ -388,6 +414,7 @@ impl RemoteCascade {
                 hop_layers.push(vec![HopLayer {
                     component: mixnn_components::IDENTITY.to_vec(),
                     config: dummy_config(),
+                    state: Vec::new(),
                 }]);
                 flags.push(0);
             }

@@ -111,6 +111,11 @@ pub struct LayerSpec {
     /// Momentum for this layer (default: the training one).
     #[serde(default)]
     pub momentum: Option<f32>,
+    /// How many modules of a PyTorch `nn.Sequential` the layer stands for, which numbers the
+    /// tensors of weights files ([`crate::weights`]). Default: 2 for `linear-relu`, 0 for the
+    /// loss (the last layer), 1 otherwise.
+    #[serde(default)]
+    pub torch_modules: Option<usize>,
 }
 
 /// How a model runs over remote hosts (the `[cascade]` table; command-line flags override).

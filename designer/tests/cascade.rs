@@ -1,7 +1,7 @@
 //! End to end over real processes on loopback: a directory and hosts started from the `mixnn`
 //! binary, sessions set up through onions over QUIC, and the results compared bit for bit
 //! with the same model trained in this process (P9), with dummies and with the first and last
-//! layers kept by the designer (P6). Hostile setups are refused and counted while the host
+//! layers kept by the designer (P6), and from a weights file. Hostile setups are refused and counted while the host
 //! keeps serving.
 //!
 //! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
@@ -21,6 +21,7 @@ use mixnn_designer::{
     local_cluster::LocalCluster,
     remote::{RemoteCascade, RemoteOptions},
     train::{self, EpochReport, TrainOptions},
+    weights::Layout,
 };
 use mixnn_host::{
     Sandbox, SandboxConfig, daemon::unix_now, keys::HostKeys, transport::stream_kind,
@@ -76,14 +77,22 @@ fn on_worker<R: Send + 'static>(job: impl FnOnce(&Sandbox) -> R + Send + 'static
 
 type Run = (Vec<EpochReport>, Vec<Vec<u8>>);
 
-fn train_both(remote: RemoteOptions, splits: Splits) -> (Run, Run, Vec<String>) {
+/// Trains in this process and over the cluster, both starting from `init` (by layer; none:
+/// the seeded init).
+fn train_both(
+    remote: RemoteOptions,
+    splits: Splits,
+    init: Vec<Vec<u8>>,
+) -> (Run, Run, Vec<String>) {
     on_worker(move |sandbox| {
         let spec = paper_spec();
         let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox)).unwrap();
+        local.import_states(&init).unwrap();
         let local_reports = train::train(&mut local, &splits, &options(), |_| {}).unwrap();
         let local_states = local.export_states().unwrap();
         let input = [64, splits.train.pixels];
-        let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input).unwrap();
+        let mut cascade =
+            RemoteCascade::connect_from(&spec, sandbox, &remote, &input, &init).unwrap();
         let hops = cascade.describe();
         let reports = train::train(&mut cascade, &splits, &options(), |_| {}).unwrap();
         let states = cascade.export_states().unwrap();
@@ -120,18 +129,34 @@ fn host_processes_train_bit_for_bit_like_one_process_with_dummies_and_kept_layer
     let splits = mnist(640, 256);
 
     // P9: 5 actual hosts + 2 dummies.
-    let (local, remote, hops) =
-        train_both(remote_options(&cluster, 2, (false, false)), splits.clone());
+    let (local, remote, hops) = train_both(
+        remote_options(&cluster, 2, (false, false)),
+        splits.clone(),
+        Vec::new(),
+    );
     assert_eq!(hops.len(), 7);
     assert_eq!(hops.iter().filter(|h| *h == "dummy").count(), 2);
     assert!(hops[0] != "dummy" && hops[6] != "dummy", "{hops:?}");
     assert_same(&local, &remote);
 
     // P6: the designer keeps the first and the last layers; still exact, with cover traffic
-    // looping through the cascade between the batches.
+    // looping through the cascade between the batches. Both start from the weights of a
+    // weights file (another seed's, as `--init-weights` reads it): the kept layers import
+    // them here, the hops from their op=0 layers.
     let mut options = remote_options(&cluster, 1, (true, true));
     options.cover_rate = 50.0;
-    let (local, remote, hops) = train_both(options, splits);
+    let mut other = paper_spec();
+    other.training.seed = 99;
+    let mut donor = Cascade::build(&other, Backend::Native, None).unwrap();
+    let donor_states = donor.export_states().unwrap();
+    let layout = Layout::new(&other, &donor_states).unwrap();
+    let init = layout.load(&layout.save(&donor_states).unwrap()).unwrap();
+    let without_init = local;
+    let (local, remote, hops) = train_both(options, splits, init);
+    assert!(
+        local.1 != without_init.1,
+        "the weights file made no difference"
+    );
     assert_eq!(hops.len(), 4, "{hops:?}");
     assert!(
         !hops
@@ -200,6 +225,7 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
             layers: vec![HopLayer {
                 component: mixnn_components::IDENTITY.to_vec(),
                 config: br#"{"seed":0,"optimizer":{"lr":0,"momentum":0},"layer":{}}"#.to_vec(),
+                state: Vec::new(),
             }],
             flags: 0,
         }];
@@ -216,6 +242,7 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
         let identity_config = || HopLayer {
             component: mixnn_components::IDENTITY.to_vec(),
             config: br#"{"seed":0,"optimizer":{"lr":0,"momentum":0},"layer":{}}"#.to_vec(),
+            state: Vec::new(),
         };
         let two_hops = vec![
             HopPlan {
@@ -261,8 +288,11 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
     assert_eq!(stats.wrong_neighbour, 1, "{stats:?}");
 
     // The host still serves: a full session through all five hosts trains exactly.
-    let (local, remote, _) =
-        train_both(remote_options(&cluster, 0, (false, false)), mnist(256, 64));
+    let (local, remote, _) = train_both(
+        remote_options(&cluster, 0, (false, false)),
+        mnist(256, 64),
+        Vec::new(),
+    );
     assert_same(&local, &remote);
     cluster.shutdown().unwrap();
 }

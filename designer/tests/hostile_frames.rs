@@ -52,6 +52,7 @@ impl Session {
             layers: vec![HopLayer {
                 component: mixnn_components::IDENTITY.to_vec(),
                 config: br#"{"seed":0,"optimizer":{"lr":0,"momentum":0},"layer":{}}"#.to_vec(),
+                state: Vec::new(),
             }],
             flags: 0,
         }];

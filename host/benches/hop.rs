@@ -115,6 +115,7 @@ fn main() {
                 layers: vec![HopLayer {
                     component: c.to_vec(),
                     config: b"{}".to_vec(),
+                    state: Vec::new(),
                 }],
                 flags: 0,
             })

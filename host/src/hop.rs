@@ -139,7 +139,8 @@ impl<E> std::fmt::Debug for Hop<E> {
 }
 
 impl<E: Entropy> Hop<E> {
-    /// Starts a hop from its setup: loads and initialises its layers in `sandbox`. Returns the
+    /// Starts a hop from its setup: loads and initialises its layers in `sandbox` (from the
+    /// states the setup carries, if any). Returns the
     /// frames to send at once: readiness towards the designer if the hop is first, or a
     /// failure report if a layer would not start. Call on one of the sandbox's workers.
     pub fn start(
@@ -182,6 +183,11 @@ impl<E: Entropy> Hop<E> {
                 .map_err(layer_failure("load"))?;
             let mut session = sandbox.start(&module).map_err(layer_failure("start"))?;
             let info = session.init(&layer.config).map_err(layer_failure("init"))?;
+            if !layer.state.is_empty() {
+                session
+                    .import_state(&layer.state)
+                    .map_err(layer_failure("import-state"))?;
+            }
             hop.layers.push(Layer { session, info });
             Ok(())
         });

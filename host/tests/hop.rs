@@ -10,7 +10,7 @@
 
 use mixnn_components::{IDENTITY, LINEAR, LINEAR_RELU, LOG_SOFTMAX, NLL_LOSS};
 use mixnn_host::{
-    Sandbox, SandboxConfig,
+    LayerSession, Sandbox, SandboxConfig,
     hop::{Hop, Outgoing, Toward},
     wit::{Mode, Tensor},
 };
@@ -23,12 +23,14 @@ use mixnn_wire::{
     setup::{HopLayer, HopSetup, Peer, peel},
 };
 
-fn config(layer: &str) -> Vec<u8> {
-    format!(r#"{{"seed": 5, "optimizer": {{"lr": 0.1, "momentum": 0.9}}, "layer": {layer}}}"#)
+fn config(seed: u64, layer: &str) -> Vec<u8> {
+    format!(r#"{{"seed": {seed}, "optimizer": {{"lr": 0.1, "momentum": 0.9}}, "layer": {layer}}}"#)
         .into_bytes()
 }
 
-fn layers() -> Vec<Vec<(&'static [u8], Vec<u8>)>> {
+/// The hops' layers, their init drawing from `seed`.
+fn layers_seeded(seed: u64) -> Vec<Vec<(&'static [u8], Vec<u8>)>> {
+    let config = |layer: &str| config(seed, layer);
     vec![
         vec![(
             LINEAR_RELU,
@@ -43,6 +45,37 @@ fn layers() -> Vec<Vec<(&'static [u8], Vec<u8>)>> {
     ]
 }
 
+fn layers() -> Vec<Vec<(&'static [u8], Vec<u8>)>> {
+    layers_seeded(5)
+}
+
+/// Which hop runs each of the five layers.
+const HOP_OF_LAYER: [usize; 5] = [0, 1, 2, 2, 2];
+
+/// The same layers called directly, without hops.
+fn direct_layers(sandbox: &Sandbox, seed: u64) -> Vec<LayerSession> {
+    layers_seeded(seed)
+        .into_iter()
+        .flatten()
+        .map(|(c, config)| {
+            let mut session = sandbox.start(&sandbox.load(c).unwrap()).unwrap();
+            session.init(&config).unwrap();
+            session
+        })
+        .collect()
+}
+
+/// Runs `f` on a worker of a fresh sandbox (components run only there).
+fn on_worker(f: impl FnOnce(&Sandbox) + Send + 'static) {
+    let sandbox = std::sync::Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let sandbox2 = std::sync::Arc::clone(&sandbox);
+    sandbox
+        .spawn_worker("test", move || f(&sandbox2))
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 struct Session {
     designer: DesignerCircuit,
     hops: Vec<Hop<SystemEntropy>>,
@@ -50,7 +83,8 @@ struct Session {
     setups: Vec<HopSetup>,
 }
 
-fn start(sandbox: &Sandbox) -> (Session, Vec<Outgoing>) {
+/// Sets up a session whose layers start from `states` (by layer; empty: their own init).
+fn start(sandbox: &Sandbox, states: &[Vec<u8>]) -> (Session, Vec<Outgoing>) {
     let keys: Vec<OnionPrivateKey> = (0..3)
         .map(|_| OnionPrivateKey::generate().unwrap())
         .collect();
@@ -66,9 +100,14 @@ fn start(sandbox: &Sandbox) -> (Session, Vec<Outgoing>) {
             onion_key: &publics[i],
             layers: layers
                 .into_iter()
-                .map(|(c, config)| HopLayer {
-                    component: c.to_vec(),
-                    config,
+                .enumerate()
+                .map(|(k, (c, config))| {
+                    let layer = HOP_OF_LAYER.iter().position(|&h| h == i).unwrap() + k;
+                    HopLayer {
+                        component: c.to_vec(),
+                        config,
+                        state: states.get(layer).cloned().unwrap_or_default(),
+                    }
                 })
                 .collect(),
             flags: if i == 2 { HopSetup::LOSS } else { 0 },
@@ -174,19 +213,110 @@ fn batch(step: usize) -> (WireTensor, WireTensor) {
     )
 }
 
+/// One training step through the session; checks the loss and the input gradient against
+/// the same step on `direct`.
+fn train_step_like_direct(s: &mut Session, direct: &mut [LayerSession], step: usize) {
+    let (x, y) = batch(step);
+    let blob = s.designer.label_blob(&y, &mut SystemEntropy).unwrap();
+    let out = s.send_first(&FrameBody {
+        op: Op::FORWARD,
+        tensor: Some(x.clone()),
+        blob,
+    });
+    assert_eq!(out.len(), 1);
+    let (hop, report) = s.report_from_last(&out[0].1);
+    // Direct: forward, loss, backward.
+    let mut t = Tensor {
+        shape: x.shape.clone(),
+        data: x.data.clone(),
+    };
+    for layer in &mut direct[..4] {
+        t = layer.forward(&t, Mode::Train).unwrap();
+    }
+    let target = Tensor {
+        shape: y.shape.clone(),
+        data: y.data.clone(),
+    };
+    let loss = direct[4].loss(&t, &target).unwrap();
+    assert_eq!((hop, report), (2, Report::Loss(loss.loss)), "step {step}");
+    let mut g = loss.grad_input;
+    for layer in direct[..4].iter_mut().rev() {
+        g = layer.backward(&g).unwrap();
+    }
+    let blob = s.designer.random_blob(&mut SystemEntropy);
+    let out = s.send_last(&FrameBody {
+        op: Op::BACKWARD,
+        tensor: None,
+        blob,
+    });
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, Toward::Prev);
+    let back = s.designer.first.open(&out[0].1).unwrap();
+    assert_eq!(back.op, Op::BACKWARD);
+    assert_eq!(
+        back.tensor.unwrap().data,
+        g.data,
+        "input gradient, step {step}"
+    );
+}
+
+#[test]
+fn hops_start_from_the_states_their_setup_carries() {
+    on_worker(|sandbox| {
+        // States unlike the hops' own init (another seed), with momentum from one step.
+        let mut direct = direct_layers(sandbox, 6);
+        let mut scratch = direct_layers(sandbox, 6);
+        let (x, _) = batch(0);
+        let mut t = Tensor {
+            shape: x.shape,
+            data: x.data,
+        };
+        for layer in &mut scratch[..4] {
+            t = layer.forward(&t, Mode::Train).unwrap();
+        }
+        for layer in scratch[..4].iter_mut().rev() {
+            t = layer.backward(&t).unwrap();
+        }
+        let states: Vec<Vec<u8>> = scratch
+            .iter_mut()
+            .map(|l| l.export_state().unwrap())
+            .collect();
+        for (layer, state) in direct.iter_mut().zip(&states) {
+            layer.import_state(state).unwrap();
+        }
+        let (mut s, ready) = start(sandbox, &states);
+        let out = s.run(0, ready);
+        assert_eq!(s.report_from_last(&out[0].1), (2, Report::Ready));
+        for step in 1..3 {
+            train_step_like_direct(&mut s, &mut direct, step);
+        }
+
+        // A state that does not fit its layer (the 5x3 linear's, for the 6x5 one) fails the
+        // setup, and the failure reaches the designer.
+        let mut wrong = vec![Vec::new(); 5];
+        wrong[0] = states[2].clone();
+        let (mut s, out) = start(sandbox, &wrong);
+        let out = s.run(0, out);
+        assert_eq!(out.len(), 1);
+        match s.report_from_last(&out[0].1) {
+            (0, Report::Failure(message)) => {
+                assert!(
+                    message.contains("import-state") && message.contains("shape"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
 #[test]
 fn a_session_trains_exactly_like_direct_calls_and_hops_see_only_their_part() {
-    let sandbox = std::sync::Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
-    let sandbox2 = std::sync::Arc::clone(&sandbox);
-    sandbox
-        .spawn_worker("test", move || run(&sandbox2))
-        .unwrap()
-        .join()
-        .unwrap();
+    on_worker(run);
 }
 
 fn run(sandbox: &Sandbox) {
-    let (mut s, ready) = start(sandbox);
+    let (mut s, ready) = start(sandbox, &[]);
     assert_eq!(s.setups[0].link_out, s.setups[1].link_in);
     assert_eq!(s.setups[0].circuit_out, s.setups[1].circuit_in);
     // Readiness travels hop to hop and comes out of the last as a sealed report.
@@ -194,60 +324,9 @@ fn run(sandbox: &Sandbox) {
     assert_eq!(out.len(), 1);
     assert_eq!(s.report_from_last(&out[0].1), (2, Report::Ready));
 
-    // The same layers called directly.
-    let mut direct: Vec<_> = layers()
-        .into_iter()
-        .flatten()
-        .map(|(c, config)| {
-            let mut session = sandbox.start(&sandbox.load(c).unwrap()).unwrap();
-            session.init(&config).unwrap();
-            session
-        })
-        .collect();
-
+    let mut direct = direct_layers(sandbox, 5);
     for step in 0..3 {
-        let (x, y) = batch(step);
-        let blob = s.designer.label_blob(&y, &mut SystemEntropy).unwrap();
-        let out = s.send_first(&FrameBody {
-            op: Op::FORWARD,
-            tensor: Some(x.clone()),
-            blob,
-        });
-        assert_eq!(out.len(), 1);
-        let (hop, report) = s.report_from_last(&out[0].1);
-        // Direct: forward, loss, backward.
-        let mut t = Tensor {
-            shape: x.shape.clone(),
-            data: x.data.clone(),
-        };
-        for layer in &mut direct[..4] {
-            t = layer.forward(&t, Mode::Train).unwrap();
-        }
-        let target = Tensor {
-            shape: y.shape.clone(),
-            data: y.data.clone(),
-        };
-        let loss = direct[4].loss(&t, &target).unwrap();
-        assert_eq!((hop, report), (2, Report::Loss(loss.loss)), "step {step}");
-        let mut g = loss.grad_input;
-        for layer in direct[..4].iter_mut().rev() {
-            g = layer.backward(&g).unwrap();
-        }
-        let blob = s.designer.random_blob(&mut SystemEntropy);
-        let out = s.send_last(&FrameBody {
-            op: Op::BACKWARD,
-            tensor: None,
-            blob,
-        });
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0, Toward::Prev);
-        let back = s.designer.first.open(&out[0].1).unwrap();
-        assert_eq!(back.op, Op::BACKWARD);
-        assert_eq!(
-            back.tensor.unwrap().data,
-            g.data,
-            "input gradient, step {step}"
-        );
+        train_step_like_direct(&mut s, &mut direct, step);
     }
 
     // A test pass: the last hop's non-loss output comes back in the tensor.
@@ -271,7 +350,7 @@ fn run(sandbox: &Sandbox) {
     // the direct layers' state. Hop 0 gets one slot more than it needs (an empty part).
     let mut want: Vec<Vec<u8>> = vec![Vec::new(); 3];
     for (i, layer) in direct.iter_mut().enumerate() {
-        let hop = [0, 1, 2, 2, 2][i];
+        let hop = HOP_OF_LAYER[i];
         let state = layer.export_state().unwrap();
         want[hop].extend((state.len() as u32).to_be_bytes());
         want[hop].extend(state);

@@ -1,5 +1,5 @@
 //! The op=0 session-setup onion: one layer per hop, each telling its hop only what that hop
-//! needs (its component, config, neighbours, circuit ids and keys).
+//! needs (its component, config and initial state, neighbours, circuit ids and keys).
 //!
 //! Layer `i` is `RSA-OAEP(pk_i, k_i || body_len) || AES-GCM(k_i, setup_i) || E_i(layer i+1)`,
 //! where `E_i` is the AES-CTR keystream of `k_i`. A hop strips its layer from the front,
@@ -25,13 +25,15 @@ pub const MAX_ADDRESS_LEN: usize = 255;
 pub const MAX_COMPONENT_LEN: usize = 16 << 20;
 /// Largest layer config.
 pub const MAX_CONFIG_LEN: usize = 1 << 20;
+/// Largest initial state of a layer.
+pub const MAX_STATE_LEN: usize = 64 << 20;
 /// Most layers one hop may hold.
 pub const MAX_LAYERS_PER_HOP: usize = 16;
 /// Largest op=0 message a host accepts.
 pub const MAX_SETUP_LEN: usize = 128 << 20;
 
 const SETUP_NONCE: [u8; 12] = [0; 12];
-const SETUP_AAD: &[u8] = b"mixnn setup v1";
+const SETUP_AAD: &[u8] = b"mixnn setup v2";
 const SETUP_KEY: &[u8] = b"setup body";
 const ONION_STREAM: &[u8] = b"setup onion";
 
@@ -108,6 +110,9 @@ pub struct HopLayer {
     pub component: Vec<u8>,
     /// Its `init` config.
     pub config: Vec<u8>,
+    /// The state it starts from (safetensors bytes for `import-state`), or empty for the one
+    /// its `init` draws.
+    pub state: Vec<u8>,
 }
 
 impl HopSetup {
@@ -120,7 +125,7 @@ impl HopSetup {
         let size: usize = self
             .layers
             .iter()
-            .map(|l| 8 + l.component.len() + l.config.len())
+            .map(|l| 12 + l.component.len() + l.config.len() + l.state.len())
             .sum();
         let mut out = Vec::with_capacity(256 + size);
         out.extend(self.expires_at.to_be_bytes());
@@ -144,6 +149,7 @@ impl HopSetup {
         for layer in &self.layers {
             put_lp32(&mut out, &layer.component);
             put_lp32(&mut out, &layer.config);
+            put_lp32(&mut out, &layer.state);
         }
         out
     }
@@ -173,6 +179,7 @@ impl HopSetup {
                         Ok(HopLayer {
                             component: r.take_lp32(MAX_COMPONENT_LEN)?.to_vec(),
                             config: r.take_lp32(MAX_CONFIG_LEN)?.to_vec(),
+                            state: r.take_lp32(MAX_STATE_LEN)?.to_vec(),
                         })
                     })
                     .collect::<Result<_, ReadError>>()?
@@ -253,6 +260,9 @@ fn check_sizes(setup: &HopSetup) -> Result<(), SetupError> {
         }
         if layer.config.len() > MAX_CONFIG_LEN {
             return Err(SetupError::TooLarge("config"));
+        }
+        if layer.state.len() > MAX_STATE_LEN {
+            return Err(SetupError::TooLarge("state"));
         }
     }
     for peer in [&setup.prev, &setup.next] {
@@ -336,6 +346,7 @@ mod tests {
             layers: vec![HopLayer {
                 component: vec![i; component_len],
                 config: format!("{{\"layer\": {i}}}").into_bytes(),
+                state: vec![i; 3],
             }],
         }
     }
