@@ -86,6 +86,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         cover_rate: args.cascade.cover_rate,
         step_timeout: Duration::from_secs(60),
         session_ttl: Duration::from_secs(24 * 3600),
+        per_message_rsa: false,
     };
     let json = args.json;
     let outcome = run_in_sandbox_worker(move |sandbox| {

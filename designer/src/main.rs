@@ -16,7 +16,9 @@ use mixnn_designer::{
 };
 use mixnn_host::{Sandbox, SandboxConfig, daemon::hex_fingerprint};
 
+mod bench;
 mod demo;
+mod plot;
 
 /// Train deep-learning models whose layers run as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -35,6 +37,9 @@ enum Command {
     /// cascade of them and in this process with the same seed, and compare accuracy, time and
     /// the final weights. Everything stops and is removed at the end.
     Demo(DemoArgs),
+    /// Benchmarks, measured side by side in one run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run a host daemon (as `mixnn-host run`; used by `demo`).
     #[command(hide = true)]
     ServeHost {
@@ -57,6 +62,14 @@ enum Command {
         #[arg(long)]
         stop_on_stdin_eof: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The paper's experiment (DESIGN.md section 6) in several modes, epoch by epoch in turn,
+    /// from the same initial weights and in the same order: a table per epoch, a summary of
+    /// medians and ratios, a JSON report and the paper's Figure 3 (accuracy.svg, time.svg).
+    Paper(bench::PaperArgs),
 }
 
 /// Over remote hosts: where the directory is and how to build the cascade (defaults: the
@@ -103,6 +116,7 @@ impl CascadeArgs {
             cover_rate: self.cover_rate.unwrap_or(s.cover_rate),
             step_timeout: std::time::Duration::from_secs(self.step_timeout.max(1)),
             session_ttl: std::time::Duration::from_secs(24 * 3600),
+            per_message_rsa: false,
         }
     }
 }
@@ -253,6 +267,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train_command(args),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(BenchCommand::Paper(args)) => bench::paper(args),
         Command::ServeHost {
             config,
             stop_on_stdin_eof,

@@ -58,6 +58,10 @@ pub struct RemoteOptions {
     pub step_timeout: Duration,
     /// How long hosts keep the session.
     pub session_ttl: Duration,
+    /// The paper's own design (its Eq. (2) and (3)), for comparison: every forward and
+    /// backward message carries a fresh onion whose layers each wrap a key to their hop's
+    /// RSA-2048 key, which the hop must unwrap before it acts.
+    pub per_message_rsa: bool,
 }
 
 /// Why a remote cascade failed.

@@ -110,52 +110,63 @@ pub fn train<M: Model>(
     options: &TrainOptions,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Vec<EpochReport>, M::Error> {
-    let mut reports = Vec::with_capacity(options.epochs);
-    let batch_size = options.batch_size.max(1);
     options
         .order
         .check(options.epochs, data.train.len())
         .map_err(CascadeError::from)?;
+    let mut reports = Vec::with_capacity(options.epochs);
     for epoch in 1..=options.epochs {
-        let order = options.order.epoch(options.seed, epoch, data.train.len());
-        let batches = order.len().div_ceil(batch_size);
-        let bar = if options.progress {
-            ProgressBar::new(batches as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {msg} [{bar:30}] {pos}/{len} batches, {elapsed} elapsed, eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(format!("{epoch}/{}", options.epochs));
-        let started = Instant::now();
-        let mut loss_sum = 0.0f64;
-        for chunk in order.chunks(batch_size) {
-            let (x, y) = batch(&data.train, chunk)?;
-            loss_sum += f64::from(cascade.train_step(x, y)?);
-            bar.inc(1);
-        }
-        let train_s = started.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        let started = Instant::now();
-        let evaluation = evaluate(cascade, &data.test, options.test_batch_size)?;
-        let report = EpochReport {
-            epoch,
-            train_loss: loss_sum / batches.max(1) as f64,
-            test_acc: evaluation.confusion.accuracy(),
-            train_s,
-            mode: cascade.mode(),
-            test_s: started.elapsed().as_secs_f64(),
-            evaluation,
-        };
+        let report = train_epoch(cascade, data, options, epoch)?;
         on_epoch(&report);
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Trains `model` for epoch `epoch` (1-based; it picks the epoch's order) and tests it. Call
+/// for epochs 1, 2, ... in turn, after checking `options.order` (as [`train`] does).
+pub fn train_epoch<M: Model>(
+    cascade: &mut M,
+    data: &Splits,
+    options: &TrainOptions,
+    epoch: usize,
+) -> Result<EpochReport, M::Error> {
+    let batch_size = options.batch_size.max(1);
+    let order = options.order.epoch(options.seed, epoch, data.train.len());
+    let batches = order.len().div_ceil(batch_size);
+    let bar = if options.progress {
+        ProgressBar::new(batches as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {msg} [{bar:30}] {pos}/{len} batches, {elapsed} elapsed, eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("{epoch}/{}", options.epochs));
+    let started = Instant::now();
+    let mut loss_sum = 0.0f64;
+    for chunk in order.chunks(batch_size) {
+        let (x, y) = batch(&data.train, chunk)?;
+        loss_sum += f64::from(cascade.train_step(x, y)?);
+        bar.inc(1);
+    }
+    let train_s = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let started = Instant::now();
+    let evaluation = evaluate(cascade, &data.test, options.test_batch_size)?;
+    Ok(EpochReport {
+        epoch,
+        train_loss: loss_sum / batches.max(1) as f64,
+        test_acc: evaluation.confusion.accuracy(),
+        train_s,
+        mode: cascade.mode(),
+        test_s: started.elapsed().as_secs_f64(),
+        evaluation,
+    })
 }
 
 /// Runs the test set through the model and scores the predictions.

@@ -205,6 +205,7 @@ fn options(cluster: &LocalCluster, dummies: usize, keep: bool) -> RemoteOptions 
         cover_rate: if keep { 0.0 } else { 100.0 },
         step_timeout: Duration::from_secs(30),
         session_ttl: Duration::from_secs(600),
+        per_message_rsa: false,
     }
 }
 
