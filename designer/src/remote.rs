@@ -22,11 +22,12 @@ use mixnn_layer_sdk::{InitConfig, LayerInfo, Mode, SgdConfig, Tensor};
 use mixnn_wire::{
     blob::SEAL_OVERHEAD,
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},
-    crypto::SystemEntropy,
+    crypto::{OnionPublicKey, SystemEntropy},
     export,
     frame::{BODY_OVERHEAD, FrameBody, LinkEnd, MIN_FRAME_LEN, Op, WireTensor},
     reader::Reader,
     report::{MAX_MESSAGE_LEN, Report},
+    route,
     setup::{CIRCUIT_ID_LEN, HopLayer, HopSetup},
 };
 use tokio::sync::mpsc;
@@ -213,6 +214,8 @@ pub struct RemoteCascade {
     setup_time: Duration,
     /// The cover traffic task, which holds a sender of the first link.
     cover: Option<tokio::task::JoinHandle<()>>,
+    /// The hops' onion keys, first to last, in sessions with per-message routes.
+    route_keys: Option<Vec<OnionPublicKey>>,
 }
 
 impl std::fmt::Debug for RemoteCascade {
@@ -343,8 +346,14 @@ impl RemoteCascade {
             payload = payload.max(1 + encoded_len(&outputs[test_end]));
         }
         let blob_len = SEAL_OVERHEAD + payload;
-        let frame_len =
-            (CIRCUIT_ID_LEN + 16 + BODY_OVERHEAD + max_tensor + blob_len).max(MIN_FRAME_LEN);
+        // The paper's per-message onion travels beside the tensor: one layer per hop.
+        let route_len = if options.per_message_rsa {
+            route::len(remote_groups.len() + options.dummies)
+        } else {
+            0
+        };
+        let frame_len = (CIRCUIT_ID_LEN + 16 + BODY_OVERHEAD + max_tensor + blob_len + route_len)
+            .max(MIN_FRAME_LEN);
         // The states' sizes once training has begun (optimizers allocate on the first step),
         // which size the export ([`export`]).
         let batch_labels = Tensor::zeros(vec![batch]);
@@ -354,6 +363,11 @@ impl RemoteCascade {
 
         // The cascade: actual hops in order, dummies in random gaps between them.
         let actual = remote_groups.len();
+        let route_flag = if options.per_message_rsa {
+            HopSetup::PER_MESSAGE_RSA
+        } else {
+            0
+        };
         if options.dummies > 0 && actual < 2 {
             return Err(RemoteError::Plan(
                 "dummies go between actual hosts: the cascade needs at least two".into(),
@@ -403,6 +417,7 @@ impl RemoteCascade {
             let loss = !options.keep_last && g + 1 == actual;
             flags.push(
                 if loss { HopSetup::LOSS } else { 0 }
+                    | route_flag
                     | if remote_test_end && group.contains(&test_end) {
                         HopSetup::TEST_END
                     } else {
@@ -420,7 +435,7 @@ impl RemoteCascade {
                     config: dummy_config(),
                     state: Vec::new(),
                 }]);
-                flags.push(0);
+                flags.push(route_flag);
             }
         }
 
@@ -431,7 +446,7 @@ impl RemoteCascade {
             .map_err(protocol)?;
         let n = hops.len();
         let setup_started = std::time::Instant::now();
-        let (onion, circuit, first, last) = runtime.block_on(async {
+        let (onion, circuit, first, last, keys) = runtime.block_on(async {
             let endpoint = Endpoint::bind(
                 SocketAddr::from(([0, 0, 0, 0], 0)),
                 TlsIdentity::generate()?,
@@ -496,11 +511,13 @@ impl RemoteCascade {
             let mut attach = vec![stream_kind::ATTACH];
             attach.extend(circuit.last.circuit());
             last_send.write_all(&attach).await.map_err(protocol)?;
+            let keys: Vec<OnionPublicKey> = chosen.into_iter().map(|c| c.onion_key).collect();
             Ok::<_, RemoteError>((
                 onion.len(),
                 circuit,
                 (first_conn, first_send, first_recv),
                 (last_conn, last_send, last_recv),
+                keys,
             ))
         })?;
         tracing::info!(
@@ -532,6 +549,7 @@ impl RemoteCascade {
             broken: false,
             setup_time: Duration::ZERO,
             cover: None,
+            route_keys: options.per_message_rsa.then_some(keys),
         };
         match cascade.receive("setup")? {
             (End::Last, body) if body.op == Op::REPORT => match cascade.report(End::Last, &body)? {
@@ -561,6 +579,7 @@ impl RemoteCascade {
                     op: Op::COVER,
                     tensor: None,
                     blob: mixnn_wire::blob::random(blob_len, &mut SystemEntropy),
+                    route: Vec::new(),
                 };
                 if tx.send(body).await.is_err() {
                     return;
@@ -701,6 +720,19 @@ impl RemoteCascade {
         })
     }
 
+    /// A fresh per-message onion for a frame of `op` (forward: first hop to last; backward:
+    /// last to first), in sessions that use them; else nothing.
+    fn route(&self, op: Op) -> Result<Vec<u8>, RemoteError> {
+        let Some(keys) = &self.route_keys else {
+            return Ok(Vec::new());
+        };
+        let mut order: Vec<&OnionPublicKey> = keys.iter().collect();
+        if op == Op::BACKWARD {
+            order.reverse();
+        }
+        route::build(&order, op, &mut SystemEntropy).map_err(protocol)
+    }
+
     /// Closes the session: the links finish, and the hops tear it down in turn.
     pub fn close(mut self) {
         if let Some(cover) = self.cover.take() {
@@ -756,6 +788,7 @@ impl RemoteCascade {
                     op: Op::EXPORT,
                     tensor: None,
                     blob,
+                    route: Vec::new(),
                 },
             )?;
         }
@@ -828,6 +861,7 @@ impl Model for RemoteCascade {
                 op: Op::FORWARD,
                 tensor: Some(to_wire(x)?),
                 blob,
+                route: self.route(Op::FORWARD)?,
             },
         )?;
         let body = self.expect(End::Last, "forward")?;
@@ -861,6 +895,7 @@ impl Model for RemoteCascade {
                 op: Op::BACKWARD,
                 tensor: grad,
                 blob,
+                route: self.route(Op::BACKWARD)?,
             },
         )?;
         let body = self.expect(End::First, "backward")?;
@@ -889,6 +924,7 @@ impl Model for RemoteCascade {
                 op: Op::TEST,
                 tensor: Some(to_wire(x)?),
                 blob,
+                route: Vec::new(),
             },
         )?;
         let body = self.expect(End::Last, "test")?;

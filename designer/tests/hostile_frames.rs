@@ -112,6 +112,7 @@ impl Session {
                 op: Op::COVER,
                 tensor: None,
                 blob,
+                route: Vec::new(),
             })
             .unwrap()
     }

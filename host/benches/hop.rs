@@ -48,6 +48,7 @@ fn relay_cost(frame_len: usize, iterations: usize) -> Duration {
             data: vec![0.5; values / 2 * 2],
         }),
         blob: vec![7; blob_len],
+        route: Vec::new(),
     };
     let frames: Vec<Vec<u8>> = (0..iterations)
         .map(|_| prev_up.seal(&body).unwrap())

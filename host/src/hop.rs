@@ -9,11 +9,12 @@
 
 use mixnn_wire::{
     blob::{self, Recipient},
-    crypto::{Entropy, Key},
+    crypto::{Entropy, Key, OnionPrivateKey},
     export::{self, ExportSlot},
     frame::{FrameBody, FrameError, LinkEnd, Op, Side, WireTensor},
     reader::put_lp32,
     report::Report,
+    route,
     setup::{HopSetup, Peer},
 };
 
@@ -126,6 +127,8 @@ pub struct Hop<E> {
     reported_rejection: bool,
     entropy: E,
     observer: Option<Observer>,
+    /// The host's onion key, for sessions with per-message routes ([`route`]).
+    route_key: Option<std::sync::Arc<OnionPrivateKey>>,
 }
 
 impl<E> std::fmt::Debug for Hop<E> {
@@ -175,6 +178,7 @@ impl<E: Entropy> Hop<E> {
             reported_rejection: false,
             entropy,
             observer: None,
+            route_key: None,
         };
         let mut out = Vec::new();
         let loaded = setup.layers.iter().try_for_each(|layer| {
@@ -227,6 +231,12 @@ impl<E: Entropy> Hop<E> {
             }
         }
         out
+    }
+
+    /// Gives the hop its host's onion key, which sessions flagged
+    /// [`HopSetup::PER_MESSAGE_RSA`] need for every forward and backward frame.
+    pub fn set_route_key(&mut self, key: std::sync::Arc<OnionPrivateKey>) {
+        self.route_key = Some(key);
     }
 
     /// Shows `observer` everything this hop decrypts from now on (for audits: see
@@ -295,6 +305,18 @@ impl<E: Entropy> Hop<E> {
     ) -> Result<(), Failure> {
         blob::layer(&self.blob_key, &mut body.blob)
             .map_err(|_| Failure::Protocol("blob too short"))?;
+        let routed = matches!(
+            (from, body.op),
+            (Toward::Prev, Op::FORWARD) | (Toward::Next, Op::BACKWARD)
+        );
+        if routed && self.flags & HopSetup::PER_MESSAGE_RSA != 0 {
+            let key = self
+                .route_key
+                .as_ref()
+                .ok_or(Failure::Protocol("no onion key for per-message routes"))?;
+            body.route = route::peel(key, &body.route, body.op, &mut self.entropy)
+                .map_err(|_| Failure::Protocol("a route layer that does not open"))?;
+        }
         match (from, body.op) {
             (Toward::Prev, Op::READY) => self.send_ready(body.blob, out)?,
             (Toward::Prev, Op::FORWARD) => self.forward(body, out)?,
@@ -351,7 +373,13 @@ impl<E: Entropy> Hop<E> {
             out.push(self.report(Toward::Next, &Report::Loss(loss.loss))?);
         } else {
             self.pending = Some(None);
-            out.push(self.frame(Toward::Next, Op::FORWARD, Some(wire(x)), body.blob)?);
+            let next = FrameBody {
+                op: Op::FORWARD,
+                tensor: Some(wire(x)),
+                blob: body.blob,
+                route: body.route,
+            };
+            out.push(self.seal(Toward::Next, &next)?);
         }
         Ok(())
     }
@@ -370,7 +398,13 @@ impl<E: Entropy> Hop<E> {
                 .backward(&g)
                 .map_err(layer_failure("backward"))?;
         }
-        out.push(self.frame(Toward::Prev, Op::BACKWARD, Some(wire(g)), body.blob)?);
+        let prev = FrameBody {
+            op: Op::BACKWARD,
+            tensor: Some(wire(g)),
+            blob: body.blob,
+            route: body.route,
+        };
+        out.push(self.seal(Toward::Prev, &prev)?);
         Ok(())
     }
 
@@ -493,7 +527,15 @@ impl<E: Entropy> Hop<E> {
         tensor: Option<WireTensor>,
         blob: Vec<u8>,
     ) -> Result<Outgoing, FrameError> {
-        self.seal(to, &FrameBody { op, tensor, blob })
+        self.seal(
+            to,
+            &FrameBody {
+                op,
+                tensor,
+                blob,
+                route: Vec::new(),
+            },
+        )
     }
 
     fn seal(&mut self, to: Toward, body: &FrameBody) -> Result<Outgoing, FrameError> {

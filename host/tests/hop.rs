@@ -14,12 +14,15 @@ use mixnn_host::{
     hop::{Hop, Outgoing, Toward},
     wit::{Mode, Tensor},
 };
+use std::sync::Arc;
+
 use mixnn_wire::{
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},
-    crypto::{OnionPrivateKey, SystemEntropy},
+    crypto::{OnionPrivateKey, OnionPublicKey, SystemEntropy},
     export,
     frame::{FrameBody, Op, WireTensor},
     report::Report,
+    route,
     setup::{HopLayer, HopSetup, Peer, peel},
 };
 
@@ -81,13 +84,21 @@ struct Session {
     hops: Vec<Hop<SystemEntropy>>,
     /// What each hop decrypted at setup.
     setups: Vec<HopSetup>,
+    /// The hops' onion keys (SPKI DER), in sessions with per-message onions.
+    routes: Option<Vec<Vec<u8>>>,
 }
 
 /// Sets up a session whose layers start from `states` (by layer; empty: their own init).
 fn start(sandbox: &Sandbox, states: &[Vec<u8>]) -> (Session, Vec<Outgoing>) {
-    let keys: Vec<OnionPrivateKey> = (0..3)
-        .map(|_| OnionPrivateKey::generate().unwrap())
+    start_with(sandbox, states, false)
+}
+
+/// As [`start`]; with `routes`, forward and backward frames carry per-message onions.
+fn start_with(sandbox: &Sandbox, states: &[Vec<u8>], routes: bool) -> (Session, Vec<Outgoing>) {
+    let keys: Vec<Arc<OnionPrivateKey>> = (0..3)
+        .map(|_| Arc::new(OnionPrivateKey::generate().unwrap()))
         .collect();
+    let route_flag = if routes { HopSetup::PER_MESSAGE_RSA } else { 0 };
     let publics: Vec<_> = keys.iter().map(|k| k.public_key().unwrap()).collect();
     let plan = layers()
         .into_iter()
@@ -110,12 +121,12 @@ fn start(sandbox: &Sandbox, states: &[Vec<u8>]) -> (Session, Vec<Outgoing>) {
                     }
                 })
                 .collect(),
-            flags: if i == 2 { HopSetup::LOSS } else { 0 },
+            flags: if i == 2 { HopSetup::LOSS } else { 0 } | route_flag,
         })
         .collect();
     let params = SessionParams {
         expires_at: u64::MAX,
-        frame_len: 1024,
+        frame_len: if routes { 2048 } else { 1024 },
         blob_len: 200,
     };
     let (mut onion, designer) = circuit::build(plan, params, &mut SystemEntropy).unwrap();
@@ -126,7 +137,8 @@ fn start(sandbox: &Sandbox, states: &[Vec<u8>]) -> (Session, Vec<Outgoing>) {
         let peeled = peel(key, &onion, 1, &mut SystemEntropy).unwrap();
         onion = peeled.forward;
         setups.push(peeled.setup.clone());
-        let (hop, out) = Hop::start(peeled.setup, sandbox, SystemEntropy).unwrap();
+        let (mut hop, out) = Hop::start(peeled.setup, sandbox, SystemEntropy).unwrap();
+        hop.set_route_key(Arc::clone(key));
         hops.push(hop);
         first_out.push(out);
     }
@@ -138,6 +150,7 @@ fn start(sandbox: &Sandbox, states: &[Vec<u8>]) -> (Session, Vec<Outgoing>) {
             designer,
             hops,
             setups,
+            routes: routes.then(|| publics.iter().map(|k| k.der().to_vec()).collect()),
         },
         out,
     )
@@ -176,14 +189,33 @@ impl Session {
         to_designer
     }
 
+    /// `body` with a fresh per-message onion, in sessions that use them.
+    fn routed(&self, body: &FrameBody) -> FrameBody {
+        let mut body = body.clone();
+        if let Some(ders) = &self.routes {
+            let keys: Vec<OnionPublicKey> = ders
+                .iter()
+                .map(|d| OnionPublicKey::from_der(d).unwrap())
+                .collect();
+            let mut order: Vec<&OnionPublicKey> = keys.iter().collect();
+            if body.op == Op::BACKWARD {
+                order.reverse();
+            }
+            if matches!(body.op, Op::FORWARD | Op::BACKWARD) {
+                body.route = route::build(&order, body.op, &mut SystemEntropy).unwrap();
+            }
+        }
+        body
+    }
+
     fn send_first(&mut self, body: &FrameBody) -> Vec<(Toward, Vec<u8>)> {
-        let frame = self.designer.first.seal(body).unwrap();
+        let frame = self.designer.first.seal(&self.routed(body)).unwrap();
         let out = self.hops[0].on_frame(Toward::Prev, &frame).unwrap();
         self.run(0, out)
     }
 
     fn send_last(&mut self, body: &FrameBody) -> Vec<(Toward, Vec<u8>)> {
-        let frame = self.designer.last.seal(body).unwrap();
+        let frame = self.designer.last.seal(&self.routed(body)).unwrap();
         let last = self.hops.len() - 1;
         let out = self.hops[last].on_frame(Toward::Next, &frame).unwrap();
         self.run(last, out)
@@ -222,6 +254,7 @@ fn train_step_like_direct(s: &mut Session, direct: &mut [LayerSession], step: us
         op: Op::FORWARD,
         tensor: Some(x.clone()),
         blob,
+        route: Vec::new(),
     });
     assert_eq!(out.len(), 1);
     let (hop, report) = s.report_from_last(&out[0].1);
@@ -248,6 +281,7 @@ fn train_step_like_direct(s: &mut Session, direct: &mut [LayerSession], step: us
         op: Op::BACKWARD,
         tensor: None,
         blob,
+        route: Vec::new(),
     });
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, Toward::Prev);
@@ -311,6 +345,40 @@ fn hops_start_from_the_states_their_setup_carries() {
 }
 
 #[test]
+fn per_message_onions_are_peeled_by_every_hop_and_required() {
+    on_worker(|sandbox| {
+        let (mut s, ready) = start_with(sandbox, &[], true);
+        let out = s.run(0, ready);
+        assert_eq!(s.report_from_last(&out[0].1), (2, Report::Ready));
+        // Every hop, dummy included, unwraps its layer of each forward and backward frame.
+        let mut direct = direct_layers(sandbox, 5);
+        for step in 0..2 {
+            train_step_like_direct(&mut s, &mut direct, step);
+        }
+        // A forward frame without its onion ends the session at the first hop, and the
+        // designer hears why.
+        let (x, y) = batch(5);
+        let blob = s.designer.label_blob(&y, &mut SystemEntropy).unwrap();
+        let frame = s
+            .designer
+            .first
+            .seal(&FrameBody {
+                op: Op::FORWARD,
+                tensor: Some(x),
+                blob,
+                route: Vec::new(),
+            })
+            .unwrap();
+        let out = s.hops[0].on_frame(Toward::Prev, &frame).unwrap();
+        let out = s.run(0, out);
+        match s.report_from_last(&out[0].1) {
+            (0, Report::Failure(message)) => assert!(message.contains("route"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
 fn a_session_trains_exactly_like_direct_calls_and_hops_see_only_their_part() {
     on_worker(run);
 }
@@ -335,6 +403,7 @@ fn run(sandbox: &Sandbox) {
         op: Op::TEST,
         tensor: Some(x.clone()),
         blob: s.designer.random_blob(&mut SystemEntropy),
+        route: Vec::new(),
     });
     let body = s.designer.last.open(&out[0].1).unwrap();
     let mut t = Tensor {
@@ -370,6 +439,7 @@ fn run(sandbox: &Sandbox) {
             op: Op::EXPORT,
             tensor: None,
             blob,
+            route: Vec::new(),
         });
         assert_eq!(out.len(), 1, "one frame in, one frame out");
         let body = s.designer.last.open(&out[0].1).unwrap();

@@ -155,18 +155,21 @@ pub struct FrameBody {
     /// Opaque bytes that travel with the message (labels sealed for the loss hop, reports
     /// sealed for the designer, or random bytes).
     pub blob: Vec<u8>,
+    /// The paper's per-message onion ([`crate::route`]), in sessions that use it; else empty
+    /// (then its length prefix is four zero bytes, as the padding would be).
+    pub route: Vec<u8>,
 }
 
 const NO_TENSOR: u8 = 0xff;
 
-/// Bytes of a frame body's header and blob length prefix.
-pub const BODY_OVERHEAD: usize = 1 + 1 + 4;
+/// Bytes of a frame body's header and its blob and route length prefixes.
+pub const BODY_OVERHEAD: usize = 1 + 1 + 4 + 4;
 
 impl FrameBody {
     /// Bytes the body needs before padding.
     pub fn encoded_len(&self) -> usize {
         let tensor = self.tensor.as_ref().map_or(0, |t| t.encoded_len() - 1);
-        BODY_OVERHEAD + tensor + self.blob.len()
+        BODY_OVERHEAD + tensor + self.blob.len() + self.route.len()
     }
 
     #[cfg(test)]
@@ -189,6 +192,7 @@ impl FrameBody {
             Some(t) => t.encode_into(out)?,
         }
         put_lp32(out, &self.blob);
+        put_lp32(out, &self.route);
         out.resize(start + capacity, 0);
         Ok(())
     }
@@ -201,11 +205,17 @@ impl FrameBody {
             rank => Some(WireTensor::decode_after_rank(rank, &mut r)?),
         };
         let blob = r.take_lp32(bytes.len())?.to_vec();
+        let route = r.take_lp32(bytes.len())?.to_vec();
         // A fold rather than `any`: it vectorises, and the padding can be most of the frame.
         if r.take_rest().iter().fold(0u8, |acc, &b| acc | b) != 0 {
             return Err(ReadError::Malformed("non-zero padding").into());
         }
-        Ok(FrameBody { op, tensor, blob })
+        Ok(FrameBody {
+            op,
+            tensor,
+            blob,
+            route,
+        })
     }
 }
 
@@ -316,6 +326,7 @@ mod tests {
                 data: (0..values).map(|v| v as f32).collect(),
             }),
             blob: vec![7; 20],
+            route: Vec::new(),
         }
     }
 

@@ -52,4 +52,5 @@ pub mod export;
 pub mod frame;
 pub mod reader;
 pub mod report;
+pub mod route;
 pub mod setup;

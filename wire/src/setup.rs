@@ -120,6 +120,8 @@ impl HopSetup {
     pub const LOSS: u8 = 1;
     /// In test passes, this hop's output goes back to the designer.
     pub const TEST_END: u8 = 2;
+    /// Forward and backward frames carry the paper's per-message onion ([`crate::route`]).
+    pub const PER_MESSAGE_RSA: u8 = 4;
 
     fn encode(&self) -> Vec<u8> {
         let size: usize = self

@@ -315,6 +315,7 @@ fn work(
     );
     let mut hop = match started_hop {
         Ok((mut hop, out)) => {
+            hop.set_route_key(Arc::clone(&inner.onion_key));
             links.send(out);
             if let Some(observer) = observer {
                 hop.observe(observer);

@@ -112,7 +112,7 @@ struct Admission {
 
 pub(crate) struct Inner {
     endpoint: Endpoint,
-    onion_key: OnionPrivateKey,
+    onion_key: Arc<OnionPrivateKey>,
     sandbox: Sandbox,
     limits: Limits,
     counters: Counters,
@@ -178,7 +178,7 @@ impl Daemon {
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         let inner = Arc::new(Inner {
             endpoint,
-            onion_key,
+            onion_key: Arc::new(onion_key),
             sandbox,
             limits: config.limits.clone(),
             counters: Counters::default(),
