@@ -9,16 +9,13 @@ use mixnn_designer::{
     cascade::Cascade,
     local_cluster::LocalCluster,
     remote::{RemoteCascade, RemoteOptions},
-    spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
 };
 
 use mixnn_host::daemon::DaemonStats;
 use serde::Serialize;
 
-use crate::{DemoArgs, load_data, print_evaluation, run_in_sandbox_worker};
-
-const PAPER_MODEL: &str = include_str!("../../models/paper-mlp.toml");
+use crate::{DemoArgs, load_data, model_spec, print_evaluation, run_in_sandbox_worker};
 
 struct Outcome {
     inproc: Vec<EpochReport>,
@@ -28,10 +25,7 @@ struct Outcome {
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
-    let mut spec = match &args.model {
-        Some(path) => ModelSpec::from_file(path)?,
-        None => ModelSpec::parse(PAPER_MODEL, std::env::current_dir()?)?,
-    };
+    let mut spec = model_spec(args.model.as_deref())?;
     if let Some(seed) = args.seed {
         spec.training.seed = seed;
     }

@@ -262,6 +262,11 @@ impl LocalCluster {
         dir.is_dir().then_some(dir)
     }
 
+    /// Host `i`'s process id (to read its resident memory, say).
+    pub fn host_pid(&self, i: usize) -> Option<u32> {
+        self.hosts.get(i).map(|h| h.child.id())
+    }
+
     /// Where host `i` keeps its files.
     pub fn host_dir(&self, i: usize) -> Option<&Path> {
         self.host_dirs.get(i).map(PathBuf::as_path)

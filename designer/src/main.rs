@@ -18,7 +18,6 @@ use mixnn_host::{Sandbox, SandboxConfig, daemon::hex_fingerprint};
 
 mod bench;
 mod demo;
-mod plot;
 
 /// Train deep-learning models whose layers run as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -69,7 +68,11 @@ enum BenchCommand {
     /// The paper's experiment (DESIGN.md section 6) in several modes, epoch by epoch in turn,
     /// from the same initial weights and in the same order: a table per epoch, a summary of
     /// medians and ratios, a JSON report and the paper's Figure 3 (accuracy.svg, time.svg).
-    Paper(bench::PaperArgs),
+    Paper(bench::paper::PaperArgs),
+    /// How the costs grow: time per batch against the cascade's length (its extra hops
+    /// dummies), host selection against the pool's size, and a host's memory against its
+    /// concurrent sessions; tables, a JSON report and plots.
+    Scale(bench::scale::ScaleArgs),
 }
 
 /// Over remote hosts: where the directory is and how to build the cascade (defaults: the
@@ -267,7 +270,8 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => train_command(args),
         Command::Demo(args) => demo::run(args),
-        Command::Bench(BenchCommand::Paper(args)) => bench::paper(args),
+        Command::Bench(BenchCommand::Paper(args)) => bench::paper::run(args),
+        Command::Bench(BenchCommand::Scale(args)) => bench::scale::run(args),
         Command::ServeHost {
             config,
             stop_on_stdin_eof,
@@ -406,6 +410,15 @@ fn read_weights(layout: &Layout, path: &std::path::Path) -> Result<Vec<Vec<u8>>>
     layout
         .read(path)
         .with_context(|| format!("--init-weights {}", path.display()))
+}
+
+/// The model spec at `path`, or the paper's model (models/paper-mlp.toml, built in).
+pub(crate) fn model_spec(path: Option<&std::path::Path>) -> Result<ModelSpec> {
+    const PAPER_MODEL: &str = include_str!("../../models/paper-mlp.toml");
+    Ok(match path {
+        Some(path) => ModelSpec::from_file(path)?,
+        None => ModelSpec::parse(PAPER_MODEL, std::env::current_dir()?)?,
+    })
 }
 
 /// Writes the layers' `states` to a weights file.

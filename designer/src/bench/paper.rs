@@ -12,14 +12,12 @@ use mixnn_designer::{
     cascade::Cascade,
     local_cluster::LocalCluster,
     remote::{RemoteCascade, RemoteOptions},
-    spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
 };
 use serde::Serialize;
 
-use crate::{load_data, plot, run_in_sandbox_worker};
-
-const PAPER_MODEL: &str = include_str!("../../models/paper-mlp.toml");
+use super::{Machine, median, plot};
+use crate::{load_data, model_spec, run_in_sandbox_worker};
 
 /// The time per epoch of PyTorch on this machine (DESIGN.md section 6: 2.15, one thread)...
 const PYTORCH_S: f64 = 0.32;
@@ -42,7 +40,7 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Cascade => "cascade",
             Mode::Paper => "paper",
@@ -176,51 +174,13 @@ struct Report {
     summary: Vec<Summary>,
 }
 
-#[derive(Debug, Serialize)]
-struct Machine {
-    cpu: String,
-    cores: usize,
-    os: String,
-}
-
-impl Machine {
-    fn this() -> Self {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split(':').nth(1))
-                    .map(|m| m.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        Machine {
-            cpu,
-            cores: std::thread::available_parallelism().map_or(1, usize::from),
-            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        }
-    }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    match xs.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => xs[n / 2],
-        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-    }
-}
-
-pub(crate) fn paper(args: PaperArgs) -> Result<()> {
+pub(crate) fn run(args: PaperArgs) -> Result<()> {
     let mut modes = args.modes.clone();
     modes.dedup();
     if modes.is_empty() {
         return Err(anyhow!("--modes names no mode"));
     }
-    let mut spec = match &args.model {
-        Some(path) => ModelSpec::from_file(path)?,
-        None => ModelSpec::parse(PAPER_MODEL, std::env::current_dir()?)?,
-    };
+    let mut spec = model_spec(args.model.as_deref())?;
     if let Some(seed) = args.seed {
         spec.training.seed = seed;
     }
