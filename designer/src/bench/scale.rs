@@ -136,7 +136,8 @@ struct Report {
     /// Milliseconds against descriptors.
     pool_fit: Fit,
     memory: Vec<MemoryRow>,
-    /// Megabytes against sessions.
+    /// Megabytes against sessions, from one session on (the first also compiles the
+    /// components, which the host then keeps).
     memory_fit: Fit,
 }
 
@@ -179,8 +180,10 @@ pub(crate) fn run(args: ScaleArgs) -> Result<()> {
             .iter()
             .map(|r| (r.descriptors as f64, r.total_ms))
             .collect()),
+        // From the first session on: it alone also compiles the components (then cached).
         memory_fit: fit(memory
             .iter()
+            .filter(|r| r.sessions > 0)
             .map(|r| (r.sessions as f64, r.rss_mb))
             .collect()),
         hops,
@@ -295,7 +298,8 @@ fn print(report: &Report) {
     }
     let f = &report.memory_fit;
     println!(
-        "growth: {:.1} MB + {:.2} MB per session (R² {:.4})",
+        "growth from the first session (which also compiles the components): {:.1} MB + \
+         {:.2} MB per session (R² {:.4})",
         f.intercept, f.slope, f.r2
     );
 }
