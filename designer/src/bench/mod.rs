@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 pub(crate) mod paper;
-mod plot;
+pub(crate) mod plot;
 pub(crate) mod scale;
 
 /// The machine a report comes from.

@@ -16,7 +16,8 @@ fn colour(i: usize) -> RGBColor {
         RGBColor(214, 39, 40),
         RGBColor(44, 160, 44),
         RGBColor(255, 127, 14),
-    ][i % 4]
+        RGBColor(127, 127, 127),
+    ][i % 5]
 }
 
 /// One line of a chart: its name and its points.
@@ -47,7 +48,16 @@ pub(crate) fn lines(
 ) -> Result<()> {
     let draw_error = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
     let points = || series.iter().flat_map(|(_, p)| p.iter());
-    let x = range(points().map(|p| p.0), false);
+    // Whole numbers on the x axis (epochs, hops) get whole-number ticks.
+    let mut xs: Vec<f64> = points().map(|p| p.0).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let whole = xs.iter().all(|x| x.fract() == 0.0) && xs.len() <= 12;
+    let x = match (whole, xs.first(), xs.last()) {
+        (true, Some(&lo), Some(&hi)) => lo - 0.5..hi + 0.5,
+        _ => range(xs.iter().copied(), false),
+    };
+    let ticks = if whole { xs.len() + 1 } else { 10 };
     let y = range(points().map(|p| p.1), y_from_zero);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw_error(&e))?;
@@ -62,6 +72,14 @@ pub(crate) fn lines(
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
+        .x_labels(ticks)
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.1}")
+            }
+        })
         .draw()
         .map_err(|e| draw_error(&e))?;
     for (i, (name, points)) in series.iter().enumerate() {
@@ -90,9 +108,22 @@ pub(crate) fn lines(
     Ok(())
 }
 
+/// PyTorch's figures for the same run, where known: its test accuracy after each epoch, and
+/// its seconds per epoch.
+pub(crate) struct Reference<'a> {
+    pub(crate) accuracy: &'a [f64],
+    pub(crate) seconds: f64,
+}
+
 /// Writes the paper's Figure 3: (a) test accuracy per epoch to `accuracy`, (b) training time
-/// per epoch to `time`, one line per mode.
-pub(crate) fn figure3(rows: &[Row], modes: &[Mode], accuracy: &Path, time: &Path) -> Result<()> {
+/// per epoch to `time`, one line per mode, and PyTorch's if known.
+pub(crate) fn figure3(
+    rows: &[Row],
+    modes: &[Mode],
+    reference: Option<Reference<'_>>,
+    accuracy: &Path,
+    time: &Path,
+) -> Result<()> {
     let per_mode = |value: fn(&Row) -> f64| -> Vec<Series> {
         modes
             .iter()
@@ -106,18 +137,33 @@ pub(crate) fn figure3(rows: &[Row], modes: &[Mode], accuracy: &Path, time: &Path
             })
             .collect()
     };
+    let epochs = rows.iter().map(|r| r.epoch).max().unwrap_or(0);
+    let mut acc = per_mode(|r| r.test_acc);
+    let mut secs = per_mode(|r| r.train_s);
+    if let Some(reference) = reference {
+        let name = "pytorch (reference)".to_owned();
+        let points = (1..=epochs)
+            .zip(reference.accuracy)
+            .map(|(e, &a)| (e as f64, a))
+            .collect();
+        acc.push((name.clone(), points));
+        let points = (1..=epochs)
+            .map(|e| (e as f64, reference.seconds))
+            .collect();
+        secs.push((name, points));
+    }
     lines(
         accuracy,
         "(a) test accuracy per epoch",
         ("epoch", "test accuracy"),
-        &per_mode(|r| r.test_acc),
+        &acc,
         false,
     )?;
     lines(
         time,
         "(b) training time per epoch",
         ("epoch", "seconds"),
-        &per_mode(|r| r.train_s),
+        &secs,
         true,
     )
 }
