@@ -22,7 +22,7 @@ use crate::{load_data, model_spec, run_in_sandbox_worker};
 /// The time per epoch of PyTorch on this machine (DESIGN.md section 6: 2.15, one thread)...
 const PYTORCH_S: f64 = 0.32;
 /// ...over this many training examples (a shorter run is compared with its share).
-const PYTORCH_EXAMPLES: f64 = 24_000.0;
+const PYTORCH_EXAMPLES: usize = 24_000;
 /// PyTorch's test accuracy after epochs 1, 2, 3 of the paper's model on all of that slice.
 const PYTORCH_ACCURACY: [f64; 3] = [0.886, 0.924, 0.933];
 
@@ -332,7 +332,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         .iter()
         .position(|&m| m == Mode::Inproc)
         .map(|i| &states[i]);
-    let pytorch_s = args.pytorch_s * train_examples as f64 / PYTORCH_EXAMPLES;
+    let pytorch_s = args.pytorch_s * train_examples as f64 / PYTORCH_EXAMPLES as f64;
     let median_of = |m: Mode| {
         median(
             rows.iter()
@@ -406,7 +406,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
     let time = args.out.join("time.svg");
     // PyTorch's accuracy is known for the paper's model on the whole slice only.
     let reference = plot::Reference {
-        accuracy: if report.model == "paper-mlp" && train_examples == PYTORCH_EXAMPLES as usize {
+        accuracy: if report.model == "paper-mlp" && train_examples == PYTORCH_EXAMPLES {
             &PYTORCH_ACCURACY
         } else {
             &[]
