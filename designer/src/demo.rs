@@ -81,6 +81,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         step_timeout: Duration::from_secs(60),
         session_ttl: Duration::from_secs(24 * 3600),
         per_message_rsa: false,
+        byte_inputs: true,
     };
     let json = args.json;
     let outcome = run_in_sandbox_worker(move |sandbox| {

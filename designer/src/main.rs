@@ -120,6 +120,7 @@ impl CascadeArgs {
             step_timeout: std::time::Duration::from_secs(self.step_timeout.max(1)),
             session_ttl: std::time::Duration::from_secs(24 * 3600),
             per_message_rsa: false,
+            byte_inputs: true,
         }
     }
 }

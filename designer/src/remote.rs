@@ -24,7 +24,9 @@ use mixnn_wire::{
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},
     crypto::{OnionPublicKey, SystemEntropy},
     export,
-    frame::{BODY_OVERHEAD, FrameBody, LinkEnd, MIN_FRAME_LEN, Op, WireTensor},
+    frame::{
+        self, BODY_OVERHEAD, FrameBody, LinkEnd, MIN_FRAME_LEN, Op, WireTensor, byte_tensor_len,
+    },
     reader::Reader,
     report::{MAX_MESSAGE_LEN, Report},
     route,
@@ -63,6 +65,10 @@ pub struct RemoteOptions {
     /// backward message carries a fresh onion whose layers each wrap a key to their hop's
     /// RSA-2048 key, which the hop must unwrap before it acts.
     pub per_message_rsa: bool,
+    /// The inputs are bytes scaled to [0, 1] (`k / 255`, as images from IDX files): they
+    /// travel as bytes, and frames are sized for that, a quarter of `f32`. A batch that is
+    /// not is refused.
+    pub byte_inputs: bool,
 }
 
 /// Why a remote cascade failed.
@@ -335,10 +341,16 @@ impl RemoteCascade {
         let test_end = layer_count.saturating_sub(2);
         let remote_test_end = remote_groups.iter().any(|g| g.contains(&test_end));
         // Tensors on the links: the input of every remote group, and of the kept tail.
+        // The first hop's input may travel as bytes; unless the designer keeps layers before
+        // it, the first hop returns no gradient of it (`DROP_INPUT_GRAD`).
+        let byte_input = options.byte_inputs && !options.keep_first;
         let max_tensor = remote_groups
             .iter()
             .chain(groups.last().filter(|_| options.keep_last))
-            .map(|g| encoded_len(&input_of(g[0])))
+            .map(|g| match g[0] {
+                0 if byte_input => byte_tensor_len(input_shape),
+                first => encoded_len(&input_of(first)),
+            })
             .max()
             .unwrap_or(0);
         let mut payload = (1 + MAX_MESSAGE_LEN + 8).max(encoded_len(&[batch]));
@@ -417,6 +429,11 @@ impl RemoteCascade {
             let loss = !options.keep_last && g + 1 == actual;
             flags.push(
                 if loss { HopSetup::LOSS } else { 0 }
+                    | if g == 0 && !options.keep_first {
+                        HopSetup::DROP_INPUT_GRAD
+                    } else {
+                        0
+                    }
                     | route_flag
                     | if remote_test_end && group.contains(&test_end) {
                         HopSetup::TEST_END
@@ -599,6 +616,14 @@ impl RemoteCascade {
     }
 
     fn send(&mut self, end: End, body: FrameBody) -> Result<(), RemoteError> {
+        let frame_len = self.circuit.params().frame_len as usize;
+        let needed = body.encoded_len();
+        if needed > frame::capacity(frame_len) {
+            return Err(RemoteError::Plan(format!(
+                "a message of {needed} bytes does not fit the session's {frame_len}-byte frames \
+                 (with byte_inputs, every input must be a byte over 255)"
+            )));
+        }
         let link = match end {
             End::First => &self.first,
             End::Last => &self.last,

@@ -51,6 +51,7 @@ fn remote_options(cluster: &LocalCluster, dummies: usize, keep: (bool, bool)) ->
         step_timeout: Duration::from_secs(30),
         session_ttl: Duration::from_secs(600),
         per_message_rsa: false,
+        byte_inputs: true,
     }
 }
 

@@ -206,28 +206,37 @@ fn options(cluster: &LocalCluster, dummies: usize, keep: bool) -> RemoteOptions 
         step_timeout: Duration::from_secs(30),
         session_ttl: Duration::from_secs(600),
         per_message_rsa: false,
+        byte_inputs: true,
     }
 }
 
-/// 32-byte windows of each image (from where its pixels are most varied): whoever holds an
-/// image holds its window.
+/// 32-byte windows of each image (from where its pixels are most varied), as `f32` values
+/// and as the bytes they travel as: whoever holds an image holds its windows.
 fn image_needles(splits: &Splits) -> HashSet<[u8; 32]> {
     let pixels = splits.train.pixels;
+    let most_varied = |image: &[f32], width: usize| {
+        (0..pixels - width)
+            .map(|at| {
+                let distinct: HashSet<u32> =
+                    image[at..at + width].iter().map(|p| p.to_bits()).collect();
+                (distinct.len(), at)
+            })
+            .max()
+            .unwrap()
+            .1
+    };
     splits
         .train
         .images
         .chunks(pixels)
-        .map(|image| {
-            let bytes: Vec<u8> = image.iter().flat_map(|p| p.to_le_bytes()).collect();
-            (0..pixels - 8)
-                .map(|at| {
-                    let distinct: HashSet<u32> =
-                        image[at..at + 8].iter().map(|p| p.to_bits()).collect();
-                    (distinct.len(), at)
-                })
-                .max()
-                .map(|(_, at)| bytes[4 * at..4 * at + 32].try_into().unwrap())
-                .unwrap()
+        .flat_map(|image| {
+            let floats: Vec<u8> = image.iter().flat_map(|p| p.to_le_bytes()).collect();
+            let bytes: Vec<u8> = image.iter().map(|p| (p * 255.0).round() as u8).collect();
+            let (f, b) = (most_varied(image, 8), most_varied(image, 32));
+            [
+                floats[4 * f..4 * f + 32].try_into().unwrap(),
+                bytes[b..b + 32].try_into().unwrap(),
+            ]
         })
         .collect()
 }

@@ -400,7 +400,7 @@ impl<E: Entropy> Hop<E> {
         }
         let prev = FrameBody {
             op: Op::BACKWARD,
-            tensor: Some(wire(g)),
+            tensor: (self.flags & HopSetup::DROP_INPUT_GRAD == 0).then(|| wire(g)),
             blob: body.blob,
             route: body.route,
         };

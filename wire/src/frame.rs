@@ -68,7 +68,30 @@ pub enum FrameError {
     BadFrameLen(usize),
 }
 
-/// A tensor as it travels: dims and `f32` values.
+/// Set in a tensor's rank byte when its values travel as bytes: each byte `k` stands for
+/// exactly `k as f32 / 255.0`, as image pixels scaled to [0, 1] are. The encoder picks this
+/// whenever every value round-trips, so it changes no value, only the size (a quarter).
+const BYTE_VALUES: u8 = 0x80;
+
+/// `v` as a byte `k` with `k as f32 / 255.0 == v`, bit for bit, if there is one.
+fn byte_of(v: f32) -> Option<u8> {
+    let k = (v * 255.0).round();
+    if !(0.0..=255.0).contains(&k) {
+        return None;
+    }
+    // In 0..=255 and whole: the cast is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let b = k as u8;
+    ((f32::from(b) / 255.0).to_bits() == v.to_bits()).then_some(b)
+}
+
+/// Bytes of a tensor of `shape` whose values travel as bytes ([`WireTensor::encoded_len`]
+/// for image batches).
+pub fn byte_tensor_len(shape: &[usize]) -> usize {
+    1 + 4 * shape.len() + shape.iter().product::<usize>()
+}
+
+/// A tensor as it travels: dims and `f32` values (as bytes when they are all pixels).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WireTensor {
     /// Dimensions.
@@ -78,9 +101,15 @@ pub struct WireTensor {
 }
 
 impl WireTensor {
+    /// Whether its values travel as bytes.
+    fn as_bytes(&self) -> bool {
+        self.data.iter().all(|&v| byte_of(v).is_some())
+    }
+
     /// Bytes of its encoding.
     pub fn encoded_len(&self) -> usize {
-        1 + 4 * self.shape.len() + 4 * self.data.len()
+        let per_value = if self.as_bytes() { 1 } else { 4 };
+        1 + 4 * self.shape.len() + per_value * self.data.len()
     }
 
     /// Appends `rank || dims || values`.
@@ -96,11 +125,18 @@ impl WireTensor {
         if count != Some(self.data.len()) {
             return Err(ReadError::Malformed("tensor shape does not match its data").into());
         }
-        out.push(rank);
+        let bytes: Option<Vec<u8>> = self.data.iter().map(|&v| byte_of(v)).collect();
+        out.push(if bytes.is_some() {
+            rank | BYTE_VALUES
+        } else {
+            rank
+        });
         for d in &self.shape {
             out.extend(d.to_be_bytes());
         }
-        if cfg!(target_endian = "little") {
+        if let Some(bytes) = bytes {
+            out.extend(bytes);
+        } else if cfg!(target_endian = "little") {
             out.extend_from_slice(bytemuck::cast_slice(&self.data));
         } else {
             for v in &self.data {
@@ -112,12 +148,26 @@ impl WireTensor {
 
     /// Reads what [`WireTensor::encode_into`] wrote, after its rank byte.
     fn decode_after_rank(rank: u8, r: &mut Reader<'_>) -> Result<Self, ReadError> {
+        let as_bytes = rank & BYTE_VALUES != 0;
+        let rank = rank & !BYTE_VALUES;
         if usize::from(rank) > MAX_RANK {
             return Err(ReadError::Malformed("tensor rank"));
         }
         let shape = (0..rank)
             .map(|_| r.take_u32())
             .collect::<Result<Vec<_>, _>>()?;
+        if as_bytes {
+            let count = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
+                .ok_or(ReadError::Malformed("tensor too large"))?;
+            let data = r
+                .take(count)?
+                .iter()
+                .map(|&b| f32::from(b) / 255.0)
+                .collect();
+            return Ok(WireTensor { shape, data });
+        }
         let bytes = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
@@ -327,6 +377,43 @@ mod tests {
             }),
             blob: vec![7; 20],
             route: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pixels_travel_as_bytes_and_come_back_bit_for_bit() {
+        let pixels = WireTensor {
+            shape: vec![2, 256],
+            data: (0..512u32)
+                .map(|i| f32::from(u8::try_from(i % 256).unwrap()) / 255.0)
+                .collect(),
+        };
+        assert_eq!(pixels.encoded_len(), byte_tensor_len(&[2, 256]));
+        let mut out = Vec::new();
+        pixels.encode_into(&mut out).unwrap();
+        assert_eq!(out.len(), 1 + 8 + 512);
+        let back = WireTensor::decode(&mut Reader::new(&out)).unwrap();
+        assert!(
+            back.data
+                .iter()
+                .zip(&pixels.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        // One value that is no pixel (nor -0.0, nor a value a bit off k / 255) keeps all
+        // values in f32.
+        for odd in [
+            0.5,
+            -0.0,
+            f32::from_bits((3.0f32 / 255.0).to_bits() + 1),
+            f32::NAN,
+        ] {
+            let mut t = pixels.clone();
+            t.data[7] = odd;
+            assert_eq!(t.encoded_len(), 1 + 8 + 4 * 512, "{odd}");
+            let mut out = Vec::new();
+            t.encode_into(&mut out).unwrap();
+            let back = WireTensor::decode(&mut Reader::new(&out)).unwrap();
+            assert_eq!(back.data[7].to_bits(), odd.to_bits());
         }
     }
 

@@ -122,6 +122,10 @@ impl HopSetup {
     pub const TEST_END: u8 = 2;
     /// Forward and backward frames carry the paper's per-message onion ([`crate::route`]).
     pub const PER_MESSAGE_RSA: u8 = 4;
+    /// The hop before this one (the designer) needs no gradient of this hop's input: its
+    /// backward frames carry no tensor. It tells a first hop that the designer keeps no layer
+    /// before it, which the raw inputs it reads tell it anyway.
+    pub const DROP_INPUT_GRAD: u8 = 8;
 
     fn encode(&self) -> Vec<u8> {
         let size: usize = self

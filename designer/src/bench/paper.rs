@@ -218,6 +218,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         step_timeout: Duration::from_secs(60),
         session_ttl: Duration::from_secs(24 * 3600),
         per_message_rsa: false,
+        byte_inputs: true,
     });
     let run_modes = modes.clone();
     let epochs = args.epochs;

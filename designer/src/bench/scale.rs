@@ -152,6 +152,7 @@ fn remote_options(cluster: &LocalCluster, dummies: usize) -> RemoteOptions {
         step_timeout: Duration::from_secs(60),
         session_ttl: Duration::from_secs(3600),
         per_message_rsa: false,
+        byte_inputs: true,
     }
 }
 
