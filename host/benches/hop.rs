@@ -20,8 +20,8 @@ use mixnn_wire::{
     blob,
     circuit::{self, HopPlan, SessionParams},
     crypto::{Key, OnionPrivateKey, SystemEntropy},
-    frame::{FrameBody, LinkEnd, Op, Side, WireTensor},
-    setup::{self, HopLayer, Peer},
+    frame::{BODY_OVERHEAD, FrameBody, LinkEnd, Op, Side, WireTensor},
+    setup::{self, CIRCUIT_ID_LEN, HopLayer, Peer},
 };
 
 // As in the binaries: 200 KB frames through glibc's malloc cost page faults on every frame.
@@ -35,7 +35,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn relay_cost(frame_len: usize, iterations: usize) -> Duration {
     let blob_len = 512;
-    let values = (frame_len - 16 - 16 - 6 - blob_len - 9) / 4;
+    // The frame's circuit id and tag, the body's header, the tensor's rank and two dims.
+    let values = (frame_len - CIRCUIT_ID_LEN - 16 - BODY_OVERHEAD - blob_len - 9) / 4;
     let (a, b) = (Key([1; 32]), Key([2; 32]));
     let mut prev_up = LinkEnd::new([1; 16], &a, Side::Upstream, frame_len).unwrap();
     let mut me_down = LinkEnd::new([1; 16], &a, Side::Downstream, frame_len).unwrap();

@@ -13,6 +13,7 @@
 //! - [`report`]: what hops tell the designer (ready, loss, test output, state, failure).
 //! - [`circuit`]: the designer's side of a session: plan, onion, and its keys afterwards.
 //! - [`export`]: collecting the hops' states in frames that look alike to every hop.
+//! - [`route`]: the paper's per-message RSA onion, an option kept to measure its cost.
 
 //!
 //! # The protocol, and what is still to build on it
@@ -31,6 +32,10 @@
 //!   until the session expires.
 //! - Frames carry no sequence number (it would be the same on every link, P3): order is the
 //!   link's counter, and a hop alternates forward and backward strictly.
+//! - The session's frame length fits its largest tensor. Tensors whose values are all bytes
+//!   over 255 (image pixels) travel as bytes, exactly ([`frame::WireTensor`]), and a first hop
+//!   flagged [`setup::HopSetup::DROP_INPUT_GRAD`] returns no gradient of the raw inputs, so
+//!   image batches do not set the length at four bytes a pixel.
 //! - Every frame carries a blob of the session's blob length; every hop re-layers every blob
 //!   it receives ([`blob::layer`]), so blobs differ on every link. Labels travel sealed for the
 //!   loss hop, pre-layered by the designer; reports travel sealed for the designer, who

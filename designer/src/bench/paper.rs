@@ -177,8 +177,13 @@ struct Report {
 }
 
 pub(crate) fn run(args: PaperArgs) -> Result<()> {
-    let mut modes = args.modes.clone();
-    modes.dedup();
+    // Each mode once, in the order given.
+    let mut modes: Vec<Mode> = Vec::new();
+    for &m in &args.modes {
+        if !modes.contains(&m) {
+            modes.push(m);
+        }
+    }
     if modes.is_empty() {
         return Err(anyhow!("--modes names no mode"));
     }
