@@ -15,7 +15,7 @@ use mixnn_designer::{
 use mixnn_host::daemon::DaemonStats;
 use serde::Serialize;
 
-use crate::{DemoArgs, load_data, model_spec, print_evaluation, run_in_sandbox_worker};
+use crate::{DemoArgs, model_spec, print_evaluation, run_in_sandbox_worker};
 
 struct Outcome {
     inproc: Vec<EpochReport>,
@@ -29,7 +29,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if let Some(seed) = args.seed {
         spec.training.seed = seed;
     }
-    let splits = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
+    let splits = args.data.load()?;
     let actual = spec.hosts().len()
         - usize::from(args.cascade.keep_first)
         - usize::from(args.cascade.keep_last);

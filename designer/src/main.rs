@@ -130,9 +130,8 @@ struct DemoArgs {
     /// Model spec (TOML) [default: the paper's MLP, models/paper-mlp.toml].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// Directory with the IDX files [default: $MIXNN_DATA, else /usr/share/datasets/fashion-mnist].
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Host processes to start.
     #[arg(long, default_value_t = 8, value_name = "M")]
     hosts: usize,
@@ -142,12 +141,6 @@ struct DemoArgs {
     /// Seed of the initial weights and the shuffles [default: the spec's].
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
-    /// Use only the first N training examples.
-    #[arg(long, value_name = "N")]
-    train_limit: Option<usize>,
-    /// Use only the first N test examples.
-    #[arg(long, value_name = "N")]
-    test_limit: Option<usize>,
     /// Print one JSON line per epoch and mode instead of tables.
     #[arg(long)]
     json: bool,
@@ -155,6 +148,27 @@ struct DemoArgs {
     order: OrderArgs,
     #[command(flatten)]
     cascade: DemoCascadeArgs,
+}
+
+/// The data set, and how much of it to use.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DataArgs {
+    /// Directory with the IDX files [default: $MIXNN_DATA, else /usr/share/datasets/fashion-mnist].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Use only the first N training examples.
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+    /// Use only the first N test examples.
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+}
+
+impl DataArgs {
+    /// The data set, cut as asked.
+    pub(crate) fn load(&self) -> Result<data::Splits> {
+        load_data(self.data.as_deref(), self.train_limit, self.test_limit)
+    }
 }
 
 /// The order of the training examples.
@@ -220,9 +234,8 @@ struct TrainArgs {
     /// Model spec (TOML), e.g. models/paper-mlp.toml.
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
-    /// Directory with the IDX files [default: $MIXNN_DATA, else /usr/share/datasets/fashion-mnist].
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Epochs [default: the spec's].
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
@@ -232,12 +245,6 @@ struct TrainArgs {
     /// How the layers run.
     #[arg(long, value_enum, default_value_t = ModeArg::Wasm)]
     mode: ModeArg,
-    /// Use only the first N training examples.
-    #[arg(long, value_name = "N")]
-    train_limit: Option<usize>,
-    /// Use only the first N test examples.
-    #[arg(long, value_name = "N")]
-    test_limit: Option<usize>,
     /// Print one JSON object per epoch instead of a table.
     #[arg(long)]
     json: bool,
@@ -298,7 +305,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     if let Some(seed) = args.seed {
         spec.training.seed = seed;
     }
-    let splits = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
+    let splits = args.data.load()?;
     let options = TrainOptions {
         epochs: args.epochs.unwrap_or(spec.training.epochs),
         seed: spec.training.seed,

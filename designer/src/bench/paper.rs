@@ -17,7 +17,7 @@ use mixnn_designer::{
 use serde::Serialize;
 
 use super::{Machine, median, plot};
-use crate::{load_data, model_spec, run_in_sandbox_worker};
+use crate::{DataArgs, model_spec, run_in_sandbox_worker};
 
 /// The time per epoch of PyTorch on this machine (DESIGN.md section 6: 2.15, one thread)...
 const PYTORCH_S: f64 = 0.32;
@@ -61,9 +61,8 @@ pub(crate) struct PaperArgs {
     /// Model spec (TOML) [default: the paper's MLP, models/paper-mlp.toml].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// Directory with the IDX files [default: $MIXNN_DATA, else /usr/share/datasets/fashion-mnist].
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Epochs.
     #[arg(long, default_value_t = 3, value_name = "N")]
     epochs: usize,
@@ -84,12 +83,6 @@ pub(crate) struct PaperArgs {
     /// Seed of the initial weights and the shuffles [default: the spec's].
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
-    /// Use only the first N training examples.
-    #[arg(long, value_name = "N")]
-    train_limit: Option<usize>,
-    /// Use only the first N test examples.
-    #[arg(long, value_name = "N")]
-    test_limit: Option<usize>,
     /// Where to write report.json, accuracy.svg and time.svg.
     #[arg(long, default_value = "bench-results/paper", value_name = "DIR")]
     out: PathBuf,
@@ -191,7 +184,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
     if let Some(seed) = args.seed {
         spec.training.seed = seed;
     }
-    let splits = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
+    let splits = args.data.load()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let options = TrainOptions {

@@ -195,49 +195,51 @@ pub(crate) fn run(args: ScaleArgs) -> Result<()> {
     let json = args.out.join("report.json");
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", json.display()))?;
-    let series = |name: &str, points: Vec<(f64, f64)>| vec![(name.to_owned(), points)];
-    plot::lines(
-        &args.out.join("hops.svg"),
-        "time per training batch vs cascade length",
-        ("hops", "ms per batch (median)"),
-        &series(
+    // File, title, axes, line, points.
+    let plots = [
+        (
+            "hops.svg",
+            "time per training batch vs cascade length",
+            ("hops", "ms per batch (median)"),
             "cascade",
             report
                 .hops
                 .iter()
                 .map(|r| (r.hops as f64, r.median_batch_ms))
-                .collect(),
+                .collect::<Vec<_>>(),
         ),
-        true,
-    )?;
-    plot::lines(
-        &args.out.join("pool.svg"),
-        "host selection vs pool size",
-        ("descriptors", "ms (fetch + verify + pick)"),
-        &series(
+        (
+            "pool.svg",
+            "host selection vs pool size",
+            ("descriptors", "ms (fetch + verify + pick)"),
             "selection",
             report
                 .pools
                 .iter()
                 .map(|r| (r.descriptors as f64, r.total_ms))
-                .collect(),
+                .collect::<Vec<_>>(),
         ),
-        true,
-    )?;
-    plot::lines(
-        &args.out.join("memory.svg"),
-        "a host's resident memory vs concurrent sessions",
-        ("sessions", "MB resident"),
-        &series(
+        (
+            "memory.svg",
+            "a host's resident memory vs concurrent sessions",
+            ("sessions", "MB resident"),
             "host",
             report
                 .memory
                 .iter()
                 .map(|r| (r.sessions as f64, r.rss_mb))
-                .collect(),
+                .collect::<Vec<_>>(),
         ),
-        true,
-    )?;
+    ];
+    for (file, title, axes, name, points) in plots {
+        plot::lines(
+            &args.out.join(file),
+            title,
+            axes,
+            &[(name.to_owned(), points)],
+            true,
+        )?;
+    }
     println!(
         "\nwrote {} and hops.svg, pool.svg, memory.svg beside it",
         json.display()
