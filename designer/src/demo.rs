@@ -72,16 +72,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     };
     options.order.check(options.epochs, splits.train.len())?;
     let remote = RemoteOptions {
-        directory: cluster.directory_addr,
-        directory_fingerprint: cluster.directory_fingerprint,
         dummies: args.cascade.dummies,
         keep_first: args.cascade.keep_first,
         keep_last: args.cascade.keep_last,
         cover_rate: args.cascade.cover_rate,
-        step_timeout: Duration::from_secs(60),
-        session_ttl: Duration::from_secs(24 * 3600),
-        per_message_rsa: false,
-        byte_inputs: true,
+        ..cluster.remote_options()
     };
     let json = args.json;
     let outcome = run_in_sandbox_worker(move |sandbox| {

@@ -233,9 +233,14 @@ impl LocalCluster {
                 .map_err(|e| ClusterError::Start(e.to_string()))?;
             let deadline = Instant::now() + timeout;
             loop {
-                let have = directory_service::fetch_pool(&endpoint, addr, fp)
-                    .await
-                    .map_or(0, |pool| pool.len());
+                let have = directory_service::fetch_pool(
+                    &endpoint,
+                    addr,
+                    fp,
+                    directory_service::DEFAULT_MAX_POOL,
+                )
+                .await
+                .map_or(0, |pool| pool.len());
                 if have >= n {
                     return Ok(());
                 }
@@ -247,6 +252,11 @@ impl LocalCluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
+    }
+
+    /// Options for sessions over this cluster's directory (defaults for the rest).
+    pub fn remote_options(&self) -> crate::remote::RemoteOptions {
+        crate::remote::RemoteOptions::new(self.directory_addr, self.directory_fingerprint)
     }
 
     /// The counters host `i` last wrote.

@@ -100,6 +100,10 @@ struct CascadeArgs {
     /// Seconds to wait for any answer of the cascade before giving up.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     step_timeout: u64,
+    /// The most hosts to take from the directory: a larger pool is refused, and the
+    /// directory's answer is read no further than this many descriptors.
+    #[arg(long, default_value_t = mixnn_host::directory_service::DEFAULT_MAX_POOL, value_name = "N")]
+    max_pool: usize,
 }
 
 impl CascadeArgs {
@@ -111,16 +115,13 @@ impl CascadeArgs {
     ) -> RemoteOptions {
         let s = &spec.cascade;
         RemoteOptions {
-            directory,
-            directory_fingerprint: fingerprint,
             dummies: self.dummies.unwrap_or(s.dummies),
             keep_first: self.keep_first || s.keep_first,
             keep_last: self.keep_last || s.keep_last,
             cover_rate: self.cover_rate.unwrap_or(s.cover_rate),
             step_timeout: std::time::Duration::from_secs(self.step_timeout.max(1)),
-            session_ttl: std::time::Duration::from_secs(24 * 3600),
-            per_message_rsa: false,
-            byte_inputs: true,
+            max_pool: self.max_pool,
+            ..RemoteOptions::new(directory, fingerprint)
         }
     }
 }

@@ -16,7 +16,7 @@ use std::{
 use mixnn_host::{
     Sandbox,
     directory_service::{self, DirectoryClientError},
-    transport::{Endpoint, Fingerprint, TlsIdentity, TransportError, stream_kind},
+    transport::{Endpoint, Fingerprint, TlsIdentity, TransportError},
 };
 use mixnn_layer_sdk::{InitConfig, LayerInfo, Mode, SgdConfig, Tensor};
 use mixnn_wire::{
@@ -31,6 +31,7 @@ use mixnn_wire::{
     report::{MAX_MESSAGE_LEN, Report},
     route,
     setup::{CIRCUIT_ID_LEN, HopLayer, HopSetup},
+    stream::StreamHeader,
 };
 use tokio::sync::mpsc;
 
@@ -69,6 +70,29 @@ pub struct RemoteOptions {
     /// travel as bytes, and frames are sized for that, a quarter of `f32`. A batch that is
     /// not is refused.
     pub byte_inputs: bool,
+    /// The most hosts taken from the directory: its answer is read no further.
+    pub max_pool: usize,
+}
+
+impl RemoteOptions {
+    /// The directory at `directory` (pinned to `fingerprint`), and defaults for the rest: no
+    /// dummies, no kept layers, no cover traffic, a minute per step, sessions of a day (hosts
+    /// grant 25 hours by default), inputs as bytes.
+    pub fn new(directory: SocketAddr, fingerprint: Fingerprint) -> Self {
+        RemoteOptions {
+            directory,
+            directory_fingerprint: fingerprint,
+            dummies: 0,
+            keep_first: false,
+            keep_last: false,
+            cover_rate: 0.0,
+            step_timeout: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(24 * 3600),
+            per_message_rsa: false,
+            byte_inputs: true,
+            max_pool: directory_service::DEFAULT_MAX_POOL,
+        }
+    }
 }
 
 /// Why a remote cascade failed.
@@ -472,6 +496,7 @@ impl RemoteCascade {
                 &endpoint,
                 options.directory,
                 options.directory_fingerprint,
+                options.max_pool,
             )
             .await?;
             let candidates = pool::verify_pool(&signed);
@@ -520,14 +545,20 @@ impl RemoteCascade {
                 }
             };
             let (first_conn, mut first_send, first_recv) = connect(&chosen[0]).await?;
-            let mut head = vec![stream_kind::SETUP];
-            head.extend(u32::try_from(onion.len()).map_err(protocol)?.to_be_bytes());
-            first_send.write_all(&head).await.map_err(protocol)?;
+            let len = u32::try_from(onion.len()).map_err(protocol)?;
+            first_send
+                .write_all(&StreamHeader::Setup { len }.encode())
+                .await
+                .map_err(protocol)?;
             first_send.write_all(&onion).await.map_err(protocol)?;
             let (last_conn, mut last_send, last_recv) = connect(&chosen[n - 1]).await?;
-            let mut attach = vec![stream_kind::ATTACH];
-            attach.extend(circuit.last.circuit());
-            last_send.write_all(&attach).await.map_err(protocol)?;
+            let attach = StreamHeader::Attach {
+                circuit: circuit.last.circuit(),
+            };
+            last_send
+                .write_all(&attach.encode())
+                .await
+                .map_err(protocol)?;
             let keys: Vec<OnionPublicKey> = chosen.into_iter().map(|c| c.onion_key).collect();
             Ok::<_, RemoteError>((
                 onion.len(),

@@ -23,13 +23,12 @@ use mixnn_designer::{
     train::{self, EpochReport, TrainOptions},
     weights::Layout,
 };
-use mixnn_host::{
-    Sandbox, SandboxConfig, daemon::unix_now, keys::HostKeys, transport::stream_kind,
-};
+use mixnn_host::{Sandbox, SandboxConfig, daemon::unix_now, keys::HostKeys};
 use mixnn_wire::{
     circuit::{self, HopPlan, SessionParams},
     crypto::SystemEntropy,
-    setup::{HopLayer, peel},
+    setup::{Freshness, HopLayer, MIN_BLOB_LEN, peel},
+    stream::StreamHeader,
 };
 
 mod common;
@@ -42,16 +41,12 @@ fn cluster(hosts: usize) -> LocalCluster {
 
 fn remote_options(cluster: &LocalCluster, dummies: usize, keep: (bool, bool)) -> RemoteOptions {
     RemoteOptions {
-        directory: cluster.directory_addr,
-        directory_fingerprint: cluster.directory_fingerprint,
         dummies,
         keep_first: keep.0,
         keep_last: keep.1,
-        cover_rate: 0.0,
         step_timeout: Duration::from_secs(30),
         session_ttl: Duration::from_secs(600),
-        per_message_rsa: false,
-        byte_inputs: true,
+        ..cluster.remote_options()
     }
 }
 
@@ -210,14 +205,12 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
             }
         };
         let setup = |onion: &[u8]| {
-            let mut m = vec![stream_kind::SETUP];
-            m.extend((onion.len() as u32).to_be_bytes());
-            m.extend(onion);
-            m
+            let len = onion.len() as u32;
+            [StreamHeader::Setup { len }.encode(), onion.to_vec()].concat()
         };
         // Garbage, an oversized length, an unknown stream kind.
         let _a = send_stream(setup(&[7u8; 2000])).await;
-        let _b = send_stream(vec![stream_kind::SETUP, 0xff, 0xff, 0xff, 0xff]).await;
+        let _b = send_stream(StreamHeader::Setup { len: u32::MAX }.encode()).await;
         let _c = send_stream(vec![0x77, 1, 2, 3]).await;
         // A valid onion, then the same onion again (a replay), then a tampered frame on the
         // valid session's link.
@@ -234,7 +227,7 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
         let params = SessionParams {
             expires_at: mixnn_host::daemon::unix_now() + 600,
             frame_len: 1024,
-            blob_len: 256,
+            blob_len: MIN_BLOB_LEN as u32,
         };
         let (onion, _) = circuit::build(plan, params, &mut SystemEntropy).unwrap();
         // An onion whose hop before the target is host 1, sent by someone else (this test,
@@ -267,7 +260,7 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
         let inner = peel(
             &neighbour_keys.onion,
             &outer,
-            unix_now(),
+            Freshness::at(unix_now()),
             &mut SystemEntropy,
         )
         .unwrap()

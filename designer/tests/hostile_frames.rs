@@ -16,10 +16,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use mixnn_designer::{local_cluster::LocalCluster, pool::Candidate};
-use mixnn_host::{
-    daemon::unix_now,
-    transport::{Endpoint, stream_kind},
-};
+use mixnn_host::{daemon::unix_now, transport::Endpoint};
 use mixnn_wire::{
     blob::SEAL_OVERHEAD,
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},
@@ -27,6 +24,7 @@ use mixnn_wire::{
     frame::{FrameBody, Op},
     report::{MAX_MESSAGE_LEN, Report},
     setup::HopLayer,
+    stream::StreamHeader,
 };
 
 mod common;
@@ -66,15 +64,18 @@ impl Session {
         let fp = host.descriptor.fingerprint;
         let a = endpoint.connect(addr, fp).await.unwrap();
         let (mut first, first_recv) = a.open_bi().await.unwrap();
-        let mut head = vec![stream_kind::SETUP];
-        head.extend((onion.len() as u32).to_be_bytes());
-        first.write_all(&head).await.unwrap();
+        let len = onion.len() as u32;
+        first
+            .write_all(&StreamHeader::Setup { len }.encode())
+            .await
+            .unwrap();
         first.write_all(&onion).await.unwrap();
         let b = endpoint.connect(addr, fp).await.unwrap();
         let (mut last_send, last) = b.open_bi().await.unwrap();
-        let mut attach = vec![stream_kind::ATTACH];
-        attach.extend(circuit.last.circuit());
-        last_send.write_all(&attach).await.unwrap();
+        let attach = StreamHeader::Attach {
+            circuit: circuit.last.circuit(),
+        };
+        last_send.write_all(&attach.encode()).await.unwrap();
         let mut session = Session {
             circuit,
             first,

@@ -197,16 +197,13 @@ fn walk(dir: &Path) -> Vec<u64> {
 
 fn options(cluster: &LocalCluster, dummies: usize, keep: bool) -> RemoteOptions {
     RemoteOptions {
-        directory: cluster.directory_addr,
-        directory_fingerprint: cluster.directory_fingerprint,
         dummies,
         keep_first: keep,
         keep_last: keep,
         cover_rate: if keep { 0.0 } else { 100.0 },
         step_timeout: Duration::from_secs(30),
         session_ttl: Duration::from_secs(600),
-        per_message_rsa: false,
-        byte_inputs: true,
+        ..cluster.remote_options()
     }
 }
 

@@ -123,7 +123,8 @@ fn main() {
             })
             .collect();
         let params = SessionParams {
-            expires_at: u64::MAX,
+            // Virtual time: the hops peel at second 1.
+            expires_at: 1000,
             frame_len: 205_000,
             blob_len: 512,
         };
@@ -133,7 +134,7 @@ fn main() {
         onion_len = onion.len();
         let started = Instant::now();
         for key in &keys {
-            onion = setup::peel(key, &onion, 1, &mut SystemEntropy)
+            onion = setup::peel(key, &onion, setup::Freshness::at(1), &mut SystemEntropy)
                 .unwrap()
                 .forward;
         }

@@ -12,6 +12,9 @@ pub struct SandboxConfig {
     /// Linear memory a session's instance may hold, in bytes. The paper's largest layer holds
     /// about 1.5 MB of weights, momentum and activations; 256 MiB leaves room for big layers.
     pub max_memory_bytes: usize,
+    /// Linear memory all sessions' instances may hold together, in bytes: a host serves many
+    /// strangers at once, and each may ask for the per-instance maximum in every layer.
+    pub max_total_memory_bytes: usize,
     /// Wall-clock budget of one call into a component. A forward or backward of the paper's
     /// layers takes about a millisecond.
     pub call_timeout: Duration,
@@ -39,6 +42,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             max_component_bytes: 16 << 20,
             max_memory_bytes: 256 << 20,
+            max_total_memory_bytes: 4 << 30,
             call_timeout: Duration::from_secs(10),
             epoch_tick: Duration::from_millis(10),
             max_wasm_stack: 512 << 10,

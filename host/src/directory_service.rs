@@ -1,22 +1,47 @@
 //! The directory over QUIC: the server (`mixnn-host directory`) and the two requests hosts
-//! and designers make of it. One bidirectional stream per request:
+//! and designers make of it, one bidirectional stream each ([`mixnn_wire::directory`] gives
+//! the answers' format):
 //!
-//! - `PUBLISH || u32 len || signed descriptor` → `0` (taken) or `1 || u32 len || reason`;
-//! - `POOL` → `0 || u32 count || (u32 len || signed descriptor)*`: the live pool. Designers
-//!   verify every descriptor themselves; the directory cannot forge one.
+//! - `PUBLISH || u32 len || signed descriptor`: taken, or refused with a code;
+//! - `POOL`: the live pool, as signed descriptors. Designers verify every descriptor
+//!   themselves; the directory cannot forge one. A client reads no more than the pool it
+//!   takes ([`fetch_pool`]'s `max_hosts`).
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use mixnn_wire::{
     descriptor::MAX_DESCRIPTOR_LEN,
-    reader::{Reader, put_lp32},
+    directory::{self, AnswerError, POOL_HEADER_LEN, REFUSAL_LEN, Refusal},
+    reader::ReadError,
+    stream::StreamHeader,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::{
-    directory::{Directory, DirectoryError, MAX_HOSTS},
-    transport::{Endpoint, Fingerprint, TlsIdentity, TransportError, stream_kind},
+    daemon::{Quota, Source},
+    directory::{Directory, DirectoryError},
+    transport::{
+        self, CLOSE_BUSY, Endpoint, Fingerprint, HeaderError, TlsIdentity, TransportError,
+    },
 };
+
+/// The most hosts a designer takes from the directory unless told otherwise: what it reads of
+/// an answer is sized to this many ([`mixnn_wire::directory::pool_body_max`]).
+pub const DEFAULT_MAX_POOL: usize = 10_000;
+/// A request's deadline.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Requests the directory answers at once; beyond, it answers "busy".
+const MAX_REQUESTS: usize = 64;
+/// Connections the directory keeps at once, in all and from one source (a /24 or a /56).
+const MAX_CONNECTIONS: (usize, usize) = (1024, 64);
+/// What one source is, in bits of its address (IPv4, IPv6).
+const SOURCE_PREFIX: (u8, u8) = (24, 56);
 
 /// Why a request to the directory failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,43 +51,52 @@ pub enum DirectoryClientError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// The stream broke.
-    #[error("directory stream: {0}")]
-    Stream(String),
-    /// It refused the descriptor.
-    #[error("the directory refused the descriptor: {0}")]
-    Refused(String),
-    /// Its answer does not parse.
-    #[error("malformed answer from the directory")]
-    Malformed,
+    #[error("directory stream ({step}): {source}")]
+    Stream {
+        /// What was being done.
+        step: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// It did not answer in time.
+    #[error("the directory did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// It refused, or its answer is unusable (malformed, more hosts than asked for).
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
 }
 
-fn stream_error(e: impl std::fmt::Display) -> DirectoryClientError {
-    DirectoryClientError::Stream(e.to_string())
+fn stream_error(
+    step: &'static str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> DirectoryClientError {
+    move |source| DirectoryClientError::Stream { step, source }
 }
 
-/// Largest answer a client reads: a full pool.
-const MAX_ANSWER: usize = MAX_HOSTS * (MAX_DESCRIPTOR_LEN + 4) + 5;
-/// A request's deadline.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-async fn request(
+/// Opens a request stream, sends `request`, and runs `answer` on the stream back.
+async fn request<T>(
     endpoint: &Endpoint,
     addr: SocketAddr,
     fingerprint: Fingerprint,
-    message: &[u8],
-) -> Result<Vec<u8>, DirectoryClientError> {
+    request: &[u8],
+    answer: impl AsyncFnOnce(&mut quinn::RecvStream) -> Result<T, DirectoryClientError>,
+) -> Result<T, DirectoryClientError> {
     let exchange = async {
         let connection = endpoint.connect(addr, fingerprint).await?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(stream_error)?;
-        send.write_all(message).await.map_err(stream_error)?;
-        send.finish().map_err(stream_error)?;
-        let answer = recv.read_to_end(MAX_ANSWER).await.map_err(stream_error)?;
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| stream_error("open")(e.into()))?;
+        send.write_all(request)
+            .await
+            .map_err(|e| stream_error("send")(e.into()))?;
+        send.finish().map_err(|e| stream_error("send")(e.into()))?;
+        let got = answer(&mut recv).await;
         connection.close(0u32.into(), b"done");
-        Ok(answer)
+        got
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .map_err(|_| DirectoryClientError::Stream("timed out".into()))?
+        .map_err(|_| DirectoryClientError::TimedOut(REQUEST_TIMEOUT))?
 }
 
 /// Publishes a signed descriptor (also the host's heartbeat).
@@ -72,50 +106,93 @@ pub async fn publish(
     fingerprint: Fingerprint,
     signed: &[u8],
 ) -> Result<(), DirectoryClientError> {
-    let mut message = vec![stream_kind::PUBLISH];
-    put_lp32(&mut message, signed);
-    let answer = request(endpoint, addr, fingerprint, &message).await?;
-    let mut r = Reader::new(&answer);
-    match r.take_u8() {
-        Ok(0) => Ok(()),
-        Ok(1) => Err(DirectoryClientError::Refused(
-            String::from_utf8_lossy(r.take_lp32(4096).unwrap_or_default()).into_owned(),
-        )),
-        _ => Err(DirectoryClientError::Malformed),
-    }
+    let len = u32::try_from(signed.len())
+        .map_err(|_| AnswerError::Read(ReadError::Malformed("descriptor too large")))?;
+    let mut message = StreamHeader::Publish { len }.encode();
+    message.extend_from_slice(signed);
+    request(endpoint, addr, fingerprint, &message, async |recv| {
+        let answer = recv
+            .read_to_end(REFUSAL_LEN)
+            .await
+            .map_err(|e| stream_error("answer")(e.into()))?;
+        Ok(directory::decode_publish_answer(&answer)?)
+    })
+    .await
 }
 
-/// The signed descriptors of the live pool (unverified: verify each before use).
+/// The signed descriptors of the live pool (unverified: verify each before use), if it holds
+/// at most `max_hosts` hosts ([`DEFAULT_MAX_POOL`]): the answer is read no further than that.
 pub async fn fetch_pool(
     endpoint: &Endpoint,
     addr: SocketAddr,
     fingerprint: Fingerprint,
+    max_hosts: usize,
 ) -> Result<Vec<Vec<u8>>, DirectoryClientError> {
-    let answer = request(endpoint, addr, fingerprint, &[stream_kind::POOL]).await?;
-    let mut r = Reader::new(&answer);
-    let malformed = |_| DirectoryClientError::Malformed;
-    if r.take_u8().map_err(malformed)? != 0 {
-        return Err(DirectoryClientError::Malformed);
-    }
-    let count = r.take_u32().map_err(malformed)? as usize;
-    if count > MAX_HOSTS {
-        return Err(DirectoryClientError::Malformed);
-    }
-    let pool = (0..count)
-        .map(|_| r.take_lp32(MAX_DESCRIPTOR_LEN).map(<[u8]>::to_vec))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(malformed)?;
-    r.should_be_exhausted().map_err(malformed)?;
-    Ok(pool)
+    let ask = StreamHeader::Pool.encode();
+    request(endpoint, addr, fingerprint, &ask, async |recv| {
+        let read = stream_error("answer");
+        let mut head = [0u8; POOL_HEADER_LEN];
+        recv.read_exact(&mut head[..1])
+            .await
+            .map_err(|e| stream_error("answer")(e.into()))?;
+        let head_len = if head[0] == 1 {
+            REFUSAL_LEN
+        } else {
+            POOL_HEADER_LEN
+        };
+        recv.read_exact(&mut head[1..head_len])
+            .await
+            .map_err(|e| stream_error("answer")(e.into()))?;
+        let count = directory::decode_pool_header(&head[..head_len], max_hosts)?;
+        let body = recv
+            .read_to_end(directory::pool_body_max(count))
+            .await
+            .map_err(|e| read(e.into()))?;
+        Ok(directory::decode_pool_body(&body, count)
+            .map_err(AnswerError::Read)?
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect())
+    })
+    .await
 }
 
 /// The directory server.
 #[derive(Debug)]
 pub struct DirectoryServer {
     endpoint: Endpoint,
-    state: Arc<Mutex<Directory>>,
+    state: Arc<Mutex<Served>>,
     path: PathBuf,
     max_age_s: u64,
+    requests: Semaphore,
+    connections: Quota<Source>,
+}
+
+/// The directory's state, and the pool answer built from it: one answer shared by every
+/// request until the state or the second changes, so a flood of requests costs no copies.
+#[derive(Debug)]
+struct Served {
+    directory: Directory,
+    /// Bumped at every change of `directory`.
+    generation: u64,
+    /// The answer, with the generation and the second it was built for.
+    pool: Option<(u64, u64, Arc<Vec<u8>>)>,
+}
+
+impl Served {
+    fn pool_answer(&mut self, now: u64, max_age_s: u64) -> Arc<Vec<u8>> {
+        match &self.pool {
+            Some((generation, at, answer)) if *generation == self.generation && *at == now => {
+                Arc::clone(answer)
+            }
+            _ => {
+                let pool = self.directory.live_pool(now, max_age_s);
+                let answer = Arc::new(directory::encode_pool(pool.into_iter()));
+                self.pool = Some((self.generation, now, Arc::clone(&answer)));
+                answer
+            }
+        }
+    }
 }
 
 /// Why the directory could not start.
@@ -143,9 +220,15 @@ impl DirectoryServer {
         tracing::info!(hosts = state.len(), path = %path.display(), "directory state loaded");
         Ok(DirectoryServer {
             endpoint: Endpoint::bind(listen, identity)?,
-            state: Arc::new(Mutex::new(state)),
+            state: Arc::new(Mutex::new(Served {
+                directory: state,
+                generation: 0,
+                pool: None,
+            })),
             path,
             max_age_s,
+            requests: Semaphore::new(MAX_REQUESTS),
+            connections: Quota::new(MAX_CONNECTIONS.0, MAX_CONNECTIONS.1),
         })
     }
 
@@ -166,9 +249,23 @@ impl DirectoryServer {
             let server = Arc::clone(&server);
             tokio::spawn(async move {
                 while let Some(incoming) = server.endpoint.accept().await {
+                    if server.connections.held() >= MAX_CONNECTIONS.0 {
+                        incoming.refuse();
+                        continue;
+                    }
                     let server = Arc::clone(&server);
                     tokio::spawn(async move {
                         let Ok((connection, _)) = incoming.handshake().await else {
+                            return;
+                        };
+                        let source = Source::of(
+                            connection.remote_address().ip(),
+                            SOURCE_PREFIX.0,
+                            SOURCE_PREFIX.1,
+                        );
+                        let Ok(_slot) = server.connections.take(source) else {
+                            tracing::debug!(%source, "connection refused");
+                            connection.close(CLOSE_BUSY, b"too many connections");
                             return;
                         };
                         while let Ok((send, recv)) = connection.accept_bi().await {
@@ -184,65 +281,78 @@ impl DirectoryServer {
     }
 
     async fn answer(self: Arc<Self>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-        let Ok(Ok(request)) =
-            tokio::time::timeout(REQUEST_TIMEOUT, recv.read_to_end(MAX_DESCRIPTOR_LEN + 5)).await
-        else {
-            return;
+        let answer = match self.requests.try_acquire() {
+            Ok(_permit) => {
+                let deadline = Instant::now() + REQUEST_TIMEOUT;
+                match self.read_request(&mut recv, deadline).await {
+                    Ok(request) => self.handle(request).await,
+                    Err(refusal) => Arc::new(directory::encode_refusal(refusal)),
+                }
+            }
+            Err(_) => Arc::new(directory::encode_refusal(Refusal::BUSY)),
         };
-        let answer = self.handle(&request).await;
         if send.write_all(&answer).await.is_ok() && send.finish().is_ok() {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, send.stopped()).await;
         }
     }
 
-    async fn handle(&self, request: &[u8]) -> Vec<u8> {
-        let now = crate::daemon::unix_now();
-        let mut r = Reader::new(request);
-        match r.take_u8() {
-            Ok(stream_kind::PUBLISH) => {
-                let result = match r.take_lp32(MAX_DESCRIPTOR_LEN) {
-                    Ok(signed) => {
-                        let mut state = self.state.lock().await;
-                        match state.publish(signed, now) {
-                            Ok(d) => {
-                                tracing::debug!(address = %d.address, "descriptor published");
-                                state.save(&self.path).map_err(|e| {
-                                    tracing::error!(error = %e, "cannot save the state");
-                                    "the directory cannot save its state".to_owned()
-                                })
-                            }
-                            Err(e) => {
-                                tracing::info!(error = %e, "descriptor refused");
-                                Err(e.to_string())
-                            }
-                        }
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                match result {
-                    Ok(()) => vec![0],
-                    Err(reason) => {
-                        let mut out = vec![1];
-                        put_lp32(&mut out, reason.as_bytes());
-                        out
-                    }
+    async fn read_request(
+        &self,
+        recv: &mut quinn::RecvStream,
+        deadline: Instant,
+    ) -> Result<Request, Refusal> {
+        let header =
+            transport::read_header(recv, deadline.saturating_duration_since(Instant::now())).await;
+        match header {
+            Ok(StreamHeader::Publish { len }) => {
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                if len > MAX_DESCRIPTOR_LEN {
+                    return Err(Refusal::INVALID);
                 }
+                transport::read_exact_by(recv, len, deadline)
+                    .await
+                    .map(Request::Publish)
+                    .map_err(|_| Refusal::INVALID)
             }
-            Ok(stream_kind::POOL) => {
-                let state = self.state.lock().await;
-                let pool = state.live_pool(now, self.max_age_s);
-                let mut out = vec![0];
-                out.extend(u32::try_from(pool.len()).unwrap_or(u32::MAX).to_be_bytes());
-                for signed in pool {
-                    put_lp32(&mut out, signed);
-                }
-                out
-            }
-            _ => {
-                let mut out = vec![1];
-                put_lp32(&mut out, b"unknown request");
-                out
-            }
+            Ok(StreamHeader::Pool) => Ok(Request::Pool),
+            Ok(_) | Err(HeaderError::Malformed(_)) => Err(Refusal::UNKNOWN_REQUEST),
+            Err(_) => Err(Refusal::INVALID),
         }
     }
+
+    async fn handle(&self, request: Request) -> Arc<Vec<u8>> {
+        let now = crate::daemon::unix_now();
+        let mut state = self.state.lock().await;
+        match request {
+            Request::Publish(signed) => {
+                let result = match state.directory.publish(&signed, now) {
+                    Ok(d) => {
+                        tracing::debug!(address = %d.address, "descriptor published");
+                        state.generation += 1;
+                        state.directory.save(&self.path).map_err(|e| {
+                            tracing::error!(error = %e, "cannot save the state");
+                            Refusal::UNAVAILABLE
+                        })
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "descriptor refused");
+                        Err(match e {
+                            DirectoryError::Stale { .. } => Refusal::STALE,
+                            DirectoryError::FromTheFuture => Refusal::FROM_THE_FUTURE,
+                            DirectoryError::Full => Refusal::FULL,
+                            _ => Refusal::INVALID,
+                        })
+                    }
+                };
+                Arc::new(directory::encode_publish_answer(result))
+            }
+            Request::Pool => state.pool_answer(now, self.max_age_s),
+        }
+    }
+}
+
+/// A request, read.
+enum Request {
+    Publish(Vec<u8>),
+    Pool,
 }

@@ -28,6 +28,10 @@ pub enum SandboxError {
     /// The component tried to grow its memory (or tables) past the limit.
     #[error("component exceeded its memory limit of {0} bytes")]
     MemoryLimit(usize),
+    /// The memory all sessions share is exhausted (its size, in bytes): other sessions hold
+    /// it, so this one ends.
+    #[error("the host's memory for all sessions ({0} bytes) is exhausted")]
+    HostMemory(usize),
     /// The component overflowed its wasm stack.
     #[error("component overflowed its stack")]
     StackOverflow,
@@ -55,6 +59,7 @@ impl SandboxError {
             self,
             SandboxError::Deadline(_)
                 | SandboxError::MemoryLimit(_)
+                | SandboxError::HostMemory(_)
                 | SandboxError::StackOverflow
                 | SandboxError::Trap(_)
                 | SandboxError::BadOutput(_)

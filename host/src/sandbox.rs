@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
 };
@@ -99,6 +99,8 @@ pub struct Sandbox {
     config: SandboxConfig,
     cache: Mutex<HashMap<[u8; 32], LayerModule>>,
     counters: Arc<Counters>,
+    /// Linear memory left to all sessions ([`SandboxConfig::max_total_memory_bytes`]).
+    memory_left: Arc<AtomicUsize>,
     _ticker: Ticker,
 }
 
@@ -139,12 +141,14 @@ impl Sandbox {
                 }
             })
             .map_err(engine_error)?;
+        let max_total_memory = config.max_total_memory_bytes;
         Ok(Sandbox {
             engine,
             linker,
             config,
             cache: Mutex::new(HashMap::new()),
             counters: Arc::default(),
+            memory_left: Arc::new(AtomicUsize::new(max_total_memory)),
             _ticker: Ticker {
                 stop,
                 thread: Some(thread),
@@ -243,7 +247,15 @@ impl Sandbox {
             &self.config,
             module.pre.clone(),
             Arc::clone(&self.counters),
+            Arc::clone(&self.memory_left),
         )
+    }
+
+    /// Linear memory all sessions' instances hold now, in bytes.
+    pub fn memory_in_use(&self) -> usize {
+        self.config
+            .max_total_memory_bytes
+            .saturating_sub(self.memory_left.load(Ordering::Acquire))
     }
 
     /// What the sandbox has refused or stopped so far.

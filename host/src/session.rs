@@ -1,7 +1,10 @@
 //! One session: a store with its limits, one instance of a layer component, and the calls
 //! into it, with every failure turned into a [`SandboxError`].
 
-use std::{sync::Arc, time::Duration};
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use wasmtime::{
     Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, component::ResourceTable,
@@ -18,11 +21,46 @@ use crate::{
     wit::{LayerComponent, LayerComponentPre, LayerInfo, LossOutput, Mode, Tensor},
 };
 
-/// Caps memory and tables, and remembers whether a cap was hit so that the resulting trap is
-/// reported as a limit rather than a generic trap.
+/// Which cap a store hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hit {
+    /// Its own memory or tables.
+    Own,
+    /// The memory all sessions share.
+    Host,
+}
+
+/// Caps memory and tables, draws memory from the budget all sessions share (given back when
+/// the store goes), and remembers which cap was hit so that the resulting trap is reported as
+/// that limit rather than a generic trap.
 struct Limiter {
     limits: StoreLimits,
-    hit: bool,
+    hit: Option<Hit>,
+    /// Bytes left to all sessions.
+    shared: Arc<AtomicUsize>,
+    /// Bytes this store took from it.
+    taken: usize,
+}
+
+impl Limiter {
+    fn take_shared(&mut self, bytes: usize) -> bool {
+        let took = self
+            .shared
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok();
+        if took {
+            self.taken += bytes;
+        }
+        took
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.shared.fetch_add(self.taken, Ordering::AcqRel);
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -33,8 +71,17 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum);
-        self.hit |= !matches!(allowed, Ok(true));
-        allowed
+        if !matches!(allowed, Ok(true)) {
+            self.hit = Some(Hit::Own);
+            return allowed;
+        }
+        if !self.take_shared(desired.saturating_sub(current)) {
+            self.hit = Some(Hit::Host);
+            return Err(wasmtime::Error::msg(
+                "the memory shared by all sessions is exhausted",
+            ));
+        }
+        Ok(true)
     }
 
     fn table_growing(
@@ -44,7 +91,9 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.table_growing(current, desired, maximum);
-        self.hit |= !matches!(allowed, Ok(true));
+        if !matches!(allowed, Ok(true)) {
+            self.hit = Some(Hit::Own);
+        }
         allowed
     }
 
@@ -96,9 +145,7 @@ pub struct LayerSession {
     store: Store<SessionData>,
     layer: LayerComponent,
     deadline_ticks: u64,
-    call_timeout: Duration,
-    max_memory_bytes: usize,
-    max_tensor_values: usize,
+    limits: SandboxConfig,
     dead: bool,
     counters: Arc<Counters>,
 }
@@ -109,6 +156,7 @@ impl LayerSession {
         config: &SandboxConfig,
         pre: LayerComponentPre<SessionData>,
         counters: Arc<Counters>,
+        shared_memory: Arc<AtomicUsize>,
     ) -> Result<Self, SandboxError> {
         let stderr = MemoryOutputPipe::new(config.max_stderr_bytes);
         // No arguments, environment, directories, network; stdin empty, stdout discarded.
@@ -124,7 +172,12 @@ impl LayerSession {
         let data = SessionData {
             wasi,
             table: ResourceTable::new(),
-            limiter: Limiter { limits, hit: false },
+            limiter: Limiter {
+                limits,
+                hit: None,
+                shared: shared_memory,
+                taken: 0,
+            },
             stderr,
             max_kernel_macs: config.max_kernel_macs,
             max_memory_bytes: config.max_memory_bytes as u64,
@@ -139,19 +192,12 @@ impl LayerSession {
             layer: match pre.instantiate(&mut store) {
                 Ok(layer) => layer,
                 Err(e) => {
-                    return Err(classify(
-                        e,
-                        &store,
-                        config.call_timeout,
-                        config.max_memory_bytes,
-                    ));
+                    return Err(classify(e, &store, config));
                 }
             },
             store,
             deadline_ticks,
-            call_timeout: config.call_timeout,
-            max_memory_bytes: config.max_memory_bytes,
-            max_tensor_values: config.max_tensor_values,
+            limits: config.clone(),
             dead: false,
             counters,
         };
@@ -177,14 +223,14 @@ impl LayerSession {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(layer_error)) => Err(SandboxError::Layer(layer_error)),
             Err(e) => {
-                let e = classify(e, &self.store, self.call_timeout, self.max_memory_bytes);
+                let e = classify(e, &self.store, &self.limits);
                 Err(self.end(e))
             }
         }
     }
 
     fn check(&mut self, tensor: Tensor) -> Result<Tensor, SandboxError> {
-        match check_tensor(&tensor, self.max_tensor_values) {
+        match check_tensor(&tensor, self.limits.max_tensor_values) {
             Ok(()) => Ok(tensor),
             Err(e) => Err(self.end(e)),
         }
@@ -267,14 +313,15 @@ fn check_tensor(t: &Tensor, max_values: usize) -> Result<(), SandboxError> {
 fn classify(
     e: wasmtime::Error,
     store: &Store<SessionData>,
-    timeout: Duration,
-    max_memory: usize,
+    limits: &SandboxConfig,
 ) -> SandboxError {
-    if store.data().limiter.hit {
-        return SandboxError::MemoryLimit(max_memory);
+    match store.data().limiter.hit {
+        Some(Hit::Own) => return SandboxError::MemoryLimit(limits.max_memory_bytes),
+        Some(Hit::Host) => return SandboxError::HostMemory(limits.max_total_memory_bytes),
+        None => {}
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => SandboxError::Deadline(timeout),
+        Some(Trap::Interrupt) => SandboxError::Deadline(limits.call_timeout),
         Some(Trap::StackOverflow) => SandboxError::StackOverflow,
         Some(trap) => {
             let stderr = store.data().stderr.contents();

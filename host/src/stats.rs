@@ -76,7 +76,7 @@ impl Counters {
     pub(crate) fn failure(&self, e: &SandboxError) {
         match e {
             SandboxError::Deadline(_) => bump(&self.deadlines),
-            SandboxError::MemoryLimit(_) => bump(&self.memory_limits),
+            SandboxError::MemoryLimit(_) | SandboxError::HostMemory(_) => bump(&self.memory_limits),
             SandboxError::StackOverflow => bump(&self.stack_overflows),
             SandboxError::Trap(_) => bump(&self.traps),
             SandboxError::BadOutput(_) => bump(&self.bad_outputs),

@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use mixnn_wire::stream::StreamHeader;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, SignatureScheme,
@@ -21,16 +22,115 @@ use sha2::{Digest, Sha256};
 /// The ALPN protocol name of mixnn's QUIC connections.
 pub const ALPN: &[u8] = b"mixnn/1";
 
-/// The first byte of every QUIC stream says what it carries.
-pub mod stream_kind {
-    /// An op=0 onion (`u32` length, bytes), then the link's frames both ways.
-    pub const SETUP: u8 = 0;
-    /// The designer attaching to the last hop: the link's circuit id, then its frames.
-    pub const ATTACH: u8 = 1;
-    /// A host publishing its signed descriptor to the directory (`u32` length, bytes).
-    pub const PUBLISH: u8 = 0x10;
-    /// A designer asking the directory for the live pool.
-    pub const POOL: u8 = 0x11;
+/// Streams a peer may open at once on one connection: a link needs one, a directory request
+/// one; a few more leave room for a request while a link is open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+/// Bytes a peer may have in flight to us on one stream, and on one connection: what QUIC
+/// buffers for a peer before we read (a frame of the paper's model is 52 KB).
+pub const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+/// See [`STREAM_RECEIVE_WINDOW`].
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 2 << 20;
+/// Bytes we buffer to send on one connection while the peer does not read.
+pub const SEND_WINDOW: u64 = 2 << 20;
+/// Connection attempts waiting for their handshake at once.
+pub const MAX_INCOMING: usize = 256;
+
+/// The QUIC transport both ends use: streams and windows bounded (a peer's buffered bytes
+/// cost us memory), no unidirectional streams, no datagrams.
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+        .receive_window(CONNECTION_RECEIVE_WINDOW.into())
+        .send_window(SEND_WINDOW)
+        .datagram_receive_buffer_size(None);
+    Arc::new(t)
+}
+
+/// The application error code of a connection closed because the endpoint is full.
+pub const CLOSE_BUSY: quinn::VarInt = quinn::VarInt::from_u32(2);
+
+/// Bytes a read grows its buffer by at most at a time, so that a peer that announces a
+/// length and sends less makes us hold only what it sent.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Why a stream's header could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// It did not arrive within the timeout.
+    #[error("no header in time")]
+    TimedOut,
+    /// The stream ended or broke first.
+    #[error("the stream ended before its header")]
+    Closed,
+    /// It does not parse.
+    #[error(transparent)]
+    Malformed(#[from] mixnn_wire::reader::ReadError),
+}
+
+/// Reads the header that opens a stream ([`StreamHeader`]), within `timeout`.
+pub async fn read_header(
+    recv: &mut quinn::RecvStream,
+    timeout: std::time::Duration,
+) -> Result<StreamHeader, HeaderError> {
+    let read = async {
+        let mut bytes = [0u8; StreamHeader::MAX_LEN];
+        recv.read_exact(&mut bytes[..1])
+            .await
+            .map_err(|_| HeaderError::Closed)?;
+        let len = StreamHeader::len_for(bytes[0]).ok_or(
+            mixnn_wire::reader::ReadError::Malformed("unknown stream kind"),
+        )?;
+        recv.read_exact(&mut bytes[1..len])
+            .await
+            .map_err(|_| HeaderError::Closed)?;
+        Ok(StreamHeader::decode(&bytes[..len])?)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| HeaderError::TimedOut)?
+}
+
+/// Why [`read_exact_by`] returned early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadFailure {
+    /// The deadline passed first.
+    #[error("timed out")]
+    TimedOut,
+    /// The stream ended or broke first.
+    #[error("the stream ended early")]
+    Broken,
+}
+
+/// Reads exactly `n` bytes by `deadline`, holding no more memory than has arrived (a peer
+/// that announces megabytes and sends nothing costs nothing).
+pub async fn read_exact_by(
+    recv: &mut quinn::RecvStream,
+    n: usize,
+    deadline: std::time::Instant,
+) -> Result<Vec<u8>, ReadFailure> {
+    let mut out: Vec<u8> = Vec::with_capacity(n.min(READ_CHUNK));
+    while out.len() < n {
+        let chunk = tokio::time::timeout_at(
+            deadline.into(),
+            recv.read_chunk((n - out.len()).min(READ_CHUNK), true),
+        )
+        .await
+        .map_err(|_| ReadFailure::TimedOut)?;
+        let Ok(Some(chunk)) = chunk else {
+            return Err(ReadFailure::Broken);
+        };
+        let need = out.len() + chunk.bytes.len();
+        if need > out.capacity() {
+            // Doubling, but never past `n`.
+            let grown = need.max(out.capacity() * 2).min(n);
+            out.reserve_exact(grown - out.len());
+        }
+        out.extend_from_slice(&chunk.bytes);
+    }
+    Ok(out)
 }
 
 /// SHA-256 of a certificate (DER): how descriptors name a host's certificate.
@@ -40,15 +140,28 @@ pub type Fingerprint = [u8; 32];
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// TLS or certificate setup failed.
+    /// A certificate could not be made.
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// TLS could not be configured (a bug, or an unusable key).
     #[error("tls: {0}")]
-    Tls(String),
-    /// Binding or configuring the endpoint failed.
+    Tls(#[from] rustls::Error),
+    /// The TLS configuration does not suit QUIC (a bug).
+    #[error("tls for quic: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// The socket could not be bound or read.
     #[error("endpoint: {0}")]
-    Endpoint(String),
-    /// The connection failed (including a peer whose certificate is not the pinned one).
+    Endpoint(#[from] std::io::Error),
+    /// The connection could not be started (an unusable address, say).
+    #[error("connecting: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The connection failed: refused, timed out, or a peer whose certificate is not the
+    /// pinned one.
     #[error("connection: {0}")]
-    Connection(String),
+    Connection(#[from] quinn::ConnectionError),
+    /// A client presented no certificate.
+    #[error("the client presented no certificate")]
+    NoClientCertificate,
 }
 
 /// The fingerprint of a certificate.
@@ -77,8 +190,7 @@ impl Clone for TlsIdentity {
 impl TlsIdentity {
     /// A fresh self-signed identity.
     pub fn generate() -> Result<Self, TransportError> {
-        let certified = rcgen::generate_simple_self_signed(vec!["mixnn".to_owned()])
-            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let certified = rcgen::generate_simple_self_signed(vec!["mixnn".to_owned()])?;
         Ok(TlsIdentity {
             cert: certified.cert.der().clone(),
             key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
@@ -93,10 +205,6 @@ impl TlsIdentity {
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-fn tls_error(e: impl std::fmt::Display) -> TransportError {
-    TransportError::Tls(e.to_string())
 }
 
 /// Accepts exactly one server certificate: the pinned one.
@@ -203,22 +311,25 @@ impl Endpoint {
     pub fn bind(addr: SocketAddr, identity: TlsIdentity) -> Result<Self, TransportError> {
         let provider = provider();
         let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls_error)?
+            .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(AnyClientCert {
                 algorithms: provider.signature_verification_algorithms,
             }))
             .with_single_cert(
                 vec![identity.cert.clone()],
                 PrivateKeyDer::Pkcs8(identity.key.clone_key()),
-            )
-            .map_err(tls_error)?;
+            )?;
         let mut server = server;
         server.alpn_protocols = vec![ALPN.to_vec()];
-        let server = QuicServerConfig::try_from(server).map_err(tls_error)?;
-        let config = quinn::ServerConfig::with_crypto(Arc::new(server));
-        let inner = quinn::Endpoint::server(config, addr)
-            .map_err(|e| TransportError::Endpoint(e.to_string()))?;
+        let server = QuicServerConfig::try_from(server)?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(server));
+        config
+            .transport_config(transport_config())
+            .max_incoming(MAX_INCOMING)
+            // No 0-RTT: nothing but the first packet needs buffering before a handshake.
+            .incoming_buffer_size(64 << 10)
+            .incoming_buffer_size_total(4 << 20);
+        let inner = quinn::Endpoint::server(config, addr)?;
         Ok(Endpoint {
             inner,
             identity: Arc::new(identity),
@@ -227,9 +338,7 @@ impl Endpoint {
 
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
-        self.inner
-            .local_addr()
-            .map_err(|e| TransportError::Endpoint(e.to_string()))
+        self.inner.local_addr().map_err(TransportError::Endpoint)
     }
 
     /// This endpoint's certificate fingerprint.
@@ -245,8 +354,7 @@ impl Endpoint {
     ) -> Result<quinn::Connection, TransportError> {
         let provider = provider();
         let mut client = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(tls_error)?
+            .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedServer {
                 expected,
@@ -255,18 +363,13 @@ impl Endpoint {
             .with_client_auth_cert(
                 vec![self.identity.cert.clone()],
                 PrivateKeyDer::Pkcs8(self.identity.key.clone_key()),
-            )
-            .map_err(tls_error)?;
+            )?;
         client.alpn_protocols = vec![ALPN.to_vec()];
-        let client = QuicClientConfig::try_from(client).map_err(tls_error)?;
-        let config = quinn::ClientConfig::new(Arc::new(client));
-        let connecting = self
-            .inner
-            .connect_with(config, addr, "mixnn")
-            .map_err(|e| TransportError::Connection(e.to_string()))?;
-        connecting
-            .await
-            .map_err(|e| TransportError::Connection(e.to_string()))
+        let client = QuicClientConfig::try_from(client)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(client));
+        config.transport_config(transport_config());
+        let connecting = self.inner.connect_with(config, addr, "mixnn")?;
+        connecting.await.map_err(TransportError::Connection)
     }
 
     /// Waits for the next incoming connection attempt; `None` once the endpoint is closed.
@@ -274,6 +377,11 @@ impl Endpoint {
     /// never stalls the accept loop.
     pub async fn accept(&self) -> Option<Incoming> {
         self.inner.accept().await.map(Incoming)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.inner.open_connections()
     }
 
     /// Closes every connection.
@@ -287,16 +395,21 @@ impl Endpoint {
 pub struct Incoming(quinn::Incoming);
 
 impl Incoming {
+    /// The peer's address (not yet validated by a handshake).
+    pub fn remote_address(&self) -> SocketAddr {
+        self.0.remote_address()
+    }
+
+    /// Refuses the attempt at once.
+    pub fn refuse(self) {
+        self.0.refuse();
+    }
+
     /// Completes the handshake; returns the connection and the fingerprint of the client's
     /// certificate.
     pub async fn handshake(self) -> Result<(quinn::Connection, Fingerprint), TransportError> {
-        let connection = self
-            .0
-            .await
-            .map_err(|e| TransportError::Connection(e.to_string()))?;
-        let peer = peer_fingerprint(&connection).ok_or_else(|| {
-            TransportError::Connection("the client presented no certificate".into())
-        })?;
+        let connection = self.0.await?;
+        let peer = peer_fingerprint(&connection).ok_or(TransportError::NoClientCertificate)?;
         Ok((connection, peer))
     }
 }

@@ -16,7 +16,10 @@ use mixnn_host::{
     keys::HostKeys,
     transport::{Endpoint, TlsIdentity},
 };
-use mixnn_wire::descriptor::{self, Descriptor};
+use mixnn_wire::{
+    descriptor::{self, Descriptor},
+    directory::AnswerError,
+};
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -65,20 +68,38 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
     forged[at] ^= 1;
     let refused = directory_service::publish(&client, addr, fp, &forged).await;
     assert!(
-        matches!(refused, Err(DirectoryClientError::Refused(_))),
+        matches!(
+            refused,
+            Err(DirectoryClientError::Answer(AnswerError::Refused(_)))
+        ),
         "{refused:?}"
     );
     // So is a replay of a descriptor the directory already holds.
     let replayed = directory_service::publish(&client, addr, fp, &descriptors[1]).await;
     assert!(
-        matches!(replayed, Err(DirectoryClientError::Refused(_))),
+        matches!(
+            replayed,
+            Err(DirectoryClientError::Answer(AnswerError::Refused(_)))
+        ),
         "{replayed:?}"
     );
 
-    let pool = directory_service::fetch_pool(&client, addr, fp)
+    let pool = directory_service::fetch_pool(&client, addr, fp, 3)
         .await
         .unwrap();
     assert_eq!(pool.len(), 3);
+    // A client that takes two hosts at most refuses a pool of three from its count.
+    let too_many = directory_service::fetch_pool(&client, addr, fp, 2).await;
+    assert!(
+        matches!(
+            too_many,
+            Err(DirectoryClientError::Answer(AnswerError::TooManyHosts {
+                count: 3,
+                max: 2
+            }))
+        ),
+        "{too_many:?}"
+    );
     let mut addresses: Vec<String> = pool
         .iter()
         .map(|d| descriptor::verify(d).unwrap().address)
@@ -91,7 +112,7 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
 
     // A client pinning another certificate refuses the directory.
     assert!(
-        directory_service::fetch_pool(&client, addr, [0; 32])
+        directory_service::fetch_pool(&client, addr, [0; 32], 3)
             .await
             .is_err()
     );
@@ -100,7 +121,7 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
     stop.send(()).unwrap();
     task.await.unwrap();
     let (addr, fp, stop, task) = start(identity);
-    let mut again = directory_service::fetch_pool(&client, addr, fp)
+    let mut again = directory_service::fetch_pool(&client, addr, fp, 3)
         .await
         .unwrap();
     let mut before = pool;

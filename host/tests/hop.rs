@@ -23,7 +23,7 @@ use mixnn_wire::{
     frame::{FrameBody, Op, WireTensor},
     report::Report,
     route,
-    setup::{HopLayer, HopSetup, Peer, peel},
+    setup::{Freshness, HopLayer, HopSetup, MIN_BLOB_LEN, Peer, peel},
 };
 
 fn config(seed: u64, layer: &str) -> Vec<u8> {
@@ -125,16 +125,17 @@ fn start_with(sandbox: &Sandbox, states: &[Vec<u8>], routes: bool) -> (Session, 
         })
         .collect();
     let params = SessionParams {
-        expires_at: u64::MAX,
+        // Virtual time: the hops peel at second 1.
+        expires_at: 1000,
         frame_len: if routes { 2048 } else { 1024 },
-        blob_len: 200,
+        blob_len: MIN_BLOB_LEN as u32,
     };
     let (mut onion, designer) = circuit::build(plan, params, &mut SystemEntropy).unwrap();
     let mut hops = Vec::new();
     let mut setups = Vec::new();
     let mut first_out = Vec::new();
     for key in &keys {
-        let peeled = peel(key, &onion, 1, &mut SystemEntropy).unwrap();
+        let peeled = peel(key, &onion, Freshness::at(1), &mut SystemEntropy).unwrap();
         onion = peeled.forward;
         setups.push(peeled.setup.clone());
         let (mut hop, out) = Hop::start(peeled.setup, sandbox, SystemEntropy).unwrap();

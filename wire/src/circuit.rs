@@ -9,7 +9,9 @@ use crate::{
     export::{self, ExportSlot},
     frame::{FrameError, LinkEnd, Side, WireTensor},
     report::Report,
-    setup::{CIRCUIT_ID_LEN, CircuitId, HopLayer, HopSetup, Peer, SetupError, build_onion},
+    setup::{
+        BuildError, CIRCUIT_ID_LEN, CircuitId, HopLayer, HopSetup, Peer, SetupError, build_onion,
+    },
 };
 
 /// One hop of a planned cascade.
@@ -95,10 +97,10 @@ pub fn build(
     plan: Vec<HopPlan<'_>>,
     params: SessionParams,
     entropy: &mut impl Entropy,
-) -> Result<(Vec<u8>, DesignerCircuit), SetupError> {
+) -> Result<(Vec<u8>, DesignerCircuit), BuildError> {
     let n = plan.len();
     if n == 0 {
-        return Err(SetupError::TooLarge("a cascade needs at least one hop"));
+        return Err(BuildError::EmptyCascade);
     }
     // Link i joins hop i-1 (or the designer) to hop i (or the designer): n + 1 links.
     let links: Vec<(CircuitId, Key)> = (0..=n)
@@ -146,8 +148,10 @@ pub fn build(
     let onion = build_onion(&setups, entropy)?;
     let frame_len = params.frame_len as usize;
     let link = |i: usize, side| {
-        LinkEnd::new(links[i].0, &links[i].1, side, frame_len)
-            .map_err(|_| SetupError::TooLarge("frame length"))
+        LinkEnd::new(links[i].0, &links[i].1, side, frame_len).map_err(|_| BuildError::Invalid {
+            hop: i.min(n - 1),
+            reason: SetupError::FrameLen(params.frame_len),
+        })
     };
     Ok((
         onion,

@@ -22,11 +22,12 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Largest encoded onion public key.
 pub const MAX_ONION_KEY_LEN: usize = 1024;
 /// Most metadata entries.
-pub const MAX_METADATA: usize = 32;
+pub const MAX_METADATA: usize = 16;
 /// Longest metadata key or value.
-pub const MAX_METADATA_FIELD: usize = 256;
-/// Largest signed descriptor.
-pub const MAX_DESCRIPTOR_LEN: usize = 16 << 10;
+pub const MAX_METADATA_FIELD: usize = 128;
+/// Largest signed descriptor: every field at its maximum fits (5.6 KB), and a directory
+/// answer for a pool of 10,000 hosts stays under 82 MB ([`crate::directory`]).
+pub const MAX_DESCRIPTOR_LEN: usize = 8 << 10;
 
 const DOMAIN: &[u8] = b"mixnn descriptor v1\0";
 
@@ -97,7 +98,7 @@ impl Descriptor {
         let onion_key = r.take_lp32(MAX_ONION_KEY_LEN)?.to_vec();
         let fingerprint = r.take_array()?;
         let published_at = r.take_u64()?;
-        let count = r.take_u32()? as usize;
+        let count = usize::try_from(r.take_u32()?).unwrap_or(usize::MAX);
         if count > MAX_METADATA {
             return Err(DescriptorError::Invalid("too many metadata entries"));
         }
@@ -274,6 +275,13 @@ mod tests {
         let mut d = descriptor();
         d.onion_key = b"not a key".to_vec();
         assert!(matches!(key.sign(d), Err(DescriptorError::Invalid(_))));
+        // Every field at its maximum still fits.
+        let mut d = descriptor();
+        d.address = "a".repeat(MAX_ADDRESS_LEN);
+        d.metadata = (0..MAX_METADATA)
+            .map(|i| (format!("{i:0>128}"), "v".repeat(MAX_METADATA_FIELD)))
+            .collect();
+        assert!(key.sign(d).unwrap().len() <= MAX_DESCRIPTOR_LEN);
         let mut d = descriptor();
         d.metadata = (0..=MAX_METADATA)
             .map(|i| (i.to_string(), String::new()))

@@ -11,7 +11,7 @@
 
 use crate::{
     blob::SEAL_OVERHEAD,
-    frame::{BODY_OVERHEAD, capacity},
+    frame::max_blob_len,
     reader::{ReadError, Reader},
     report::STATE_OVERHEAD,
 };
@@ -51,7 +51,7 @@ impl ExportSlot {
 
 /// Length of the blob of an export frame: all that a frame of `frame_len` holds.
 pub fn blob_len(frame_len: usize) -> usize {
-    capacity(frame_len).saturating_sub(BODY_OVERHEAD)
+    max_blob_len(frame_len)
 }
 
 /// Bytes of state one export frame carries.

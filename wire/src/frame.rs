@@ -7,8 +7,13 @@
 use crate::{
     crypto::{CryptoError, Key, LinkCipher, TAG_LEN},
     reader::{ReadError, Reader, put_lp32},
-    setup::{CIRCUIT_ID_LEN, CircuitId},
 };
+
+/// Bytes of a circuit id.
+pub const CIRCUIT_ID_LEN: usize = 16;
+
+/// A circuit id: names one link of one session, different on every link (P3).
+pub type CircuitId = [u8; CIRCUIT_ID_LEN];
 
 /// Smallest frame length a session may choose.
 pub const MIN_FRAME_LEN: usize = 256;
@@ -222,8 +227,8 @@ impl FrameBody {
         BODY_OVERHEAD + tensor + self.blob.len() + self.route.len()
     }
 
-    #[cfg(test)]
-    fn encode(&self, capacity: usize) -> Result<Vec<u8>, FrameError> {
+    /// The body, zero-padded to `capacity` bytes (what a link seals).
+    pub fn encode(&self, capacity: usize) -> Result<Vec<u8>, FrameError> {
         let mut out = Vec::with_capacity(capacity);
         self.encode_into(&mut out, capacity)?;
         Ok(out)
@@ -247,7 +252,8 @@ impl FrameBody {
         Ok(())
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+    /// Parses an opened body (what [`LinkEnd::open`] does after the AEAD).
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
         let mut r = Reader::new(bytes);
         let op = Op(r.take_u8()?);
         let tensor = match r.take_u8()? {
@@ -272,6 +278,12 @@ impl FrameBody {
 /// The plaintext capacity of a frame of `frame_len` bytes.
 pub fn capacity(frame_len: usize) -> usize {
     frame_len.saturating_sub(CIRCUIT_ID_LEN + TAG_LEN)
+}
+
+/// The longest blob a frame of `frame_len` bytes carries: all of it but the header (a frame
+/// that carries a blob this long carries no tensor).
+pub fn max_blob_len(frame_len: usize) -> usize {
+    capacity(frame_len).saturating_sub(BODY_OVERHEAD)
 }
 
 /// The circuit id a frame names (to find its session), if it is long enough to name one.

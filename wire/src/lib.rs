@@ -6,6 +6,8 @@
 //!   keystreams, and the per-link cipher with implicit counters.
 //! - [`descriptor`]: a host's signed descriptor (address, onion key, certificate fingerprint,
 //!   metadata) for the directory.
+//! - [`directory`]: the directory's answers (the pool, sized to what the client takes).
+//! - [`stream`]: the header that opens every QUIC stream.
 //! - [`setup`]: the op=0 onion that ships each hop its layer, neighbours and keys.
 //! - [`frame`]: the fixed-length frames of op=1/2/3 and cover traffic on each link.
 //! - [`blob`]: the opaque part of every frame, re-layered at every hop; labels sealed for
@@ -53,9 +55,11 @@ pub mod blob;
 pub mod circuit;
 pub mod crypto;
 pub mod descriptor;
+pub mod directory;
 pub mod export;
 pub mod frame;
 pub mod reader;
 pub mod report;
 pub mod route;
 pub mod setup;
+pub mod stream;

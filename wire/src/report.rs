@@ -10,6 +10,10 @@ use crate::{
 /// Longest failure message a report carries.
 pub const MAX_MESSAGE_LEN: usize = 400;
 
+/// Bytes of the longest failure report: kind, length and message. Every session's blobs hold
+/// at least this much sealed ([`crate::setup::MIN_BLOB_LEN`]), so any hop can always report.
+pub const MAX_FAILURE_LEN: usize = 1 + 4 + MAX_MESSAGE_LEN;
+
 /// Bytes a [`Report::State`] adds to its part: kind, index, count and length.
 pub const STATE_OVERHEAD: usize = 1 + 4 + 4 + 4;
 
@@ -125,7 +129,10 @@ mod tests {
             let bytes = report.encode().unwrap();
             assert_eq!(Report::decode(&bytes).unwrap(), report);
         }
-        assert!(Report::failure("x".repeat(1000)).encode().unwrap().len() < 500);
+        assert_eq!(
+            Report::failure("x".repeat(1000)).encode().unwrap().len(),
+            MAX_FAILURE_LEN
+        );
         assert!(Report::decode(&[9]).is_err());
         assert!(Report::decode(&[1, 0]).is_err());
         assert!(Report::decode(&[0, 0]).is_err());

@@ -81,11 +81,23 @@ pub fn peel(
     if route.len() < LAYER_LEN {
         return Err(RouteError::TooShort);
     }
+    peel_with_secret(&key.decrypt(&route[..WRAPPED_KEY_LEN])?, route, op, entropy)
+}
+
+/// What [`peel`] does after the RSA decryption of the layer's first [`WRAPPED_KEY_LEN`]
+/// bytes into `secret`.
+pub fn peel_with_secret(
+    secret: &[u8],
+    route: &[u8],
+    op: Op,
+    entropy: &mut impl Entropy,
+) -> Result<Vec<u8>, RouteError> {
+    if route.len() < LAYER_LEN {
+        return Err(RouteError::TooShort);
+    }
     let (layer, rest) = route.split_at(LAYER_LEN);
-    let (wrapped, sealed) = layer.split_at(WRAPPED_KEY_LEN);
-    let secret = key.decrypt(wrapped)?;
+    let sealed = &layer[WRAPPED_KEY_LEN..];
     let k = Key(secret
-        .as_slice()
         .try_into()
         .map_err(|_| CryptoError::BadKey("a wrapped route key of the wrong length"))?);
     let opened = k.derive(SEAL_KEY).open(NONCE, AAD, sealed)?;

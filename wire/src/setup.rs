@@ -8,18 +8,22 @@
 //! of a session has the same length on every link (P5). It cannot tell where the next layers
 //! end and the padding starts, so it learns neither the cascade's length nor its position (P2).
 
+use std::net::SocketAddr;
+
+pub use crate::frame::{CIRCUIT_ID_LEN, CircuitId};
 use crate::{
+    blob::SEAL_OVERHEAD,
     crypto::{
         CryptoError, Entropy, KEY_LEN, Key, OnionPrivateKey, OnionPublicKey, WRAPPED_KEY_LEN,
     },
+    frame::{MAX_FRAME_LEN, MIN_FRAME_LEN, max_blob_len},
     reader::{ReadError, Reader, put_lp32},
+    report::MAX_FAILURE_LEN,
 };
 
-/// Bytes of a circuit id.
-pub const CIRCUIT_ID_LEN: usize = 16;
 /// Bytes of a certificate fingerprint (SHA-256).
 pub const FINGERPRINT_LEN: usize = 32;
-/// Longest host address (`host:port`).
+/// Longest host address (`ip:port`).
 pub const MAX_ADDRESS_LEN: usize = 255;
 /// Largest component a setup layer may carry.
 pub const MAX_COMPONENT_LEN: usize = 16 << 20;
@@ -31,16 +35,23 @@ pub const MAX_STATE_LEN: usize = 64 << 20;
 pub const MAX_LAYERS_PER_HOP: usize = 16;
 /// Largest op=0 message a host accepts.
 pub const MAX_SETUP_LEN: usize = 128 << 20;
+/// Bytes at the front of a hop's layer that only its onion key opens: a host reads this much
+/// of a setup, and no more, before it can refuse one that is not for it ([`open_head`]).
+pub const HEAD_LEN: usize = WRAPPED_KEY_LEN;
+/// Shortest blob a session may use: room for any failure report sealed for the designer, so
+/// that every hop can always say why it stopped.
+pub const MIN_BLOB_LEN: usize = SEAL_OVERHEAD + MAX_FAILURE_LEN;
+/// Longest session a setup may ask for, from the time it is peeled to its expiry (hosts may
+/// grant less: [`Freshness::max_lifetime_s`]).
+pub const MAX_SESSION_LIFETIME_S: u64 = 7 * 24 * 3600;
 
 const SETUP_NONCE: [u8; 12] = [0; 12];
 const SETUP_AAD: &[u8] = b"mixnn setup v2";
 const SETUP_KEY: &[u8] = b"setup body";
 const ONION_STREAM: &[u8] = b"setup onion";
 
-/// A circuit id: names one link of one session, different on every link (P3).
-pub type CircuitId = [u8; CIRCUIT_ID_LEN];
-
-/// Why a setup layer could not be built or peeled.
+/// Why a hop refused a setup layer: each is the sender's fault (or, for [`SetupError::Crypto`],
+/// a layer meant for another host).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
@@ -50,12 +61,104 @@ pub enum SetupError {
     /// The decrypted layer does not parse.
     #[error(transparent)]
     Read(#[from] ReadError),
-    /// The message is larger than [`MAX_SETUP_LEN`] or a field exceeds its maximum.
-    #[error("too large: {0}")]
-    TooLarge(&'static str),
+    /// The message, or a field of it, is longer than its maximum.
+    #[error("{what} of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Which.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A hop needs between one and [`MAX_LAYERS_PER_HOP`] layers.
+    #[error("{0} layers for one hop")]
+    LayerCount(usize),
+    /// A neighbour's address is not a literal `ip:port` (hosts resolve no names for strangers).
+    #[error("a neighbour's address is not ip:port")]
+    Address,
+    /// The frame length is outside [`MIN_FRAME_LEN`]..=[`MAX_FRAME_LEN`].
+    #[error("frame length {0} is out of range")]
+    FrameLen(u32),
+    /// The blob length is below [`MIN_BLOB_LEN`] or more than a frame carries.
+    #[error("blob length {blob_len} is outside {min}..={max} for the session's frames")]
+    BlobLen {
+        /// The setup's.
+        blob_len: u32,
+        /// The least allowed.
+        min: usize,
+        /// The most the session's frames carry.
+        max: usize,
+    },
+    /// Role flags this version does not know.
+    #[error("unknown role flags {0:#04x}")]
+    UnknownFlags(u8),
     /// The session's expiry is in the past.
     #[error("the session expired")]
     Expired,
+    /// The session would last longer than the host grants.
+    #[error("a session of {lifetime_s} s asked for; this host grants at most {max_s} s")]
+    TooLong {
+        /// Seconds from now to its expiry.
+        lifetime_s: u64,
+        /// The host's maximum.
+        max_s: u64,
+    },
+}
+
+/// Why a setup onion could not be built: the caller's mistake, or a failure of the crypto
+/// library.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A cascade needs at least one hop.
+    #[error("a cascade needs at least one hop")]
+    EmptyCascade,
+    /// The setup of a hop is one it would refuse.
+    #[error("hop {hop}'s setup would be refused: {reason}")]
+    Invalid {
+        /// The hop (0 is the first).
+        hop: usize,
+        /// Why.
+        reason: SetupError,
+    },
+    /// The whole onion is larger than [`MAX_SETUP_LEN`].
+    #[error("an onion of {0} bytes exceeds the maximum of {MAX_SETUP_LEN}")]
+    TooLarge(usize),
+    /// Encryption failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// When a setup is read, and the longest session the host grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Unix time (seconds).
+    pub now: u64,
+    /// Longest lifetime granted, in seconds (at most [`MAX_SESSION_LIFETIME_S`]).
+    pub max_lifetime_s: u64,
+}
+
+impl Freshness {
+    /// At `now`, granting the protocol's longest lifetime.
+    pub fn at(now: u64) -> Self {
+        Freshness {
+            now,
+            max_lifetime_s: MAX_SESSION_LIFETIME_S,
+        }
+    }
+
+    fn check(&self, expires_at: u64) -> Result<(), SetupError> {
+        if expires_at <= self.now {
+            return Err(SetupError::Expired);
+        }
+        let lifetime_s = expires_at - self.now;
+        let max_s = self.max_lifetime_s.min(MAX_SESSION_LIFETIME_S);
+        if lifetime_s > max_s {
+            return Err(SetupError::TooLong { lifetime_s, max_s });
+        }
+        Ok(())
+    }
 }
 
 /// A neighbour of a hop.
@@ -127,7 +230,12 @@ impl HopSetup {
     /// before it, which the raw inputs it reads tell it anyway.
     pub const DROP_INPUT_GRAD: u8 = 8;
 
-    fn encode(&self) -> Vec<u8> {
+    /// Every role flag this version knows.
+    pub const KNOWN_FLAGS: u8 =
+        Self::LOSS | Self::TEST_END | Self::PER_MESSAGE_RSA | Self::DROP_INPUT_GRAD;
+
+    /// The body that gets sealed (what [`HopSetup::decode`] reads).
+    pub fn encode(&self) -> Vec<u8> {
         let size: usize = self
             .layers
             .iter()
@@ -160,7 +268,8 @@ impl HopSetup {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, SetupError> {
+    /// Parses and checks a setup body, as a hop finds it once its layer is open.
+    pub fn decode(bytes: &[u8]) -> Result<Self, SetupError> {
         let mut r = Reader::new(bytes);
         let setup = HopSetup {
             expires_at: r.take_u64()?,
@@ -178,7 +287,7 @@ impl HopSetup {
             layers: {
                 let count = usize::from(r.take_u8()?);
                 if count == 0 || count > MAX_LAYERS_PER_HOP {
-                    return Err(ReadError::Malformed("number of layers").into());
+                    return Err(SetupError::LayerCount(count));
                 }
                 (0..count)
                     .map(|_| {
@@ -192,7 +301,60 @@ impl HopSetup {
             },
         };
         r.should_be_exhausted()?;
+        setup.check()?;
         Ok(setup)
+    }
+
+    /// Checks every size and field a hop must not take on trust (all but the expiry, which
+    /// depends on the time: [`Freshness`]). The designer runs the same check before it builds.
+    pub fn check(&self) -> Result<(), SetupError> {
+        let count = self.layers.len();
+        if count == 0 || count > MAX_LAYERS_PER_HOP {
+            return Err(SetupError::LayerCount(count));
+        }
+        for layer in &self.layers {
+            for (what, len, max) in [
+                ("component", layer.component.len(), MAX_COMPONENT_LEN),
+                ("config", layer.config.len(), MAX_CONFIG_LEN),
+                ("state", layer.state.len(), MAX_STATE_LEN),
+            ] {
+                if len > max {
+                    return Err(SetupError::TooLarge { what, len, max });
+                }
+            }
+        }
+        for peer in [&self.prev, &self.next] {
+            if let Peer::Host { address, .. } = peer {
+                if address.len() > MAX_ADDRESS_LEN {
+                    return Err(SetupError::TooLarge {
+                        what: "address",
+                        len: address.len(),
+                        max: MAX_ADDRESS_LEN,
+                    });
+                }
+                address
+                    .parse::<SocketAddr>()
+                    .map_err(|_| SetupError::Address)?;
+            }
+        }
+        if self.flags & !Self::KNOWN_FLAGS != 0 {
+            return Err(SetupError::UnknownFlags(self.flags & !Self::KNOWN_FLAGS));
+        }
+        let frame_len = usize::try_from(self.frame_len).unwrap_or(usize::MAX);
+        if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame_len) {
+            return Err(SetupError::FrameLen(self.frame_len));
+        }
+        // What a hop allocates for every blob it creates: never more than a frame carries.
+        let max = max_blob_len(frame_len);
+        let blob_len = usize::try_from(self.blob_len).unwrap_or(usize::MAX);
+        if !(MIN_BLOB_LEN..=max).contains(&blob_len) {
+            return Err(SetupError::BlobLen {
+                blob_len: self.blob_len,
+                min: MIN_BLOB_LEN,
+                max,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -231,52 +393,138 @@ fn decode_peer(r: &mut Reader<'_>) -> Result<Peer, SetupError> {
 pub fn build_onion(
     hops: &[(&OnionPublicKey, HopSetup)],
     entropy: &mut impl Entropy,
-) -> Result<Vec<u8>, SetupError> {
+) -> Result<Vec<u8>, BuildError> {
+    if hops.is_empty() {
+        return Err(BuildError::EmptyCascade);
+    }
     let mut inner: Vec<u8> = Vec::new();
-    for (public, setup) in hops.iter().rev() {
-        check_sizes(setup)?;
+    for (hop, (public, setup)) in hops.iter().enumerate().rev() {
+        setup
+            .check()
+            .map_err(|reason| BuildError::Invalid { hop, reason })?;
         let k = Key::random(entropy);
         let body = k
             .derive(SETUP_KEY)
             .seal(SETUP_NONCE, SETUP_AAD, &setup.encode())?;
-        let body_len = u32::try_from(body.len()).map_err(|_| SetupError::TooLarge("layer"))?;
+        let body_len = u32::try_from(body.len()).map_err(|_| BuildError::TooLarge(body.len()))?;
         let mut secret = k.0.to_vec();
         secret.extend(body_len.to_be_bytes());
-        let mut layer = Vec::with_capacity(WRAPPED_KEY_LEN + body.len() + inner.len());
+        let mut layer = Vec::with_capacity(HEAD_LEN + body.len() + inner.len());
         layer.extend(public.encrypt(&secret)?);
         layer.extend(body);
         // The inner layers travel under this hop's keystream: the hop removes it.
         k.xor_keystream(ONION_STREAM, 0, &mut inner)?;
         layer.extend(inner);
         if layer.len() > MAX_SETUP_LEN {
-            return Err(SetupError::TooLarge("onion"));
+            return Err(BuildError::TooLarge(layer.len()));
         }
         inner = layer;
     }
     Ok(inner)
 }
 
-fn check_sizes(setup: &HopSetup) -> Result<(), SetupError> {
-    if setup.layers.is_empty() || setup.layers.len() > MAX_LAYERS_PER_HOP {
-        return Err(SetupError::TooLarge("layers"));
+/// A hop's head, opened: the key of its layer, and how long the sealed body after it is.
+#[derive(Debug)]
+pub struct Head {
+    key: Key,
+    body_len: usize,
+    message_len: usize,
+}
+
+/// Opens the first [`HEAD_LEN`] bytes of a setup message of `message_len` bytes with this
+/// host's onion key: one RSA private-key operation, and everything a host needs before it
+/// reads the rest.
+pub fn open_head(
+    key: &OnionPrivateKey,
+    message_len: usize,
+    head: &[u8],
+) -> Result<Head, SetupError> {
+    if message_len > MAX_SETUP_LEN {
+        return Err(SetupError::TooLarge {
+            what: "setup",
+            len: message_len,
+            max: MAX_SETUP_LEN,
+        });
     }
-    for layer in &setup.layers {
-        if layer.component.len() > MAX_COMPONENT_LEN {
-            return Err(SetupError::TooLarge("component"));
+    if head.len() != HEAD_LEN || message_len < HEAD_LEN {
+        return Err(ReadError::Truncated {
+            needed: HEAD_LEN.saturating_sub(head.len().min(message_len)),
         }
-        if layer.config.len() > MAX_CONFIG_LEN {
-            return Err(SetupError::TooLarge("config"));
-        }
-        if layer.state.len() > MAX_STATE_LEN {
-            return Err(SetupError::TooLarge("state"));
-        }
+        .into());
     }
-    for peer in [&setup.prev, &setup.next] {
-        if matches!(peer, Peer::Host { address, .. } if address.len() > MAX_ADDRESS_LEN) {
-            return Err(SetupError::TooLarge("address"));
+    Head::from_secret(&key.decrypt(head)?, message_len)
+}
+
+impl Head {
+    /// The head from the secret its RSA block holds (`key || u32 body length`), checked
+    /// against the message it heads: what [`open_head`] does after the RSA decryption.
+    pub fn from_secret(secret: &[u8], message_len: usize) -> Result<Self, SetupError> {
+        let mut sr = Reader::new(secret);
+        let key = Key(sr.take_array::<KEY_LEN>()?);
+        let body_len =
+            usize::try_from(sr.take_u32()?).map_err(|_| ReadError::Malformed("length"))?;
+        sr.should_be_exhausted()?;
+        let room = message_len.saturating_sub(HEAD_LEN);
+        if body_len > room {
+            return Err(ReadError::Truncated {
+                needed: body_len - room,
+            }
+            .into());
         }
+        Ok(Head {
+            key,
+            body_len,
+            message_len,
+        })
     }
-    Ok(())
+
+    /// Bytes of the sealed body that follows the head.
+    pub fn body_len(&self) -> usize {
+        self.body_len
+    }
+
+    /// Bytes of the message after this hop's layer: the layers of the next hops and padding.
+    pub fn rest_len(&self) -> usize {
+        self.message_len - HEAD_LEN - self.body_len
+    }
+
+    /// Opens and checks this hop's setup (the [`Head::body_len`] bytes after the head).
+    pub fn open_body(&self, body: &[u8], freshness: Freshness) -> Result<HopSetup, SetupError> {
+        let plain = self
+            .key
+            .derive(SETUP_KEY)
+            .open(SETUP_NONCE, SETUP_AAD, body)?;
+        let setup = HopSetup::decode(&plain)?;
+        freshness.check(setup.expires_at)?;
+        Ok(setup)
+    }
+
+    /// The message for the next hop, from the [`Head::rest_len`] bytes after this hop's
+    /// layer: under this hop's keystream, padded with fresh random bytes back to the length
+    /// received.
+    pub fn forward(
+        &self,
+        mut rest: Vec<u8>,
+        entropy: &mut impl Entropy,
+    ) -> Result<Vec<u8>, SetupError> {
+        if rest.len() != self.rest_len() {
+            return Err(ReadError::Truncated {
+                needed: self.rest_len().saturating_sub(rest.len()),
+            }
+            .into());
+        }
+        self.key.xor_keystream(ONION_STREAM, 0, &mut rest)?;
+        let stripped = HEAD_LEN + self.body_len;
+        let start = rest.len();
+        rest.resize(start + stripped, 0);
+        entropy.fill(&mut rest[start..]);
+        Ok(rest)
+    }
+
+    /// A tag unique to this layer, for the host's replay cache (P7).
+    pub fn replay_tag(&self) -> [u8; 32] {
+        self.key.derive(b"replay tag").0
+    }
 }
 
 /// What a hop gets from peeling its layer.
@@ -290,39 +538,22 @@ pub struct Peeled {
     pub replay_tag: [u8; 32],
 }
 
-/// Peels this host's layer off a setup message at time `now` (Unix seconds).
+/// Peels this host's layer off a whole setup message: [`open_head`], [`Head::open_body`] and
+/// [`Head::forward`] in one.
 pub fn peel(
     key: &OnionPrivateKey,
     message: &[u8],
-    now: u64,
+    freshness: Freshness,
     entropy: &mut impl Entropy,
 ) -> Result<Peeled, SetupError> {
-    if message.len() > MAX_SETUP_LEN {
-        return Err(SetupError::TooLarge("onion"));
-    }
     let mut r = Reader::new(message);
-    let secret = key.decrypt(r.take(WRAPPED_KEY_LEN)?)?;
-    let mut sr = Reader::new(&secret);
-    let k = Key(sr.take_array::<KEY_LEN>()?);
-    let body_len = usize::try_from(sr.take_u32()?).map_err(|_| ReadError::Malformed("length"))?;
-    sr.should_be_exhausted()?;
-    let body = k
-        .derive(SETUP_KEY)
-        .open(SETUP_NONCE, SETUP_AAD, r.take(body_len)?)?;
-    let setup = HopSetup::decode(&body)?;
-    if setup.expires_at <= now {
-        return Err(SetupError::Expired);
-    }
-    let stripped = message.len() - r.remaining();
-    let mut forward = r.take_rest().to_vec();
-    k.xor_keystream(ONION_STREAM, 0, &mut forward)?;
-    let mut padding = vec![0u8; stripped];
-    entropy.fill(&mut padding);
-    forward.extend(padding);
+    let head = open_head(key, message.len(), r.take(HEAD_LEN.min(message.len()))?)?;
+    let setup = head.open_body(r.take(head.body_len)?, freshness)?;
+    let forward = head.forward(r.take_rest().to_vec(), entropy)?;
     Ok(Peeled {
         setup,
         forward,
-        replay_tag: k.derive(b"replay tag").0,
+        replay_tag: head.replay_tag(),
     })
 }
 
@@ -348,7 +579,7 @@ mod tests {
             designer_key: Key::random(e),
             flags: 0,
             frame_len: 4096,
-            blob_len: 256,
+            blob_len: 512,
             layers: vec![HopLayer {
                 component: vec![i; component_len],
                 config: format!("{{\"layer\": {i}}}").into_bytes(),
@@ -376,10 +607,10 @@ mod tests {
             // Another host's key cannot open this layer.
             let stranger = OnionPrivateKey::generate().unwrap();
             assert!(matches!(
-                peel(&stranger, &message, 10, &mut e),
+                peel(&stranger, &message, Freshness::at(10), &mut e),
                 Err(SetupError::Crypto(_))
             ));
-            let peeled = peel(key, &message, 10, &mut e).unwrap();
+            let peeled = peel(key, &message, Freshness::at(10), &mut e).unwrap();
             assert_eq!(&peeled.setup, want);
             assert_eq!(
                 peeled.forward.len(),
@@ -405,9 +636,9 @@ mod tests {
         let key = OnionPrivateKey::generate().unwrap();
         let public = key.public_key().unwrap();
         let onion = build_onion(&[(&public, setup(0, 64, &mut e))], &mut e).unwrap();
-        assert!(peel(&key, &onion, 10, &mut e).is_ok());
+        assert!(peel(&key, &onion, Freshness::at(10), &mut e).is_ok());
         assert_eq!(
-            peel(&key, &onion, 1000, &mut e).unwrap_err(),
+            peel(&key, &onion, Freshness::at(1000), &mut e).unwrap_err(),
             SetupError::Expired
         );
         // Every byte of the wrapped key and the body is authenticated.
@@ -415,20 +646,116 @@ mod tests {
             let mut bad = onion.clone();
             bad[i] ^= 0x10;
             assert!(
-                peel(&key, &bad, 10, &mut e).is_err(),
+                peel(&key, &bad, Freshness::at(10), &mut e).is_err(),
                 "flipping byte {i} went unnoticed"
             );
         }
         for cut in [0, 100, 256, 300, onion.len() - 1] {
             assert!(
-                peel(&key, &onion[..cut], 10, &mut e).is_err(),
+                peel(&key, &onion[..cut], Freshness::at(10), &mut e).is_err(),
                 "truncated to {cut}"
             );
         }
         let big = vec![0u8; MAX_SETUP_LEN + 1];
+        assert!(matches!(
+            peel(&key, &big, Freshness::at(10), &mut e),
+            Err(SetupError::TooLarge { what: "setup", .. })
+        ));
+        // A host grants at most its own lifetime, and never more than the protocol's.
+        let short = Freshness {
+            now: 10,
+            max_lifetime_s: 100,
+        };
         assert_eq!(
-            peel(&key, &big, 10, &mut e).unwrap_err(),
-            SetupError::TooLarge("onion")
+            peel(&key, &onion, short, &mut e).unwrap_err(),
+            SetupError::TooLong {
+                lifetime_s: 990,
+                max_s: 100
+            }
         );
+        let mut far = setup(0, 64, &mut e);
+        far.expires_at = 10 + MAX_SESSION_LIFETIME_S + 1;
+        let onion = build_onion(&[(&public, far)], &mut e).unwrap();
+        let lenient = Freshness {
+            now: 10,
+            max_lifetime_s: u64::MAX,
+        };
+        assert!(matches!(
+            peel(&key, &onion, lenient, &mut e),
+            Err(SetupError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    #[allow(clippy::cast_possible_truncation)]
+    fn sizes_a_stranger_controls_are_checked_before_use() {
+        let mut e = seeded(5);
+        let valid = setup(1, 16, &mut e);
+        valid.check().unwrap();
+        let refused = |change: &dyn Fn(&mut HopSetup)| {
+            let mut s = valid.clone();
+            change(&mut s);
+            // The designer's builder and the hop's decoder refuse alike.
+            let key = OnionPrivateKey::generate().unwrap();
+            let public = key.public_key().unwrap();
+            assert!(matches!(
+                build_onion(&[(&public, s.clone())], &mut seeded(6)),
+                Err(BuildError::Invalid { hop: 0, .. })
+            ));
+            HopSetup::decode(&s.encode()).unwrap_err()
+        };
+        // A blob longer than a frame carries (the 3 GB blob a stranger once named), or too
+        // short for a failure report.
+        assert!(matches!(
+            refused(&|s| s.blob_len = 3_000_000_000),
+            SetupError::BlobLen { .. }
+        ));
+        assert!(matches!(
+            refused(&|s| s.blob_len = s.frame_len),
+            SetupError::BlobLen { .. }
+        ));
+        assert!(matches!(
+            refused(&|s| s.blob_len = (MIN_BLOB_LEN - 1) as u32),
+            SetupError::BlobLen { .. }
+        ));
+        let mut fits = valid.clone();
+        fits.blob_len = max_blob_len(fits.frame_len as usize) as u32;
+        fits.check().unwrap();
+        assert_eq!(
+            refused(&|s| s.frame_len = (MAX_FRAME_LEN + 1) as u32),
+            SetupError::FrameLen((MAX_FRAME_LEN + 1) as u32)
+        );
+        assert_eq!(refused(&|s| s.flags = 0x40), SetupError::UnknownFlags(0x40));
+        assert_eq!(
+            refused(&|s| s.next = Peer::Host {
+                address: "example.com:443".into(),
+                fingerprint: [0; 32]
+            }),
+            SetupError::Address
+        );
+        assert_eq!(refused(&|s| s.layers.clear()), SetupError::LayerCount(0));
+    }
+
+    #[test]
+    fn a_head_for_another_host_is_refused_from_its_first_bytes() {
+        let mut e = seeded(7);
+        let key = OnionPrivateKey::generate().unwrap();
+        let public = key.public_key().unwrap();
+        let onion = build_onion(&[(&public, setup(0, 64, &mut e))], &mut e).unwrap();
+        let head = open_head(&key, onion.len(), &onion[..HEAD_LEN]).unwrap();
+        assert_eq!(HEAD_LEN + head.body_len() + head.rest_len(), onion.len());
+        let stranger = OnionPrivateKey::generate().unwrap();
+        assert!(matches!(
+            open_head(&stranger, onion.len(), &onion[..HEAD_LEN]),
+            Err(SetupError::Crypto(_))
+        ));
+        // A body longer than the message announced is refused before it is read.
+        let mut secret = vec![0; 32];
+        secret.extend(10_000u32.to_be_bytes());
+        assert!(matches!(
+            Head::from_secret(&secret, HEAD_LEN + 100),
+            Err(SetupError::Read(ReadError::Truncated { needed: 9_900 }))
+        ));
+        assert!(Head::from_secret(&secret[..35], HEAD_LEN + 100).is_err());
     }
 }

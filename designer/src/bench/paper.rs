@@ -4,7 +4,7 @@
 //! does) and sees the same batches in the same order. The modes take turns epoch by epoch,
 //! and the first mode of each round rotates, so the machine's noise falls on all of them alike.
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use mixnn_designer::{
@@ -207,16 +207,8 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         None
     };
     let remote = cluster.as_ref().map(|c| RemoteOptions {
-        directory: c.directory_addr,
-        directory_fingerprint: c.directory_fingerprint,
         dummies: args.dummies,
-        keep_first: false,
-        keep_last: false,
-        cover_rate: 0.0,
-        step_timeout: Duration::from_secs(60),
-        session_ttl: Duration::from_secs(24 * 3600),
-        per_message_rsa: false,
-        byte_inputs: true,
+        ..c.remote_options()
     });
     let run_modes = modes.clone();
     let epochs = args.epochs;

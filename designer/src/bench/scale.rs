@@ -143,16 +143,9 @@ struct Report {
 
 fn remote_options(cluster: &LocalCluster, dummies: usize) -> RemoteOptions {
     RemoteOptions {
-        directory: cluster.directory_addr,
-        directory_fingerprint: cluster.directory_fingerprint,
         dummies,
-        keep_first: false,
-        keep_last: false,
-        cover_rate: 0.0,
-        step_timeout: Duration::from_secs(60),
         session_ttl: Duration::from_secs(3600),
-        per_message_rsa: false,
-        byte_inputs: true,
+        ..cluster.remote_options()
     }
 }
 
@@ -436,7 +429,7 @@ fn pool_growth(sizes: &[usize]) -> Result<Vec<PoolRow>> {
             let (mut fetch, mut verify, mut pick, mut bytes) = (vec![], vec![], vec![], 0);
             for _ in 0..5 {
                 let started = Instant::now();
-                let pool = directory_service::fetch_pool(&endpoint, addr, fingerprint).await?;
+                let pool = directory_service::fetch_pool(&endpoint, addr, fingerprint, n).await?;
                 fetch.push(started.elapsed().as_secs_f64() * 1e3);
                 bytes = pool.iter().map(|d| d.len() + 4).sum::<usize>() + 5;
                 let started = Instant::now();

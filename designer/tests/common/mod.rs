@@ -49,6 +49,7 @@ pub async fn endpoint_and_pool(cluster: &LocalCluster) -> (Endpoint, Vec<Candida
         &endpoint,
         cluster.directory_addr,
         cluster.directory_fingerprint,
+        directory_service::DEFAULT_MAX_POOL,
     )
     .await
     .unwrap();

@@ -12,15 +12,28 @@
 //! fingerprint = "5f1c…"            # SHA-256 of its certificate, hex
 //! heartbeat_s = 30
 //!
-//! [limits]
-//! max_sessions = 64
-//! max_session_bytes = 68719476736
-//! setups_per_minute = 60           # per peer (certificate)
+//! [limits]                         # every size, count and time a stranger controls
+//! max_sessions = 64                # at once
+//! max_frame_bytes_total = 67108864 # the frame lengths of all sessions, summed
+//! max_session_bytes = 68719476736  # received by one session over its links
+//! max_session_lifetime_s = 90000   # from setup to expiry (25 h)
+//! session_idle_s = 300             # a session that receives nothing this long ends
+//! setups_per_minute = 60           # per peer certificate
+//! setups_per_minute_per_source = 120
+//! setups_per_minute_total = 300    # all sources (bounds the replay cache)
 //! max_setup_bytes = 67108864
+//! max_setups_reading = 16          # op=0 messages being read at once
+//! max_setups_reading_per_source = 4
+//! max_connections = 512
+//! max_connections_per_source = 128
+//! source_prefix_v4 = 24            # what "one source" means
+//! source_prefix_v6 = 56
+//! header_timeout_s = 10            # a stream's header, an op=0 message's head
 //! attach_timeout_s = 30
 //!
 //! [sandbox]
-//! max_memory_mib = 256
+//! max_memory_mib = 256              # per instance
+//! max_total_memory_mib = 4096       # all sessions together
 //! call_timeout_ms = 10000
 //!
 //! [metadata]                       # free-form, published in the descriptor
@@ -31,6 +44,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+use mixnn_wire::setup::MAX_SESSION_LIFETIME_S;
+
+use super::guard::{MAX_REPLAY_TAGS, Source};
 use crate::{SandboxConfig, transport::Fingerprint};
 
 /// Why a configuration could not be used.
@@ -46,13 +62,43 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        source: toml::de::Error,
     },
+    /// The limits contradict each other.
+    #[error("{path}: {source}")]
+    Limits {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: LimitsError,
+    },
+}
+
+/// Limits that contradict each other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// The replay cache would fill before the sessions it protects expire.
+    #[error(
+        "setups_per_minute_total ({per_minute}) times max_session_lifetime_s in minutes \
+         ({minutes}) exceeds the replay cache's {max} tags: lower one of them"
+    )]
+    ReplayCache {
+        /// The host's setup rate.
+        per_minute: u32,
+        /// The longest session, in minutes.
+        minutes: u64,
+        /// The cache's capacity.
+        max: usize,
+    },
+    /// The longest session exceeds the protocol's.
+    #[error("max_session_lifetime_s {0} exceeds the protocol's {MAX_SESSION_LIFETIME_S}")]
+    Lifetime(u64),
 }
 
 /// The daemon's configuration.
@@ -110,19 +156,48 @@ fn default_heartbeat() -> u64 {
     30
 }
 
-/// Limits on what peers may ask of the host.
+/// Limits on what peers may ask of the host: every size, count and time a stranger controls.
+/// The worst case of memory they allow is about `max_connections` times 5 MiB (QUIC's buffers
+/// per connection), plus `max_setups_reading` times `max_setup_bytes`, plus 12 times
+/// `max_frame_bytes_total` (each session's frame queues and copies), plus the sandbox's
+/// `max_total_memory_mib`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Sessions at once.
     pub max_sessions: usize,
+    /// The frame lengths of all open sessions, summed: what sizes their queues.
+    pub max_frame_bytes_total: usize,
     /// Bytes one session may receive over all its links.
     pub max_session_bytes: u64,
+    /// Longest session granted, from setup to expiry, in seconds.
+    pub max_session_lifetime_s: u64,
+    /// Seconds a session may go without receiving a frame on either link before it ends.
+    pub session_idle_s: u64,
     /// op=0 messages one peer (by certificate) may send per minute.
     pub setups_per_minute: u32,
+    /// op=0 messages one source (address prefix) may send per minute.
+    pub setups_per_minute_per_source: u32,
+    /// op=0 messages all sources together may send per minute.
+    pub setups_per_minute_total: u32,
     /// Largest op=0 message.
     pub max_setup_bytes: usize,
-    /// Seconds the last hop waits for the designer to attach, and any hop for its next hop.
+    /// op=0 messages being read at once.
+    pub max_setups_reading: usize,
+    /// op=0 messages being read at once from one source.
+    pub max_setups_reading_per_source: usize,
+    /// QUIC connections at once.
+    pub max_connections: usize,
+    /// QUIC connections at once from one source.
+    pub max_connections_per_source: usize,
+    /// Bits of an IPv4 address that name one source.
+    pub source_prefix_v4: u8,
+    /// Bits of an IPv6 address that name one source.
+    pub source_prefix_v6: u8,
+    /// Seconds a stream's header, or an op=0 message's head, may take to arrive.
+    pub header_timeout_s: u64,
+    /// Seconds the last hop waits for the designer to attach, and any hop for its next hop;
+    /// also the time an op=0 message may take to arrive.
     pub attach_timeout_s: u64,
 }
 
@@ -130,9 +205,23 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_sessions: 64,
+            max_frame_bytes_total: 64 << 20,
             max_session_bytes: 64 << 30,
+            // A designer's sessions last a day by default; an hour more for its jitter and
+            // clocks that disagree.
+            max_session_lifetime_s: 25 * 3600,
+            session_idle_s: 300,
             setups_per_minute: 60,
+            setups_per_minute_per_source: 120,
+            setups_per_minute_total: 300,
             max_setup_bytes: 64 << 20,
+            max_setups_reading: 16,
+            max_setups_reading_per_source: 4,
+            max_connections: 512,
+            max_connections_per_source: 128,
+            source_prefix_v4: 24,
+            source_prefix_v6: 56,
+            header_timeout_s: 10,
             attach_timeout_s: 30,
         }
     }
@@ -143,6 +232,38 @@ impl Limits {
     pub fn attach_timeout(&self) -> Duration {
         Duration::from_secs(self.attach_timeout_s)
     }
+
+    /// The header timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_s.max(1))
+    }
+
+    /// The idle timeout of a session.
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_s.max(1))
+    }
+
+    /// The source `addr` belongs to.
+    pub fn source(&self, addr: std::net::IpAddr) -> Source {
+        Source::of(addr, self.source_prefix_v4, self.source_prefix_v6)
+    }
+
+    /// Checks that the limits do not contradict each other.
+    pub fn check(&self) -> Result<(), LimitsError> {
+        if self.max_session_lifetime_s > MAX_SESSION_LIFETIME_S {
+            return Err(LimitsError::Lifetime(self.max_session_lifetime_s));
+        }
+        let minutes = self.max_session_lifetime_s.div_ceil(60);
+        let tags = u64::from(self.setups_per_minute_total).saturating_mul(minutes);
+        if tags > MAX_REPLAY_TAGS as u64 {
+            return Err(LimitsError::ReplayCache {
+                per_minute: self.setups_per_minute_total,
+                minutes,
+                max: MAX_REPLAY_TAGS,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The sandbox limits a host operator sets.
@@ -151,6 +272,8 @@ impl Limits {
 pub struct SandboxLimits {
     /// Memory per component instance, MiB.
     pub max_memory_mib: usize,
+    /// Memory of all sessions' instances together, MiB.
+    pub max_total_memory_mib: usize,
     /// Deadline of one call, milliseconds.
     pub call_timeout_ms: u64,
 }
@@ -160,6 +283,7 @@ impl Default for SandboxLimits {
         let d = SandboxConfig::default();
         SandboxLimits {
             max_memory_mib: d.max_memory_bytes >> 20,
+            max_total_memory_mib: d.max_total_memory_bytes >> 20,
             call_timeout_ms: u64::try_from(d.call_timeout.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -170,6 +294,7 @@ impl SandboxLimits {
     pub fn sandbox_config(&self) -> SandboxConfig {
         SandboxConfig {
             max_memory_bytes: self.max_memory_mib << 20,
+            max_total_memory_bytes: self.max_total_memory_mib << 20,
             call_timeout: Duration::from_millis(self.call_timeout_ms),
             ..SandboxConfig::default()
         }
@@ -183,10 +308,18 @@ impl HostConfig {
             path: path.into(),
             source,
         })?;
-        let mut config: HostConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+        let mut config: HostConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.into(),
+                source,
+            })?;
+        config
+            .limits
+            .check()
+            .map_err(|source| ConfigError::Limits {
+                path: path.into(),
+                source,
+            })?;
         let base = path.parent().unwrap_or(std::path::Path::new("."));
         config.keys = base.join(&config.keys);
         config.stats_file = config.stats_file.map(|p| base.join(p));

@@ -1,15 +1,19 @@
-//! What keeps a host alive among strangers: the counters of everything refused, the per-peer
-//! op=0 rate limit, and the replay cache of setup layers.
+//! What keeps a host alive among strangers: the counters of everything refused, rate limits
+//! (per certificate, per source prefix, per host), quotas of what is held at once, and the
+//! replay cache of setup layers.
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
+    hash::Hash,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
-
-use crate::transport::Fingerprint;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -38,13 +42,19 @@ macro_rules! counters {
 counters! {
     /// Sessions set up.
     setups_accepted,
-    /// op=0 messages that did not peel (not for this host, tampered, expired, oversized).
+    /// op=0 messages that did not peel (not for this host, tampered, malformed).
     setups_refused,
+    /// op=0 layers for this host that ask for more than it grants: a size out of bounds (the
+    /// blob, the frames, a component), a lifetime too long, an expiry past, unknown flags.
+    setups_invalid,
     /// op=0 layers seen before.
     setups_replayed,
-    /// op=0 messages over a peer's rate.
+    /// op=0 messages over a rate: the peer's (certificate), its source's, or the host's.
     setups_rate_limited,
-    /// op=0 messages refused because the host is full.
+    /// op=0 messages refused because too many were being read at once (by the host, or from
+    /// the same source).
+    setups_busy,
+    /// op=0 messages refused because the host is full (sessions, or frame bytes).
     sessions_refused_full,
     /// Links from a peer other than the neighbour named at setup.
     wrong_neighbour,
@@ -64,10 +74,16 @@ counters! {
     sessions_failed,
     /// Sessions ended for receiving more than their byte budget.
     sessions_over_budget,
+    /// Sessions ended for receiving no frame for the idle timeout.
+    sessions_idle,
     /// Attach requests for no waiting session.
     attach_refused,
     /// Streams that were not a known kind or broke off.
     bad_streams,
+    /// Streams whose header (or op=0 head) did not arrive within the header timeout.
+    streams_timed_out,
+    /// Connections refused: too many at once, or from one source.
+    connections_refused,
 }
 
 /// Bumps a counter.
@@ -75,18 +91,48 @@ pub(super) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A token bucket per peer: `per_minute` op=0 messages a minute, bursts of as many.
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_minute: u32,
-    buckets: HashMap<Fingerprint, (f64, Instant)>,
+/// Where a peer connects from, cut to a prefix: what a stranger cannot mint for free (a
+/// certificate costs nothing; addresses do). IPv4-mapped IPv6 addresses count as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    /// `addr` cut to its first `v4_bits` (IPv4) or `v6_bits` (IPv6) bits.
+    pub fn of(addr: IpAddr, v4_bits: u8, v6_bits: u8) -> Self {
+        Source(match addr.to_canonical() {
+            IpAddr::V4(a) => {
+                let bits = u32::from(v4_bits.min(32));
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let bits = u32::from(v6_bits.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        })
+    }
 }
 
-/// Most peers tracked at once; the oldest are forgotten first.
-const MAX_TRACKED_PEERS: usize = 10_000;
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
-impl RateLimiter {
-    /// A limiter allowing `per_minute` per peer.
+/// A token bucket per key: `per_minute` events a minute, bursts of as many.
+#[derive(Debug)]
+pub struct RateLimiter<K> {
+    per_minute: u32,
+    buckets: HashMap<K, (f64, Instant)>,
+}
+
+/// Most keys a limiter tracks at once; full buckets are forgotten first, and beyond it every
+/// new key is refused.
+const MAX_TRACKED_KEYS: usize = 10_000;
+
+impl<K: Copy + Eq + Hash> RateLimiter<K> {
+    /// A limiter allowing `per_minute` per key.
     pub fn new(per_minute: u32) -> Self {
         RateLimiter {
             per_minute,
@@ -94,25 +140,35 @@ impl RateLimiter {
         }
     }
 
-    /// Whether `peer` may send one more at `now`.
-    pub fn allow(&mut self, peer: Fingerprint, now: Instant) -> bool {
+    fn tokens(&mut self, key: K, now: Instant) -> Option<&mut f64> {
         let capacity = f64::from(self.per_minute);
-        if self.buckets.len() >= MAX_TRACKED_PEERS && !self.buckets.contains_key(&peer) {
+        if self.buckets.len() >= MAX_TRACKED_KEYS && !self.buckets.contains_key(&key) {
             // Full buckets carry no information: forget them.
             self.buckets
                 .retain(|_, (tokens, at)| *tokens + refill(capacity, now - *at) < capacity);
-            if self.buckets.len() >= MAX_TRACKED_PEERS {
-                return false;
+            if self.buckets.len() >= MAX_TRACKED_KEYS {
+                return None;
             }
         }
-        let (tokens, at) = self.buckets.entry(peer).or_insert((capacity, now));
+        let (tokens, at) = self.buckets.entry(key).or_insert((capacity, now));
         *tokens = (*tokens + refill(capacity, now.saturating_duration_since(*at))).min(capacity);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+        Some(tokens)
+    }
+
+    /// Whether `key` has a token left at `now` (none is taken).
+    pub fn check(&mut self, key: K, now: Instant) -> bool {
+        self.tokens(key, now).is_some_and(|t| *t >= 1.0)
+    }
+
+    /// Takes a token of `key` at `now`; false if none is left.
+    pub fn allow(&mut self, key: K, now: Instant) -> bool {
+        match self.tokens(key, now) {
+            Some(t) if *t >= 1.0 => {
+                *t -= 1.0;
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -121,14 +177,104 @@ fn refill(per_minute: f64, elapsed: Duration) -> f64 {
     per_minute * elapsed.as_secs_f64() / 60.0
 }
 
-/// The replay tags of setup layers, each kept until its session's expiry.
+/// What a [`Quota`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaFull {
+    /// Every slot is taken.
+    Total,
+    /// Every slot of this key is taken.
+    PerKey,
+}
+
+/// Slots held at once, in all and per key (a source, say): each slot is a [`QuotaSlot`],
+/// given back when dropped.
+#[derive(Debug)]
+pub struct Quota<K: Eq + Hash> {
+    state: Arc<Mutex<QuotaState<K>>>,
+}
+
+#[derive(Debug)]
+struct QuotaState<K> {
+    max_total: usize,
+    max_per_key: usize,
+    total: usize,
+    per_key: HashMap<K, usize>,
+}
+
+/// A slot of a [`Quota`], held until dropped.
+#[derive(Debug)]
+pub struct QuotaSlot<K: Eq + Hash> {
+    key: K,
+    state: Arc<Mutex<QuotaState<K>>>,
+}
+
+impl<K: Copy + Eq + Hash> Quota<K> {
+    /// At most `max_total` slots, `max_per_key` of them for one key.
+    pub fn new(max_total: usize, max_per_key: usize) -> Self {
+        Quota {
+            state: Arc::new(Mutex::new(QuotaState {
+                max_total,
+                max_per_key,
+                total: 0,
+                per_key: HashMap::new(),
+            })),
+        }
+    }
+
+    /// A slot for `key`, if one is free.
+    pub fn take(&self, key: K) -> Result<QuotaSlot<K>, QuotaFull> {
+        let mut s = lock(&self.state);
+        if s.total >= s.max_total {
+            return Err(QuotaFull::Total);
+        }
+        let max_per_key = s.max_per_key;
+        let held = s.per_key.entry(key).or_insert(0);
+        if *held >= max_per_key {
+            return Err(QuotaFull::PerKey);
+        }
+        *held += 1;
+        s.total += 1;
+        Ok(QuotaSlot {
+            key,
+            state: Arc::clone(&self.state),
+        })
+    }
+
+    /// Slots held now.
+    pub fn held(&self) -> usize {
+        lock(&self.state).total
+    }
+}
+
+impl<K: Eq + Hash> Drop for QuotaSlot<K> {
+    fn drop(&mut self) {
+        let mut s = lock(&self.state);
+        s.total = s.total.saturating_sub(1);
+        if let Some(held) = s.per_key.get_mut(&self.key) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                s.per_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves plain data behind: keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The replay tags of setup layers, each kept until its session's expiry. Its capacity bounds
+/// its memory (about 100 bytes a tag); the host's total setup rate times the longest session
+/// it grants must stay below it, or new sessions are refused until old ones expire
+/// ([`super::Limits::check`]).
 #[derive(Debug, Default)]
 pub struct ReplayCache {
     tags: HashMap<[u8; 32], u64>,
 }
 
 /// Most tags kept: beyond it, new sessions are refused until old ones expire.
-const MAX_REPLAY_TAGS: usize = 1 << 20;
+pub const MAX_REPLAY_TAGS: usize = 1 << 20;
 
 impl ReplayCache {
     /// Records `tag` (valid until `expires_at`, Unix seconds); false if it was seen before or
@@ -159,6 +305,42 @@ mod tests {
         assert!(limiter.allow([2; 32], t0), "peers are limited apart");
         assert!(limiter.allow([1; 32], t0 + Duration::from_secs(30)));
         assert!(!limiter.allow([1; 32], t0 + Duration::from_secs(31)));
+    }
+
+    #[test]
+    fn sources_are_prefixes_and_mapped_addresses_are_ipv4() {
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            Source::of(v4("203.0.113.77"), 24, 56),
+            Source::of(v4("203.0.113.1"), 24, 56)
+        );
+        assert_ne!(
+            Source::of(v4("203.0.113.77"), 24, 56),
+            Source::of(v4("203.0.114.77"), 24, 56)
+        );
+        assert_eq!(
+            Source::of(v4("::ffff:203.0.113.9"), 24, 56),
+            Source::of(v4("203.0.113.200"), 24, 56)
+        );
+        assert_eq!(
+            Source::of(v4("2001:db8:1:2:3::1"), 24, 48),
+            Source::of(v4("2001:db8:1:ffff::9"), 24, 48)
+        );
+        assert_eq!(Source::of(v4("10.1.2.3"), 0, 0).to_string(), "0.0.0.0");
+        assert_eq!(Source::of(v4("10.1.2.3"), 32, 128).to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn quotas_hold_slots_until_dropped() {
+        let quota = Quota::new(3, 2);
+        let a1 = quota.take(1).unwrap();
+        let _a2 = quota.take(1).unwrap();
+        assert_eq!(quota.take(1).unwrap_err(), QuotaFull::PerKey);
+        let _b = quota.take(2).unwrap();
+        assert_eq!(quota.take(3).unwrap_err(), QuotaFull::Total);
+        drop(a1);
+        assert_eq!(quota.held(), 2);
+        let _a3 = quota.take(1).unwrap();
     }
 
     #[test]

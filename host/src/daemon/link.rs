@@ -6,27 +6,34 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use mixnn_wire::{
     crypto::SystemEntropy,
     setup::{HopSetup, Peer},
+    stream::StreamHeader,
 };
 use tokio::sync::mpsc;
 
 use super::{
-    Inner,
+    Inner, SessionSlot,
     audit::{SessionAudit, StreamTap},
     guard::bump,
 };
-use crate::{
-    hop::{Hop, HopError, Observer, Outgoing, Toward},
-    transport::stream_kind,
-};
+use crate::hop::{Hop, HopError, Observer, Outgoing, Toward};
 
-/// Frames queued between the network and a session's worker, each way.
-const QUEUE: usize = 64;
+/// Bytes of frames queued between the network and a session's worker, each way: a flooding
+/// peer fills a queue, not the host's memory.
+const QUEUE_BYTES: usize = 1 << 20;
+/// Frames queued each way, at most and at least (training keeps one or two in flight; an
+/// export sends a burst).
+const QUEUE_FRAMES: (usize, usize) = (2, 64);
+
+/// How many frames of `frame_len` bytes a session queues each way.
+fn queue_depth(frame_len: usize) -> usize {
+    (QUEUE_BYTES / frame_len.max(1)).clamp(QUEUE_FRAMES.0, QUEUE_FRAMES.1)
+}
 
 /// A link's stream, and the connection it lives on if this end opened it (kept open until
 /// the stream is done).
@@ -43,12 +50,15 @@ enum Event {
     NextUnreachable(String),
     Expired,
     OverBudget,
+    /// No frame arrived on either link for the idle timeout.
+    Idle,
 }
 
 /// Runs a session whose setup was peeled from `prev`, forwarding `onion` to the next hop;
 /// with `audit`, records what crosses its links and what its hop decrypts.
 pub(super) async fn run(
     inner: Arc<Inner>,
+    slot: SessionSlot,
     setup: HopSetup,
     onion: Vec<u8>,
     prev: Streams,
@@ -56,10 +66,11 @@ pub(super) async fn run(
 ) {
     let tap = |from, inbound| audit.as_ref().and_then(|a| a.stream(from, inbound));
     let frame_len = setup.frame_len as usize;
-    let (inbox_tx, inbox_rx) = mpsc::channel(QUEUE);
-    let (prev_tx, prev_rx) = mpsc::channel(QUEUE);
-    let (next_tx, next_rx) = mpsc::channel(QUEUE);
-    let budget = Arc::new(AtomicU64::new(0));
+    let depth = queue_depth(frame_len);
+    let (inbox_tx, inbox_rx) = mpsc::channel(2 * depth);
+    let (prev_tx, prev_rx) = mpsc::channel(depth);
+    let (next_tx, next_rx) = mpsc::channel(depth);
+    let traffic = Arc::new(Traffic::default());
 
     tokio::spawn(serve_link(
         prev,
@@ -67,9 +78,14 @@ pub(super) async fn run(
         frame_len,
         inbox_tx.clone(),
         prev_rx,
-        Arc::clone(&budget),
+        Arc::clone(&traffic),
         inner.limits.max_session_bytes,
         (tap(Toward::Prev, true), tap(Toward::Prev, false)),
+    ));
+    tokio::spawn(watch_idle(
+        inbox_tx.clone(),
+        Arc::clone(&traffic),
+        inner.limits.session_idle(),
     ));
 
     let expires_in = setup.expires_at.saturating_sub(super::unix_now());
@@ -86,12 +102,12 @@ pub(super) async fn run(
         let worker_inner = Arc::clone(&inner);
         inner.sandbox.spawn_worker("session", move || {
             work(&worker_inner, setup, observer, inbox_rx, prev_tx, next_tx);
-            worker_inner.session_ended();
+            // The host's place for the session is free once its worker is done.
+            drop(slot);
         })
     };
     if let Err(e) = worker {
         tracing::error!(error = %e, "cannot start a session worker");
-        inner.session_ended();
         return;
     }
 
@@ -119,7 +135,7 @@ pub(super) async fn run(
                 frame_len,
                 inbox_tx,
                 next_rx,
-                budget,
+                traffic,
                 inner.limits.max_session_bytes,
                 (tap(Toward::Next, true), tap(Toward::Next, false)),
             ));
@@ -153,9 +169,7 @@ async fn connect_next(
             .await
             .map_err(|e| format!("next hop: {e}"))?;
         let len = u32::try_from(onion.len()).map_err(|_| "onion too large".to_owned())?;
-        let mut head = vec![stream_kind::SETUP];
-        head.extend(len.to_be_bytes());
-        send.write_all(&head)
+        send.write_all(&StreamHeader::Setup { len }.encode())
             .await
             .map_err(|e| format!("next hop: {e}"))?;
         send.write_all(onion)
@@ -181,7 +195,7 @@ async fn serve_link(
     frame_len: usize,
     inbox: mpsc::Sender<Event>,
     outbox: mpsc::Receiver<Vec<u8>>,
-    budget: Arc<AtomicU64>,
+    traffic: Arc<Traffic>,
     max_bytes: u64,
     taps: (Option<StreamTap>, Option<StreamTap>),
 ) {
@@ -191,7 +205,7 @@ async fn serve_link(
             from,
             frame_len,
             inbox,
-            budget,
+            traffic,
             max_bytes,
             taps.0
         ),
@@ -202,12 +216,67 @@ async fn serve_link(
     }
 }
 
+/// What a session's links have received: bytes in all (its budget) and when the last frame
+/// came (its idleness).
+#[derive(Debug)]
+struct Traffic {
+    bytes: AtomicU64,
+    started: Instant,
+    /// Milliseconds after `started` of the last frame received.
+    last_ms: AtomicU64,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Traffic {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts a frame of `len` bytes; false once the session is over its budget.
+    fn received(&self, len: u64, max_bytes: u64) -> bool {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed) + len <= max_bytes
+    }
+
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// Ends the session once no frame has arrived for `idle`: a stranger's session that sends
+/// nothing does not hold its slot until it expires.
+async fn watch_idle(inbox: mpsc::Sender<Event>, traffic: Arc<Traffic>, idle: Duration) {
+    loop {
+        let left = idle.saturating_sub(traffic.idle_for());
+        if left.is_zero() {
+            let _ = inbox.send(Event::Idle).await;
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(left) => {}
+            () = inbox.closed() => return,
+        }
+    }
+}
+
 async fn read_frames(
     mut recv: quinn::RecvStream,
     from: Toward,
     frame_len: usize,
     inbox: mpsc::Sender<Event>,
-    budget: Arc<AtomicU64>,
+    traffic: Arc<Traffic>,
     max_bytes: u64,
     mut tap: Option<StreamTap>,
 ) {
@@ -219,9 +288,7 @@ async fn read_frames(
             tap.record(&frame);
         }
         let event = match read {
-            Ok(()) if budget.fetch_add(len, Ordering::Relaxed) + len > max_bytes => {
-                Event::OverBudget
-            }
+            Ok(()) if !traffic.received(len, max_bytes) => Event::OverBudget,
             Ok(()) => Event::Frame(from, frame),
             Err(quinn::ReadExactError::FinishedEarly(0)) => Event::Closed(from, true),
             Err(_) => Event::Closed(from, false),
@@ -372,6 +439,15 @@ fn work(
             Event::OverBudget => {
                 bump(&counters.sessions_over_budget);
                 links.send(hop.fail_with(Toward::Prev, "the session exceeded its byte budget"));
+            }
+            Event::Idle => {
+                bump(&counters.sessions_idle);
+                let idle = inner.limits.session_idle().as_secs();
+                links.send(hop.fail_with(
+                    Toward::Next,
+                    &format!("no frame for {idle} s: the session ended"),
+                ));
+                break;
             }
         }
         if open_in == (false, false) {

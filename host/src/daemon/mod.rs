@@ -2,10 +2,18 @@
 //! runs each session's hop on its own worker thread, relays frames between its two
 //! neighbours, and keeps itself registered with the directory.
 //!
-//! Every stream starts with a kind byte ([`stream_kind`]). A `SETUP` stream carries an onion
+//! Every stream starts with a header ([`StreamHeader`]). A `SETUP` stream carries an onion
 //! and then the link's frames; an `ATTACH` stream is the designer joining the last hop of a
 //! session by the circuit id of their link. A host accepts a session's frames only from the
 //! neighbour its setup names (pinned certificate), and counts everything it refuses.
+//!
+//! Strangers are the normal case: every size, count and time a peer controls has a limit
+//! ([`Limits`]). Connections are counted per source (an address prefix, which costs a
+//! stranger more than a certificate); a stream's header must arrive within a timeout; an op=0
+//! message is read in three steps, each refused as soon as it can be: its length, its head
+//! (the one RSA block, [`mixnn_wire::setup::open_head`]), its own layer (authenticated, then
+//! checked: sizes, lifetime, neighbour), and only then the layers it forwards, never more at
+//! once than the host's and the source's reading quotas allow.
 
 pub mod audit;
 mod config;
@@ -21,22 +29,25 @@ use std::{
 };
 
 pub use config::{
-    ConfigError, DirectoryConfig, HostConfig, Limits, SandboxLimits, hex_fingerprint,
+    ConfigError, DirectoryConfig, HostConfig, Limits, LimitsError, SandboxLimits, hex_fingerprint,
 };
-use guard::bump;
-pub use guard::{Counters, DaemonStats, RateLimiter, ReplayCache};
+pub use guard::{
+    Counters, DaemonStats, MAX_REPLAY_TAGS, Quota, QuotaFull, QuotaSlot, RateLimiter, ReplayCache,
+    Source,
+};
+use guard::{bump, lock};
 use mixnn_wire::{
     crypto::{OnionPrivateKey, SystemEntropy},
     descriptor::{Descriptor, IdentityKey},
-    frame::{MAX_FRAME_LEN, MIN_FRAME_LEN},
-    setup::{self, CIRCUIT_ID_LEN, CircuitId, Peer},
+    setup::{self, CircuitId, Freshness, HEAD_LEN, Peer, SetupError},
+    stream::StreamHeader,
 };
 use tokio::sync::oneshot;
 
 use crate::{
     Sandbox, SandboxError, directory_service,
     keys::{HostKeys, KeyError},
-    transport::{Endpoint, Fingerprint, TransportError, stream_kind},
+    transport::{self, Endpoint, Fingerprint, HeaderError, TransportError},
 };
 use link::Streams;
 
@@ -104,10 +115,15 @@ enum Slot {
 /// Designer streams waiting for their session at once, at most.
 const MAX_WAITING_ATTACHES: usize = 1024;
 
+/// Who may start a session, and what the open ones hold.
 struct Admission {
-    limiter: RateLimiter,
+    per_peer: RateLimiter<Fingerprint>,
+    per_source: RateLimiter<Source>,
+    total: RateLimiter<()>,
     replay: ReplayCache,
     active: usize,
+    /// The frame lengths of the open sessions, summed.
+    frame_bytes: usize,
 }
 
 pub(crate) struct Inner {
@@ -117,23 +133,32 @@ pub(crate) struct Inner {
     limits: Limits,
     counters: Counters,
     admission: Mutex<Admission>,
+    /// Connections accepted and open, by source.
+    connections: Quota<Source>,
+    /// op=0 messages being read, by source.
+    setups_reading: Quota<Source>,
     rendezvous: Mutex<HashMap<CircuitId, Slot>>,
     audit_dir: Option<std::path::PathBuf>,
     /// Sessions accepted so far (names their audits).
     sessions_accepted: std::sync::atomic::AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere while holding the lock leaves plain data behind: keep serving.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// An open session's place in the host: its slot and its frame bytes, given back when the
+/// session's worker ends.
+pub(crate) struct SessionSlot {
+    inner: Arc<Inner>,
+    frame_len: usize,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut a = lock(&self.inner.admission);
+        a.active = a.active.saturating_sub(1);
+        a.frame_bytes = a.frame_bytes.saturating_sub(self.frame_len);
+    }
 }
 
 impl Inner {
-    fn session_ended(&self) {
-        let mut a = lock(&self.admission);
-        a.active = a.active.saturating_sub(1);
-    }
-
     /// The last hop waits for its designer to attach.
     async fn wait_for_designer(&self, circuit: CircuitId) -> Option<Streams> {
         let rx = {
@@ -183,10 +208,21 @@ impl Daemon {
             limits: config.limits.clone(),
             counters: Counters::default(),
             admission: Mutex::new(Admission {
-                limiter: RateLimiter::new(config.limits.setups_per_minute),
+                per_peer: RateLimiter::new(config.limits.setups_per_minute),
+                per_source: RateLimiter::new(config.limits.setups_per_minute_per_source),
+                total: RateLimiter::new(config.limits.setups_per_minute_total),
                 replay: ReplayCache::default(),
                 active: 0,
+                frame_bytes: 0,
             }),
+            connections: Quota::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_source,
+            ),
+            setups_reading: Quota::new(
+                config.limits.max_setups_reading,
+                config.limits.max_setups_reading_per_source,
+            ),
             rendezvous: Mutex::new(HashMap::new()),
             audit_dir: config.audit_dir.clone(),
             sessions_accepted: std::sync::atomic::AtomicU64::new(0),
@@ -331,6 +367,12 @@ fn write_stats(path: &std::path::Path, stats: &DaemonStats) {
 
 async fn accept_loop(inner: Arc<Inner>) {
     while let Some(incoming) = inner.endpoint.accept().await {
+        // Full: refused before any handshake work.
+        if inner.connections.held() >= inner.limits.max_connections {
+            bump(&inner.counters.connections_refused);
+            incoming.refuse();
+            continue;
+        }
         let inner = Arc::clone(&inner);
         tokio::spawn(async move {
             let (connection, peer) = match incoming.handshake().await {
@@ -340,8 +382,19 @@ async fn accept_loop(inner: Arc<Inner>) {
                     return;
                 }
             };
+            // The handshake proved the peer receives at its address: count it by source.
+            let source = inner.limits.source(connection.remote_address().ip());
+            let _slot = match inner.connections.take(source) {
+                Ok(slot) => slot,
+                Err(full) => {
+                    bump(&inner.counters.connections_refused);
+                    tracing::debug!(%source, ?full, "connection refused");
+                    connection.close(transport::CLOSE_BUSY, b"too many connections");
+                    return;
+                }
+            };
             while let Ok((send, recv)) = connection.accept_bi().await {
-                tokio::spawn(serve_stream(Arc::clone(&inner), peer, send, recv));
+                tokio::spawn(serve_stream(Arc::clone(&inner), peer, source, send, recv));
             }
         });
     }
@@ -350,25 +403,30 @@ async fn accept_loop(inner: Arc<Inner>) {
 async fn serve_stream(
     inner: Arc<Inner>,
     peer: Fingerprint,
+    source: Source,
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let mut kind = [0u8; 1];
-    if recv.read_exact(&mut kind).await.is_err() {
-        bump(&inner.counters.bad_streams);
-        return;
-    }
+    let header = transport::read_header(&mut recv, inner.limits.header_timeout()).await;
     let streams = Streams {
         send,
         recv,
         connection: None,
     };
-    match kind[0] {
-        stream_kind::SETUP => accept_setup(inner, peer, streams).await,
-        stream_kind::ATTACH => accept_attach(&inner, streams).await,
-        _ => {
+    match header {
+        Ok(StreamHeader::Setup { len }) => accept_setup(inner, peer, source, len, streams).await,
+        Ok(StreamHeader::Attach { circuit }) => accept_attach(&inner, circuit, streams).await,
+        Ok(_) => {
             bump(&inner.counters.bad_streams);
-            refuse(streams, "unknown stream kind");
+            refuse(streams, "a directory request");
+        }
+        Err(HeaderError::TimedOut) => {
+            bump(&inner.counters.streams_timed_out);
+            refuse(streams, "no header in time");
+        }
+        Err(_) => {
+            bump(&inner.counters.bad_streams);
+            refuse(streams, "no header");
         }
     }
 }
@@ -379,80 +437,132 @@ fn refuse(mut streams: Streams, why: &str) {
     let _ = streams.recv.stop(1u32.into());
 }
 
-async fn accept_setup(inner: Arc<Inner>, peer: Fingerprint, mut streams: Streams) {
+/// Runs `work` on a blocking thread (RSA, and AES over megabytes, stay off the network
+/// thread).
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    tokio::task::spawn_blocking(work).await.ok()
+}
+
+/// Takes a setup token of the peer, its source and the host, or none if any is out.
+fn rate_allows(a: &mut Admission, peer: Fingerprint, source: Source) -> bool {
+    let now = Instant::now();
+    // Checked before any is taken: a setup refused by one limit costs the others nothing.
+    if !(a.per_peer.check(peer, now) && a.per_source.check(source, now) && a.total.check((), now)) {
+        return false;
+    }
+    a.per_peer.allow(peer, now) && a.per_source.allow(source, now) && a.total.allow((), now)
+}
+
+/// Reads an op=0 message of `len` bytes and, if this host takes it, runs its session.
+async fn accept_setup(
+    inner: Arc<Inner>,
+    peer: Fingerprint,
+    source: Source,
+    len: u32,
+    mut streams: Streams,
+) {
     let counters = &inner.counters;
+    let limits = &inner.limits;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if !(HEAD_LEN..=limits.max_setup_bytes).contains(&len) {
+        bump(&counters.setups_refused);
+        return refuse(streams, "setup length out of bounds");
+    }
     {
         let mut a = lock(&inner.admission);
-        if !a.limiter.allow(peer, Instant::now()) {
+        if !rate_allows(&mut a, peer, source) {
             bump(&counters.setups_rate_limited);
             return refuse(streams, "rate limited");
         }
-        if a.active >= inner.limits.max_sessions {
+        if a.active >= limits.max_sessions {
             bump(&counters.sessions_refused_full);
             return refuse(streams, "too many sessions");
         }
     }
-    let mut len = [0u8; 4];
-    if streams.recv.read_exact(&mut len).await.is_err() {
-        bump(&counters.bad_streams);
-        return refuse(streams, "no length");
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > inner.limits.max_setup_bytes {
-        bump(&counters.setups_refused);
-        return refuse(streams, "setup too large");
-    }
-    let mut onion = vec![0u8; len];
+    let Ok(reading) = inner.setups_reading.take(source) else {
+        bump(&counters.setups_busy);
+        return refuse(streams, "too many setups being read");
+    };
     let started = Instant::now();
-    let read = tokio::time::timeout(
-        inner.limits.attach_timeout(),
-        streams.recv.read_exact(&mut onion),
-    )
-    .await;
-    if !matches!(read, Ok(Ok(()))) {
-        bump(&counters.bad_streams);
-        return refuse(streams, "setup cut short");
-    }
-    let read_in = started.elapsed();
-    // RSA decryption off the network thread.
-    let onion_in = inner.audit_dir.as_ref().map(|_| onion.clone());
-    let peeled = {
-        let inner = Arc::clone(&inner);
-        tokio::task::spawn_blocking(move || {
-            setup::peel(&inner.onion_key, &onion, unix_now(), &mut SystemEntropy)
-        })
-        .await
+    // The head: all a stranger's garbage costs before it is refused.
+    let head_deadline = started + limits.header_timeout();
+    let head_bytes =
+        match transport::read_exact_by(&mut streams.recv, HEAD_LEN, head_deadline).await {
+            Ok(bytes) => bytes,
+            Err(e) => return refuse_read(&inner, streams, e),
+        };
+    // Audits record the message as it came.
+    let audit_head = inner.audit_dir.as_ref().map(|_| head_bytes.clone());
+    let key = Arc::clone(&inner.onion_key);
+    let head = match blocking(move || setup::open_head(&key, len, &head_bytes)).await {
+        Some(Ok(head)) => head,
+        Some(Err(e)) => return refuse_setup(&inner, streams, &e),
+        None => return refuse(streams, "internal"),
     };
-    let peeled = match peeled {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            bump(&counters.setups_refused);
-            tracing::debug!(error = %e, "setup refused");
-            return refuse(streams, "setup refused");
-        }
-        Err(_) => return refuse(streams, "internal"),
+    // Its own layer, authenticated and checked before anything it forwards is read.
+    let deadline = started + limits.attach_timeout();
+    let body = match transport::read_exact_by(&mut streams.recv, head.body_len(), deadline).await {
+        Ok(bytes) => bytes,
+        Err(e) => return refuse_read(&inner, streams, e),
     };
-    let s = &peeled.setup;
-    if matches!(&s.prev, Peer::Host { fingerprint, .. } if *fingerprint != peer) {
+    let freshness = Freshness {
+        now: unix_now(),
+        max_lifetime_s: limits.max_session_lifetime_s,
+    };
+    let (head, body, opened) = match blocking(move || {
+        let opened = head.open_body(&body, freshness);
+        (head, body, opened)
+    })
+    .await
+    {
+        Some(parts) => parts,
+        None => return refuse(streams, "internal"),
+    };
+    let setup = match opened {
+        Ok(setup) => setup,
+        Err(e) => return refuse_setup(&inner, streams, &e),
+    };
+    if matches!(&setup.prev, Peer::Host { fingerprint, .. } if *fingerprint != peer) {
         bump(&counters.wrong_neighbour);
         return refuse(streams, "not from the neighbour named in the setup");
     }
-    if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&(s.frame_len as usize)) {
-        bump(&counters.setups_refused);
-        return refuse(streams, "frame length out of range");
+    let frame_len = setup.frame_len as usize;
+    if lock(&inner.admission).frame_bytes + frame_len > limits.max_frame_bytes_total {
+        bump(&counters.sessions_refused_full);
+        return refuse(streams, "frame bytes exhausted");
     }
-    {
+    let rest = match transport::read_exact_by(&mut streams.recv, head.rest_len(), deadline).await {
+        Ok(bytes) => bytes,
+        Err(e) => return refuse_read(&inner, streams, e),
+    };
+    let read_in = started.elapsed();
+    let onion_in = audit_head.map(|h| [h.as_slice(), &body, &rest].concat());
+    let replay_tag = head.replay_tag();
+    let forward = match blocking(move || head.forward(rest, &mut SystemEntropy)).await {
+        Some(Ok(forward)) => forward,
+        Some(Err(e)) => return refuse_setup(&inner, streams, &e),
+        None => return refuse(streams, "internal"),
+    };
+    drop(reading);
+    let slot = {
         let mut a = lock(&inner.admission);
-        if !a.replay.insert(peeled.replay_tag, s.expires_at, unix_now()) {
+        if !a.replay.insert(replay_tag, setup.expires_at, unix_now()) {
             bump(&counters.setups_replayed);
             return refuse(streams, "replayed setup");
         }
-        if a.active >= inner.limits.max_sessions {
+        if a.active >= limits.max_sessions
+            || a.frame_bytes + frame_len > limits.max_frame_bytes_total
+        {
             bump(&counters.sessions_refused_full);
             return refuse(streams, "too many sessions");
         }
         a.active += 1;
-    }
+        a.frame_bytes += frame_len;
+        SessionSlot {
+            inner: Arc::clone(&inner),
+            frame_len,
+        }
+    };
     bump(&counters.setups_accepted);
     tracing::info!(
         onion_bytes = len,
@@ -468,24 +578,33 @@ async fn accept_setup(inner: Arc<Inner>, peer: Fingerprint, mut streams: Streams
         .as_deref()
         .and_then(|root| audit::SessionAudit::create(root, n));
     if let (Some(audit), Some(onion_in)) = (&audit, &onion_in) {
-        audit.setup(&peeled.setup, onion_in, &peeled.forward);
+        audit.setup(&setup, onion_in, &forward);
     }
-    link::run(
-        Arc::clone(&inner),
-        peeled.setup,
-        peeled.forward,
-        streams,
-        audit,
-    )
-    .await;
+    link::run(Arc::clone(&inner), slot, setup, forward, streams, audit).await;
 }
 
-async fn accept_attach(inner: &Inner, mut streams: Streams) {
-    let mut circuit: CircuitId = [0; CIRCUIT_ID_LEN];
-    if streams.recv.read_exact(&mut circuit).await.is_err() {
-        bump(&inner.counters.bad_streams);
-        return refuse(streams, "no circuit id");
+/// A setup whose bytes did not arrive.
+fn refuse_read(inner: &Inner, streams: Streams, e: transport::ReadFailure) {
+    match e {
+        transport::ReadFailure::TimedOut => bump(&inner.counters.streams_timed_out),
+        transport::ReadFailure::Broken => bump(&inner.counters.bad_streams),
     }
+    refuse(streams, "setup cut short");
+}
+
+/// A setup that did not peel (`setups_refused`) or that asks for more than the host grants
+/// (`setups_invalid`).
+fn refuse_setup(inner: &Inner, streams: Streams, e: &SetupError) {
+    let counter = match e {
+        SetupError::Crypto(_) | SetupError::Read(_) => &inner.counters.setups_refused,
+        _ => &inner.counters.setups_invalid,
+    };
+    bump(counter);
+    tracing::debug!(error = %e, "setup refused");
+    refuse(streams, "setup refused");
+}
+
+async fn accept_attach(inner: &Inner, circuit: CircuitId, streams: Streams) {
     // Decide under the lock, wait outside it.
     let waiting = {
         let mut slots = lock(&inner.rendezvous);
