@@ -138,16 +138,19 @@ impl LocalCluster {
     /// Starts a directory and `hosts` hosts, running `exe` (the `mixnn` binary), and waits
     /// until every host is in the directory's pool.
     pub fn start(exe: &Path, hosts: usize) -> Result<Self, ClusterError> {
-        Self::start_with(exe, hosts, false)
+        Self::start_configured(exe, hosts, "")
     }
 
     /// As [`LocalCluster::start`], with every host keeping an audit of its sessions (see
     /// [`LocalCluster::host_audit`]).
     pub fn start_audited(exe: &Path, hosts: usize) -> Result<Self, ClusterError> {
-        Self::start_with(exe, hosts, true)
+        Self::start_configured(exe, hosts, "audit_dir = \"audit\"\n")
     }
 
-    fn start_with(exe: &Path, hosts: usize, audit: bool) -> Result<Self, ClusterError> {
+    /// As [`LocalCluster::start`], with `config` (TOML: top-level keys, then tables such as
+    /// `[limits]` or `[sandbox]`; see `mixnn_host::daemon`) added to every host's
+    /// configuration.
+    pub fn start_configured(exe: &Path, hosts: usize, extra: &str) -> Result<Self, ClusterError> {
         let temp = tempfile::Builder::new()
             .prefix("mixnn-demo-")
             .tempdir()
@@ -193,10 +196,9 @@ impl LocalCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "listen = \"127.0.0.1:0\"\nkeys = \"keys\"\nstats_file = \"stats.json\"\n{}\n\
+                    "listen = \"127.0.0.1:0\"\nkeys = \"keys\"\nstats_file = \"stats.json\"\n{extra}\n\
                      [directory]\naddress = \"{directory_addr}\"\nfingerprint = \"{}\"\n\
                      heartbeat_s = 10\n\n[metadata]\nregion = \"loopback\"\n",
-                    if audit { "audit_dir = \"audit\"\n" } else { "" },
                     hex_fingerprint::format(&directory_fingerprint)
                 ),
             )

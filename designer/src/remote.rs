@@ -21,17 +21,18 @@ use mixnn_host::{
 use mixnn_layer_sdk::{InitConfig, LayerInfo, Mode, SgdConfig, Tensor};
 use mixnn_wire::{
     blob::SEAL_OVERHEAD,
-    circuit::{self, DesignerCircuit, HopPlan, SessionParams},
+    circuit::{self, DesignerCircuit, HopPlan, ReportError, SessionParams},
     crypto::{OnionPublicKey, SystemEntropy},
     export,
     frame::{
-        self, BODY_OVERHEAD, FrameBody, LinkEnd, MIN_FRAME_LEN, Op, WireTensor, byte_tensor_len,
+        self, BODY_OVERHEAD, FrameBody, FrameError, LinkEnd, MIN_FRAME_LEN, Op, WireTensor,
+        byte_tensor_len,
     },
     reader::Reader,
     report::{MAX_MESSAGE_LEN, Report},
     route,
-    setup::{CIRCUIT_ID_LEN, HopLayer, HopSetup},
-    stream::StreamHeader,
+    setup::{BuildError, CIRCUIT_ID_LEN, HopLayer, HopSetup},
+    stream::{StreamHeader, StreamRefusal},
 };
 use tokio::sync::mpsc;
 
@@ -95,22 +96,58 @@ impl RemoteOptions {
     }
 }
 
-/// Why a remote cascade failed.
+/// Why a remote cascade failed. What the hosts did (failed, refused, fell silent, broke a
+/// link or the protocol) is kept apart from the caller's plan that cannot work, from the
+/// caller's misuse of a failed session, and from local failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RemoteError {
     /// A local layer or the spec failed.
     #[error(transparent)]
     Local(#[from] CascadeError),
+    /// The session cannot be planned as asked.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// The directory failed.
     #[error("directory: {0}")]
     Directory(#[from] DirectoryClientError),
-    /// Networking failed.
+    /// A host could not be reached.
     #[error(transparent)]
     Transport(#[from] TransportError),
-    /// The pool cannot make this cascade.
-    #[error("{0}")]
-    Plan(String),
+    /// A host closed the stream that set up or attached to the session, saying why.
+    #[error("hop {hop} refused the {step}: {why}")]
+    Refused {
+        /// Its position (0 is the first).
+        hop: usize,
+        /// What it refused.
+        step: &'static str,
+        /// Its reason.
+        why: StreamRefusal,
+    },
+    /// A link broke.
+    #[error("{step}: the link {end} broke: {source}")]
+    LinkBroke {
+        /// What was under way.
+        step: &'static str,
+        /// Which link.
+        end: End,
+        /// How.
+        source: LinkError,
+    },
+    /// The cascade broke the protocol.
+    #[error("{step}: {fault}")]
+    Peer {
+        /// What was under way.
+        step: &'static str,
+        /// What it did.
+        fault: PeerFault,
+    },
+    /// The designer's network runtime could not start.
+    #[error("starting the network runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The session failed before: it takes no more calls.
+    #[error("the session has failed")]
+    Failed,
     /// A hop reported a failure.
     #[error("hop {hop} ({what}) failed: {message}")]
     HopFailed {
@@ -127,31 +164,150 @@ pub enum RemoteError {
         /// The deadline.
         timeout: Duration,
         /// What was waited for.
-        step: String,
+        step: &'static str,
     },
-    /// The cascade broke the protocol or a link broke.
-    #[error("{0}")]
-    Protocol(String),
 }
 
-fn protocol(e: impl std::fmt::Display) -> RemoteError {
-    RemoteError::Protocol(e.to_string())
+/// A session that cannot be planned as asked (the caller's or the pool's limits).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The designer keeps every layer.
+    #[error("no layer left for the hosts")]
+    NoLayerLeft,
+    /// Dummies go between actual hosts.
+    #[error("dummies go between actual hosts: the cascade needs at least two")]
+    DummiesNeedTwoHosts,
+    /// The pool is too small.
+    #[error("the cascade needs {needed} hosts; the directory has {available} live ones")]
+    PoolTooSmall {
+        /// Hosts the cascade needs.
+        needed: usize,
+        /// Verified hosts in the pool.
+        available: usize,
+    },
+    /// The frames would be longer than the wire allows.
+    #[error("frames of {0} bytes are too large")]
+    FrameTooLarge(usize),
+    /// A message does not fit the session's frames.
+    #[error(
+        "a message of {needed} bytes does not fit the session's {frame_len}-byte frames \
+         (with byte_inputs, every input must be a byte over 255)"
+    )]
+    MessageTooLarge {
+        /// Bytes it needs.
+        needed: usize,
+        /// The session's frame length.
+        frame_len: usize,
+    },
+    /// A tensor dimension does not fit the wire's `u32`.
+    #[error("a dimension of {0} does not fit the wire")]
+    Dimension(usize),
+    /// The onion cannot be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A frame or blob cannot be sealed (a tensor that does not fit, say).
+    #[error("sealing: {0}")]
+    Seal(#[from] FrameError),
+}
+
+/// What a host did against the protocol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerFault {
+    /// A report of a kind not expected now.
+    #[error("hop {hop} sent an unexpected {kind} report")]
+    UnexpectedReport {
+        /// Who sealed it.
+        hop: usize,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// A frame of an operation not expected now.
+    #[error("an unexpected frame of op {0}")]
+    UnexpectedOp(u8),
+    /// A frame from the wrong end of the cascade.
+    #[error("a frame from the wrong end of the cascade")]
+    WrongEnd,
+    /// A frame without the tensor it must carry.
+    #[error("a frame without its tensor")]
+    NoTensor,
+    /// A tensor that does not hold together.
+    #[error("a malformed tensor: {0}")]
+    BadTensor(mixnn_layer_sdk::LayerError),
+    /// A report that does not open or parse.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// A hop's exported state that does not parse.
+    #[error("hop {hop} exported a malformed state")]
+    BadState {
+        /// The hop.
+        hop: usize,
+    },
+    /// No hop exported this layer's state.
+    #[error("no state for layer {0}")]
+    MissingState(usize),
+    /// A host's descriptor names an address that is not `ip:port`.
+    #[error("the directory names {0:?}, which is not ip:port")]
+    BadAddress(String),
+}
+
+/// How one of the designer's links broke.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// Its stream or connection failed.
+    #[error(transparent)]
+    Read(#[from] quinn::ReadExactError),
+    /// A frame on it did not open: forged, tampered, replayed or reordered.
+    #[error("a frame that does not open: {0}")]
+    Frame(#[from] FrameError),
+    /// Writing to it failed.
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    /// Opening it failed.
+    #[error(transparent)]
+    Connection(#[from] quinn::ConnectionError),
+    /// The designer closed it.
+    #[error("closed")]
+    Closed,
+}
+
+impl LinkError {
+    /// The reason a host gave for closing the link, if it gave one.
+    fn refusal(&self) -> Option<StreamRefusal> {
+        let code = match self {
+            LinkError::Read(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(code)))
+            | LinkError::Write(quinn::WriteError::Stopped(code)) => code,
+            _ => return None,
+        };
+        Some(StreamRefusal(u32::try_from(code.into_inner()).unwrap_or(0)))
+    }
 }
 
 /// Which of the designer's two links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub enum End {
     /// The link to the first hop.
     First,
     /// The link from the last hop.
     Last,
 }
 
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            End::First => "to the first hop",
+            End::Last => "from the last hop",
+        })
+    }
+}
+
 /// One of the designer's links: frames go out through a writer task and come in through a
 /// reader task, both sealing and opening with the link's one [`LinkEnd`].
 struct Link {
     tx: Option<mpsc::Sender<FrameBody>>,
-    rx: mpsc::Receiver<Result<FrameBody, String>>,
+    rx: mpsc::Receiver<Result<FrameBody, LinkError>>,
     writer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -186,10 +342,8 @@ impl Link {
             loop {
                 let mut frame = vec![0u8; frame_len];
                 let got = match recv.read_exact(&mut frame).await {
-                    Ok(()) => lock(&end)
-                        .open(&frame)
-                        .map_err(|e| format!("a frame that does not open: {e}")),
-                    Err(e) => Err(format!("the link closed: {e}")),
+                    Ok(()) => lock(&end).open(&frame).map_err(LinkError::Frame),
+                    Err(e) => Err(LinkError::Read(e)),
                 };
                 let stop = got.is_err();
                 // Cover messages have done their job by arriving.
@@ -206,6 +360,15 @@ impl Link {
             rx,
             writer: Some(writer),
         }
+    }
+}
+
+/// A broken link, as the designer reports it: the refusal of hop `hop` (the host at that
+/// end) if it gave one.
+fn link_failed(hop: usize, step: &'static str, end: End, source: LinkError) -> RemoteError {
+    match source.refusal() {
+        Some(why) => RemoteError::Refused { hop, step, why },
+        None => RemoteError::LinkBroke { step, end, source },
     }
 }
 
@@ -322,7 +485,7 @@ impl RemoteCascade {
         let keep_first = usize::from(options.keep_first);
         let keep_last = usize::from(options.keep_last);
         if groups.len() < keep_first + keep_last + 1 {
-            return Err(RemoteError::Plan("no layer left for the hosts".into()));
+            return Err(PlanError::NoLayerLeft.into());
         }
         let remote_groups = &groups[keep_first..groups.len() - keep_last];
         let layer_count = spec.layers.len();
@@ -405,9 +568,7 @@ impl RemoteCascade {
             0
         };
         if options.dummies > 0 && actual < 2 {
-            return Err(RemoteError::Plan(
-                "dummies go between actual hosts: the cascade needs at least two".into(),
-            ));
+            return Err(PlanError::DummiesNeedTwoHosts.into());
         }
         let mut rng = pool::system_rng();
         let mut after: Vec<usize> = vec![0; actual];
@@ -484,7 +645,7 @@ impl RemoteCascade {
             .worker_threads(1)
             .enable_all()
             .build()
-            .map_err(protocol)?;
+            .map_err(RemoteError::Runtime)?;
         let n = hops.len();
         let setup_started = std::time::Instant::now();
         let (onion, circuit, first, last, keys) = runtime.block_on(async {
@@ -501,11 +662,11 @@ impl RemoteCascade {
             .await?;
             let candidates = pool::verify_pool(&signed);
             let available = candidates.len();
-            let chosen: Vec<Candidate> = pool::pick(candidates, n).ok_or_else(|| {
-                RemoteError::Plan(format!(
-                    "the cascade needs {n} hosts; the directory has {available} live ones"
-                ))
-            })?;
+            let chosen: Vec<Candidate> =
+                pool::pick(candidates, n).ok_or(PlanError::PoolTooSmall {
+                    needed: n,
+                    available,
+                })?;
             let plan = chosen
                 .iter()
                 .zip(hop_layers)
@@ -523,42 +684,55 @@ impl RemoteCascade {
             let params = SessionParams {
                 expires_at: now + options.session_ttl.as_secs(),
                 frame_len: u32::try_from(frame_len)
-                    .map_err(|_| RemoteError::Plan("frames too large".into()))?,
+                    .map_err(|_| PlanError::FrameTooLarge(frame_len))?,
                 blob_len: u32::try_from(blob_len)
-                    .map_err(|_| RemoteError::Plan("blobs too large".into()))?,
+                    .map_err(|_| PlanError::FrameTooLarge(blob_len))?,
             };
             let (onion, circuit) =
-                circuit::build(plan, params, &mut SystemEntropy).map_err(protocol)?;
-            let connect = |c: &Candidate| {
+                circuit::build(plan, params, &mut SystemEntropy).map_err(PlanError::Build)?;
+            let connect = |c: &Candidate, hop: usize, end: End| {
                 let endpoint = endpoint.clone();
                 let address = c.descriptor.address.clone();
                 let fingerprint = c.descriptor.fingerprint;
                 async move {
-                    let addr = tokio::net::lookup_host(&address)
-                        .await
-                        .map_err(protocol)?
-                        .next()
-                        .ok_or_else(|| protocol(format!("{address}: no address")))?;
+                    let addr: SocketAddr = address.parse().map_err(|_| RemoteError::Peer {
+                        step: "setup",
+                        fault: PeerFault::BadAddress(address.clone()),
+                    })?;
                     let conn = endpoint.connect(addr, fingerprint).await?;
-                    let (send, recv) = conn.open_bi().await.map_err(protocol)?;
+                    let (send, recv) = conn
+                        .open_bi()
+                        .await
+                        .map_err(|e| link_failed(hop, "setup", end, e.into()))?;
                     Ok::<_, RemoteError>((conn, send, recv))
                 }
             };
-            let (first_conn, mut first_send, first_recv) = connect(&chosen[0]).await?;
-            let len = u32::try_from(onion.len()).map_err(protocol)?;
+            // A host that refuses the setup or the attach stops the stream, saying why.
+            let sent = |hop: usize, step: &'static str, end: End| {
+                move |e: quinn::WriteError| link_failed(hop, step, end, e.into())
+            };
+            let (first_conn, mut first_send, first_recv) =
+                connect(&chosen[0], 0, End::First).await?;
+            // At most MAX_SETUP_LEN (the build's check), which a u32 holds.
+            let len = u32::try_from(onion.len()).unwrap_or(u32::MAX);
             first_send
                 .write_all(&StreamHeader::Setup { len }.encode())
                 .await
-                .map_err(protocol)?;
-            first_send.write_all(&onion).await.map_err(protocol)?;
-            let (last_conn, mut last_send, last_recv) = connect(&chosen[n - 1]).await?;
+                .map_err(sent(0, "setup", End::First))?;
+            first_send
+                .write_all(&onion)
+                .await
+                .map_err(sent(0, "setup", End::First))?;
+            let (last_conn, mut last_send, last_recv) =
+                connect(&chosen[n - 1], n - 1, End::Last).await?;
             let attach = StreamHeader::Attach {
                 circuit: circuit.last.circuit(),
             };
-            last_send
-                .write_all(&attach.encode())
-                .await
-                .map_err(protocol)?;
+            last_send.write_all(&attach.encode()).await.map_err(sent(
+                n - 1,
+                "attach",
+                End::Last,
+            ))?;
             let keys: Vec<OnionPublicKey> = chosen.into_iter().map(|c| c.onion_key).collect();
             Ok::<_, RemoteError>((
                 onion.len(),
@@ -600,11 +774,15 @@ impl RemoteCascade {
             route_keys: options.per_message_rsa.then_some(keys),
         };
         match cascade.receive("setup")? {
-            (End::Last, body) if body.op == Op::REPORT => match cascade.report(End::Last, &body)? {
-                (_, Report::Ready) => {}
-                (hop, other) => return Err(cascade.unexpected(hop, &other)),
-            },
-            (_, body) => return Err(protocol(format!("setup answered with op {}", body.op.0))),
+            (End::Last, body) if body.op == Op::REPORT => {
+                match cascade.report(End::Last, &body, "setup")? {
+                    (_, Report::Ready) => {}
+                    (hop, other) => return Err(cascade.unexpected(hop, &other, "setup")),
+                }
+            }
+            (_, body) => {
+                return Err(cascade.fault("setup", PeerFault::UnexpectedOp(body.op.0)));
+            }
         }
         cascade.setup_time = setup_started.elapsed();
         if options.cover_rate > 0.0 {
@@ -650,28 +828,27 @@ impl RemoteCascade {
         let frame_len = self.circuit.params().frame_len as usize;
         let needed = body.encoded_len();
         if needed > frame::capacity(frame_len) {
-            return Err(RemoteError::Plan(format!(
-                "a message of {needed} bytes does not fit the session's {frame_len}-byte frames \
-                 (with byte_inputs, every input must be a byte over 255)"
-            )));
+            return Err(PlanError::MessageTooLarge { needed, frame_len }.into());
         }
         let link = match end {
             End::First => &self.first,
             End::Last => &self.last,
         };
-        let tx = link
-            .tx
-            .clone()
-            .ok_or_else(|| protocol("the session is closed"))?;
+        let tx = link.tx.clone().ok_or(RemoteError::Failed)?;
+        // A closed queue: its writer stopped, on a write that failed (the reader says why).
         self.runtime
             .block_on(tx.send(body))
-            .map_err(|_| protocol("the link is closed"))
+            .map_err(|_| RemoteError::LinkBroke {
+                step: "sending",
+                end,
+                source: LinkError::Closed,
+            })
     }
 
     /// The next frame from either link (failure reports become errors).
-    fn receive(&mut self, step: &str) -> Result<(End, FrameBody), RemoteError> {
+    fn receive(&mut self, step: &'static str) -> Result<(End, FrameBody), RemoteError> {
         if self.broken {
-            return Err(protocol("the session has failed"));
+            return Err(RemoteError::Failed);
         }
         let timeout = self.timeout;
         let (first, last) = (&mut self.first.rx, &mut self.last.rx);
@@ -685,16 +862,23 @@ impl RemoteCascade {
             .await
         });
         let result = match got {
-            Err(_) => Err(RemoteError::Timeout {
-                timeout,
-                step: step.to_owned(),
+            Err(_) => Err(RemoteError::Timeout { timeout, step }),
+            Ok((end, None)) => Err(RemoteError::LinkBroke {
+                step,
+                end,
+                source: LinkError::Closed,
             }),
-            Ok((_, None)) => Err(protocol("the session is closed")),
-            Ok((_, Some(Err(e)))) => Err(protocol(format!("{step}: {e}"))),
+            Ok((end, Some(Err(e)))) => {
+                let hop = match end {
+                    End::First => 0,
+                    End::Last => self.hops.len().saturating_sub(1),
+                };
+                Err(link_failed(hop, step, end, e))
+            }
             Ok((end, Some(Ok(body)))) => {
                 if body.op == Op::REPORT {
                     // A failure from anywhere ends the session.
-                    if let Ok((hop, Report::Failure(message))) = self.open(end, &body) {
+                    if let Ok((hop, Report::Failure(message))) = self.open(end, &body, step) {
                         Err(self.hop_failed(hop, message))
                     } else {
                         Ok((end, body))
@@ -710,20 +894,39 @@ impl RemoteCascade {
         result
     }
 
-    fn open(&self, end: End, body: &FrameBody) -> Result<(usize, Report), RemoteError> {
+    fn open(
+        &self,
+        end: End,
+        body: &FrameBody,
+        step: &'static str,
+    ) -> Result<(usize, Report), RemoteError> {
         match end {
             End::First => self.circuit.open_from_first(&body.blob),
             End::Last => self.circuit.open_from_last(&body.blob),
         }
-        .map_err(protocol)
+        .map_err(|e| RemoteError::Peer {
+            step,
+            fault: PeerFault::Report(e),
+        })
     }
 
-    fn report(&mut self, end: End, body: &FrameBody) -> Result<(usize, Report), RemoteError> {
-        let opened = self.open(end, body);
+    fn report(
+        &mut self,
+        end: End,
+        body: &FrameBody,
+        step: &'static str,
+    ) -> Result<(usize, Report), RemoteError> {
+        let opened = self.open(end, body, step);
         if opened.is_err() {
             self.broken = true;
         }
         opened
+    }
+
+    /// A protocol fault during `step`: the session is over.
+    fn fault(&mut self, step: &'static str, fault: PeerFault) -> RemoteError {
+        self.broken = true;
+        RemoteError::Peer { step, fault }
     }
 
     fn hop_failed(&self, hop: usize, message: String) -> RemoteError {
@@ -737,8 +940,7 @@ impl RemoteCascade {
         }
     }
 
-    fn unexpected(&mut self, hop: usize, report: &Report) -> RemoteError {
-        self.broken = true;
+    fn unexpected(&mut self, hop: usize, report: &Report, step: &'static str) -> RemoteError {
         let kind = match report {
             Report::Ready => "ready",
             Report::Loss(_) => "loss",
@@ -746,16 +948,13 @@ impl RemoteCascade {
             Report::State { .. } => "state",
             Report::Failure(_) => "failure",
         };
-        protocol(format!("hop {hop} sent an unexpected {kind} report"))
+        self.fault(step, PeerFault::UnexpectedReport { hop, kind })
     }
 
-    fn expect(&mut self, want: End, step: &str) -> Result<FrameBody, RemoteError> {
+    fn expect(&mut self, want: End, step: &'static str) -> Result<FrameBody, RemoteError> {
         let (end, body) = self.receive(step)?;
         if end != want {
-            self.broken = true;
-            return Err(protocol(format!(
-                "{step}: a frame from the wrong end of the cascade"
-            )));
+            return Err(self.fault(step, PeerFault::WrongEnd));
         }
         Ok(body)
     }
@@ -786,7 +985,8 @@ impl RemoteCascade {
         if op == Op::BACKWARD {
             order.reverse();
         }
-        route::build(&order, op, &mut SystemEntropy).map_err(protocol)
+        route::build(&order, op, &mut SystemEntropy)
+            .map_err(|e| PlanError::Build(BuildError::Crypto(e)).into())
     }
 
     /// Closes the session: the links finish, and the hops tear it down in turn.
@@ -835,7 +1035,7 @@ impl RemoteCascade {
         let blobs = self
             .circuit
             .export_blobs(&slots, &mut SystemEntropy)
-            .map_err(protocol)?;
+            .map_err(PlanError::Seal)?;
         let frames = blobs.len();
         for blob in blobs {
             self.send(
@@ -852,13 +1052,13 @@ impl RemoteCascade {
         for _ in 0..frames {
             let body = self.expect(End::Last, "export")?;
             if body.op != Op::EXPORT {
-                let (hop, report) = self.report(End::Last, &body)?;
-                return Err(self.unexpected(hop, &report));
+                let (hop, report) = self.report(End::Last, &body, "export")?;
+                return Err(self.unexpected(hop, &report, "export"));
             }
             // A blob no hop sealed is a decoy.
             match self.circuit.open_from_last(&body.blob) {
                 Ok((hop, Report::State { index, bytes, .. })) => parts[hop].push((index, bytes)),
-                Ok((hop, other)) => return Err(self.unexpected(hop, &other)),
+                Ok((hop, other)) => return Err(self.unexpected(hop, &other, "export")),
                 Err(_) => {}
             }
         }
@@ -867,29 +1067,39 @@ impl RemoteCascade {
             let bytes: Vec<u8> = chunks.into_iter().flat_map(|(_, b)| b).collect();
             let mut r = Reader::new(&bytes);
             for &layer in &self.hops[hop].layers {
-                let state = r.take_lp32(bytes.len()).map_err(protocol)?;
+                let state = r
+                    .take_lp32(bytes.len())
+                    .map_err(|_| self_fault("export", PeerFault::BadState { hop }))?;
                 states[layer] = Some(state.to_vec());
             }
         }
         states
             .into_iter()
             .enumerate()
-            .map(|(i, s)| s.ok_or_else(|| protocol(format!("no state for layer {i}"))))
+            .map(|(i, s)| s.ok_or_else(|| self_fault("export", PeerFault::MissingState(i))))
             .collect()
     }
+}
+
+/// A protocol fault during `step`.
+fn self_fault(step: &'static str, fault: PeerFault) -> RemoteError {
+    RemoteError::Peer { step, fault }
 }
 
 fn to_wire(t: Tensor) -> Result<WireTensor, RemoteError> {
     let (shape, data) = t.into_parts();
     let shape = shape
         .into_iter()
-        .map(|d| u32::try_from(d).map_err(|_| protocol("a dimension too large")))
+        .map(|d| u32::try_from(d).map_err(|_| PlanError::Dimension(d)))
         .collect::<Result<_, _>>()?;
     Ok(WireTensor { shape, data })
 }
 
-fn from_wire(t: WireTensor) -> Result<Tensor, RemoteError> {
-    Tensor::new(t.shape.into_iter().map(|d| d as usize).collect(), t.data).map_err(protocol)
+/// A tensor a hop sent during `step`.
+fn from_wire(t: Option<WireTensor>, step: &'static str) -> Result<Tensor, RemoteError> {
+    let t = t.ok_or_else(|| self_fault(step, PeerFault::NoTensor))?;
+    Tensor::new(t.shape.into_iter().map(|d| d as usize).collect(), t.data)
+        .map_err(|e| self_fault(step, PeerFault::BadTensor(e)))
 }
 
 impl Model for RemoteCascade {
@@ -907,7 +1117,7 @@ impl Model for RemoteCascade {
         let blob = if self.tail.is_empty() {
             self.circuit
                 .label_blob(&to_wire(target.clone())?, &mut SystemEntropy)
-                .map_err(protocol)?
+                .map_err(PlanError::Seal)?
         } else {
             self.circuit.random_blob(&mut SystemEntropy)
         };
@@ -922,12 +1132,12 @@ impl Model for RemoteCascade {
         )?;
         let body = self.expect(End::Last, "forward")?;
         let (loss, grad) = if self.tail.is_empty() {
-            match self.report(End::Last, &body)? {
+            match self.report(End::Last, &body, "forward")? {
                 (_, Report::Loss(loss)) => (loss, None),
-                (hop, other) => return Err(self.unexpected(hop, &other)),
+                (hop, other) => return Err(self.unexpected(hop, &other, "forward")),
             }
         } else {
-            let mut y = from_wire(body.tensor.ok_or_else(|| protocol("forward: no tensor"))?)?;
+            let mut y = from_wire(body.tensor, "forward")?;
             let tail_start = self.layer_count - self.tail.len();
             let last = self.tail.len() - 1;
             for (k, layer) in self.tail[..last].iter_mut().enumerate() {
@@ -956,11 +1166,10 @@ impl Model for RemoteCascade {
         )?;
         let body = self.expect(End::First, "backward")?;
         if body.op != Op::BACKWARD {
-            self.broken = true;
-            return Err(protocol("backward: unexpected answer"));
+            return Err(self.fault("backward", PeerFault::UnexpectedOp(body.op.0)));
         }
         if !self.head.is_empty() {
-            let mut g = from_wire(body.tensor.ok_or_else(|| protocol("backward: no tensor"))?)?;
+            let mut g = from_wire(body.tensor, "backward")?;
             for (i, layer) in self.head.iter_mut().enumerate().rev() {
                 g = Self::local_call(layer, i, "backward", |l| l.backward(g))?;
             }
@@ -985,10 +1194,10 @@ impl Model for RemoteCascade {
         )?;
         let body = self.expect(End::Last, "test")?;
         let mut y = match body.tensor {
-            Some(t) => from_wire(t)?,
-            None => match self.report(End::Last, &body)? {
-                (_, Report::Output(t)) => from_wire(t)?,
-                (hop, other) => return Err(self.unexpected(hop, &other)),
+            Some(t) => from_wire(Some(t), "test")?,
+            None => match self.report(End::Last, &body, "test")? {
+                (_, Report::Output(t)) => from_wire(Some(t), "test")?,
+                (hop, other) => return Err(self.unexpected(hop, &other, "test")),
             },
         };
         let tail_start = self.layer_count - self.tail.len();

@@ -228,6 +228,15 @@ impl ModelSpec {
         groups
     }
 
+    /// The same model with every layer on one host: a session of one hop (what a host's load
+    /// test runs many of).
+    pub fn on_one_host(mut self) -> Self {
+        for layer in &mut self.layers {
+            layer.host = Some("all".into());
+        }
+        self
+    }
+
     /// Where layer `i`'s component comes from.
     pub fn source(&self, i: usize) -> ComponentSource {
         let name = &self.layers[i].component;

@@ -15,119 +15,12 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use mixnn_designer::{local_cluster::LocalCluster, pool::Candidate};
-use mixnn_host::{daemon::unix_now, transport::Endpoint};
-use mixnn_wire::{
-    blob::SEAL_OVERHEAD,
-    circuit::{self, DesignerCircuit, HopPlan, SessionParams},
-    crypto::SystemEntropy,
-    frame::{FrameBody, Op},
-    report::{MAX_MESSAGE_LEN, Report},
-    setup::HopLayer,
-    stream::StreamHeader,
-};
+use mixnn_designer::local_cluster::LocalCluster;
+use mixnn_wire::{frame::Op, report::Report};
 
 mod common;
 
-const BLOB_LEN: usize = SEAL_OVERHEAD + MAX_MESSAGE_LEN + 16;
-const FRAME_LEN: usize = BLOB_LEN + 64;
-
-/// A one-hop session the test runs as its designer.
-struct Session {
-    circuit: DesignerCircuit,
-    first: quinn::SendStream,
-    last: quinn::RecvStream,
-    _keep: Vec<quinn::Connection>,
-    _first_recv: quinn::RecvStream,
-    _last_send: quinn::SendStream,
-}
-
-impl Session {
-    async fn open(endpoint: &Endpoint, host: &Candidate) -> Self {
-        let plan = vec![HopPlan {
-            host: host.peer(),
-            onion_key: &host.onion_key,
-            layers: vec![HopLayer {
-                component: mixnn_components::IDENTITY.to_vec(),
-                config: br#"{"seed":0,"optimizer":{"lr":0,"momentum":0},"layer":{}}"#.to_vec(),
-                state: Vec::new(),
-            }],
-            flags: 0,
-        }];
-        let params = SessionParams {
-            expires_at: unix_now() + 600,
-            frame_len: FRAME_LEN as u32,
-            blob_len: BLOB_LEN as u32,
-        };
-        let (onion, circuit) = circuit::build(plan, params, &mut SystemEntropy).unwrap();
-        let addr: SocketAddr = host.descriptor.address.parse().unwrap();
-        let fp = host.descriptor.fingerprint;
-        let a = endpoint.connect(addr, fp).await.unwrap();
-        let (mut first, first_recv) = a.open_bi().await.unwrap();
-        let len = onion.len() as u32;
-        first
-            .write_all(&StreamHeader::Setup { len }.encode())
-            .await
-            .unwrap();
-        first.write_all(&onion).await.unwrap();
-        let b = endpoint.connect(addr, fp).await.unwrap();
-        let (mut last_send, last) = b.open_bi().await.unwrap();
-        let attach = StreamHeader::Attach {
-            circuit: circuit.last.circuit(),
-        };
-        last_send.write_all(&attach.encode()).await.unwrap();
-        let mut session = Session {
-            circuit,
-            first,
-            last,
-            _keep: vec![a, b],
-            _first_recv: first_recv,
-            _last_send: last_send,
-        };
-        assert_eq!(session.report().await, Report::Ready);
-        session
-    }
-
-    /// The next frame out of the hop, towards the designer at the last end.
-    async fn receive(&mut self) -> FrameBody {
-        let mut frame = vec![0u8; FRAME_LEN];
-        tokio::time::timeout(Duration::from_secs(10), self.last.read_exact(&mut frame))
-            .await
-            .expect("the hop answers")
-            .unwrap();
-        self.circuit.last.open(&frame).unwrap()
-    }
-
-    async fn report(&mut self) -> Report {
-        let body = self.receive().await;
-        assert_eq!(body.op, Op::REPORT);
-        self.circuit.open_from_last(&body.blob).unwrap().1
-    }
-
-    /// A cover frame, sealed as the next frame of the first link.
-    fn cover(&mut self) -> Vec<u8> {
-        let blob = self.circuit.random_blob(&mut SystemEntropy);
-        self.circuit
-            .first
-            .seal(&FrameBody {
-                op: Op::COVER,
-                tensor: None,
-                blob,
-                route: Vec::new(),
-            })
-            .unwrap()
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.first.write_all(bytes).await.unwrap();
-    }
-
-    /// Sends `frame` and expects it through the hop.
-    async fn relays(&mut self, frame: &[u8]) {
-        self.send(frame).await;
-        assert_eq!(self.receive().await.op, Op::COVER);
-    }
-}
+use common::one_hop::{FRAME_LEN, OneHop as Session};
 
 #[test]
 fn tampered_replayed_reordered_foreign_and_cut_frames_are_refused_and_counted() {

@@ -39,13 +39,34 @@ pub enum DirectoryError {
     #[error("the directory is full")]
     Full,
     /// The state file could not be read or written.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     State {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        message: String,
+        source: StateError,
     },
+}
+
+/// What is wrong with the directory's state file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// It could not be read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// It is not the JSON it should be.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A version this directory does not know.
+    #[error("unknown version {0}")]
+    Version(u32),
+    /// A descriptor is not hex.
+    #[error("a descriptor that is not hex")]
+    Hex,
+    /// A descriptor no longer verifies.
+    #[error(transparent)]
+    Descriptor(#[from] DescriptorError),
 }
 
 #[derive(Debug, Clone)]
@@ -161,9 +182,9 @@ impl Directory {
 
     /// Writes the state to `path` atomically (a temporary file renamed over it).
     pub fn save(&self, path: &Path) -> Result<(), DirectoryError> {
-        let state_error = |e: &dyn std::fmt::Display| DirectoryError::State {
+        let state_error = |e: StateError| DirectoryError::State {
             path: path.into(),
-            message: e.to_string(),
+            source: e,
         };
         let state = StateFile {
             version: 1,
@@ -176,36 +197,35 @@ impl Directory {
                 })
                 .collect(),
         };
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| state_error(&e))?;
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| state_error(e.into()))?;
         let tmp = path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp).map_err(|e| state_error(&e))?;
+        let mut file = fs::File::create(&tmp).map_err(|e| state_error(e.into()))?;
         file.write_all(&json)
             .and_then(|()| file.sync_all())
-            .map_err(|e| state_error(&e))?;
-        fs::rename(&tmp, path).map_err(|e| state_error(&e))
+            .map_err(|e| state_error(e.into()))?;
+        fs::rename(&tmp, path).map_err(|e| state_error(e.into()))
     }
 
     /// Reads a state written by [`Directory::save`]; every descriptor is verified again. A
     /// missing file is an empty directory.
     pub fn load(path: &Path) -> Result<Self, DirectoryError> {
-        let state_error = |message: String| DirectoryError::State {
+        let state_error = |e: StateError| DirectoryError::State {
             path: path.into(),
-            message,
+            source: e,
         };
         let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Directory::new()),
-            Err(e) => return Err(state_error(e.to_string())),
+            Err(e) => return Err(state_error(e.into())),
         };
-        let state: StateFile =
-            serde_json::from_slice(&bytes).map_err(|e| state_error(e.to_string()))?;
+        let state: StateFile = serde_json::from_slice(&bytes).map_err(|e| state_error(e.into()))?;
         if state.version != 1 {
-            return Err(state_error(format!("unknown version {}", state.version)));
+            return Err(state_error(StateError::Version(state.version)));
         }
         let mut directory = Directory::new();
         for host in state.hosts {
-            let signed = from_hex(&host.signed_hex).ok_or_else(|| state_error("bad hex".into()))?;
-            let descriptor = descriptor::verify(&signed).map_err(|e| state_error(e.to_string()))?;
+            let signed = from_hex(&host.signed_hex).ok_or_else(|| state_error(StateError::Hex))?;
+            let descriptor = descriptor::verify(&signed).map_err(|e| state_error(e.into()))?;
             directory.hosts.insert(
                 descriptor.identity,
                 Entry {

@@ -15,9 +15,12 @@ pub enum SandboxError {
         /// The limit.
         max: usize,
     },
-    /// The bytes are not a valid component, or it does not implement the layer world.
-    #[error("invalid component: {0}")]
-    Invalid(String),
+    /// The bytes are not a WebAssembly component binary.
+    #[error("not a WebAssembly component binary")]
+    NotAComponent,
+    /// The component does not validate, or does not implement the layer world.
+    #[error("invalid component: {0:#}")]
+    Invalid(wasmtime::Error),
     /// The component imports something the sandbox does not offer (a WASI capability such as
     /// files, sockets, clocks or randomness, or an unknown interface).
     #[error("component imports {0:?}, which the sandbox does not offer")]
@@ -36,11 +39,16 @@ pub enum SandboxError {
     #[error("component overflowed its stack")]
     StackOverflow,
     /// The component trapped (e.g. `unreachable`, a panic, a bad memory access).
-    #[error("component trapped: {0}")]
-    Trap(String),
+    #[error("component trapped: {reason}{}", said(.stderr))]
+    Trap {
+        /// The trap.
+        reason: TrapReason,
+        /// What the component wrote to its stderr (a panic message), bounded.
+        stderr: String,
+    },
     /// The component returned a tensor that is malformed or too large.
     #[error("component returned a bad tensor: {0}")]
-    BadOutput(String),
+    BadOutput(BadTensor),
     /// The layer reported an error (as a value; the session goes on).
     #[error("layer error: {0}")]
     Layer(LayerError),
@@ -49,7 +57,50 @@ pub enum SandboxError {
     SessionDead,
     /// The engine could not be set up (a bug or a broken host, not the component's fault).
     #[error("sandbox engine: {0}")]
-    Engine(String),
+    Engine(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a component stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrapReason {
+    /// A trap of its own code (`unreachable`, a bad memory access, ...).
+    #[error("{0}")]
+    Wasm(wasmtime::Trap),
+    /// A host function it called failed.
+    #[error("{0:#}")]
+    Host(wasmtime::Error),
+}
+
+/// What is wrong with a tensor a component returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadTensor {
+    /// More values than a tensor may hold.
+    #[error("{values} values exceed the limit of {max}")]
+    TooManyValues {
+        /// Its values.
+        values: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A shape that does not match the values.
+    #[error("shape {shape:?} does not match {values} values")]
+    Shape {
+        /// Its shape.
+        shape: Vec<u32>,
+        /// Its values.
+        values: usize,
+    },
+}
+
+fn said(stderr: &str) -> String {
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(" ({stderr})")
+    }
 }
 
 impl SandboxError {
@@ -61,7 +112,7 @@ impl SandboxError {
                 | SandboxError::MemoryLimit(_)
                 | SandboxError::HostMemory(_)
                 | SandboxError::StackOverflow
-                | SandboxError::Trap(_)
+                | SandboxError::Trap { .. }
                 | SandboxError::BadOutput(_)
                 | SandboxError::SessionDead
         )

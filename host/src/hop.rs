@@ -44,7 +44,9 @@ pub enum Decrypted<'a> {
 /// A callback shown everything a hop decrypts.
 pub type Observer = Box<dyn FnMut(Decrypted<'_>) + Send>;
 
-/// A frame to send.
+/// A frame to send. Sealed frames must go: the link's counter has moved past them, so a
+/// frame dropped here breaks the link for every later frame.
+#[must_use = "a sealed frame must be sent: its link's counter has moved past it"]
 pub struct Outgoing {
     /// To whom.
     pub to: Toward,
@@ -71,9 +73,6 @@ pub enum HopError {
         /// The report to send, if any.
         report: Option<Outgoing>,
     },
-    /// A report could not be sealed.
-    #[error("sealing a report: {0}")]
-    Seal(FrameError),
     /// The session has already failed.
     #[error("the session has failed")]
     Failed,
@@ -91,6 +90,9 @@ enum Failure {
     Protocol(&'static str),
     #[error("{0}")]
     Frame(#[from] FrameError),
+    /// Outside the frames: a neighbour unreachable or gone, the session idle or over budget.
+    #[error("{0}")]
+    Outside(String),
 }
 
 fn layer_failure(op: &'static str) -> impl FnOnce(SandboxError) -> Failure {
@@ -146,6 +148,7 @@ impl<E: Entropy> Hop<E> {
     /// states the setup carries, if any). Returns the
     /// frames to send at once: readiness towards the designer if the hop is first, or a
     /// failure report if a layer would not start. Call on one of the sandbox's workers.
+    #[must_use = "the frames returned must be sent"]
     pub fn start(
         setup: HopSetup,
         sandbox: &Sandbox,
@@ -197,7 +200,7 @@ impl<E: Entropy> Hop<E> {
         });
         let loaded = loaded.and_then(|()| hop.check_roles());
         match loaded {
-            Err(failure) => hop.fail(Toward::Next, &failure, &mut out)?,
+            Err(failure) => hop.fail(Toward::Next, &failure, &mut out),
             Ok(()) if setup.prev == Peer::Designer => {
                 let blob = blob::random(hop.blob_len, &mut hop.entropy);
                 hop.send_ready(blob, &mut out)?;
@@ -221,14 +224,11 @@ impl<E: Entropy> Hop<E> {
 
     /// Ends the session for a reason outside the frames (a neighbour unreachable or gone),
     /// with a report towards the designer through `to`.
+    #[must_use = "the failure report must be sent"]
     pub fn fail_with(&mut self, to: Toward, message: &str) -> Vec<Outgoing> {
         let mut out = Vec::new();
         if !self.failed {
-            tracing::warn!(%message, "session failed");
-            self.failed = true;
-            if let Ok(frame) = self.report(to, &Report::failure(message)) {
-                out.push(frame);
-            }
+            self.fail(to, &Failure::Outside(message.to_owned()), &mut out);
         }
         out
     }
@@ -257,6 +257,7 @@ impl<E: Entropy> Hop<E> {
     }
 
     /// Handles one frame from a neighbour; returns the frames to send.
+    #[must_use = "the frames returned must be sent"]
     pub fn on_frame(&mut self, from: Toward, frame: &[u8]) -> Result<Vec<Outgoing>, HopError> {
         if self.failed {
             return Err(HopError::Failed);
@@ -290,9 +291,9 @@ impl<E: Entropy> Hop<E> {
             _ => Toward::Next,
         };
         if let Err(failure) = self.handle(from, body, &mut out) {
-            // Frames already sealed must still go: the link's counter has moved past them.
-            self.fail(toward_designer, &failure, &mut out)
-                .map_err(HopError::Seal)?;
+            // Frames already sealed still go, before the report: the link's counter has moved
+            // past them.
+            self.fail(toward_designer, &failure, &mut out);
         }
         Ok(out)
     }
@@ -549,16 +550,18 @@ impl<E: Entropy> Hop<E> {
         })
     }
 
-    fn fail(
-        &mut self,
-        to: Toward,
-        failure: &Failure,
-        out: &mut Vec<Outgoing>,
-    ) -> Result<(), FrameError> {
-        tracing::warn!(error = %failure, "session failed");
+    /// Ends the session with a report towards the designer through `to`, after the frames
+    /// already in `out`. Every session's blobs hold any failure report
+    /// ([`mixnn_wire::setup::MIN_BLOB_LEN`]), so sealing it fails only on a bug, which is
+    /// logged; the frames in `out` go in any case.
+    fn fail(&mut self, to: Toward, failure: &Failure, out: &mut Vec<Outgoing>) {
+        // The designer's layers or a neighbour failed: theirs to hear, not the operator's.
+        tracing::debug!(error = %failure, "session failed");
         self.failed = true;
-        out.push(self.report(to, &Report::failure(failure))?);
-        Ok(())
+        match self.report(to, &Report::failure(failure)) {
+            Ok(frame) => out.push(frame),
+            Err(e) => tracing::error!(error = %e, "a failure report did not fit its blob (a bug)"),
+        }
     }
 }
 

@@ -10,12 +10,12 @@ use std::{
 };
 
 use mixnn_wire::{
-    crypto::{OnionPrivateKey, OnionPublicKey},
-    descriptor::IdentityKey,
+    crypto::{CryptoError, OnionPrivateKey, OnionPublicKey},
+    descriptor::{DescriptorError, IdentityKey},
 };
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
-use crate::transport::TlsIdentity;
+use crate::transport::{TlsIdentity, TransportError};
 
 /// The identity key (PKCS#8 PEM, owner-only).
 pub const IDENTITY_KEY_FILE: &str = "identity-key.pem";
@@ -41,16 +41,45 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// A file does not hold what it should.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {source}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        source: InvalidKey,
     },
-    /// Key generation failed.
-    #[error("key generation: {0}")]
-    Generate(String),
+    /// An identity key could not be made or used.
+    #[error("identity key: {0}")]
+    Identity(#[from] DescriptorError),
+    /// An onion key could not be made or used.
+    #[error("onion key: {0}")]
+    Onion(#[from] CryptoError),
+    /// A QUIC certificate could not be made.
+    #[error("certificate: {0}")]
+    Tls(#[from] TransportError),
+}
+
+/// What is wrong with a key file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidKey {
+    /// It is not PEM.
+    #[error(transparent)]
+    Pem(#[from] pem::PemError),
+    /// It is PEM of another kind.
+    #[error("expected {expected}, found {found}")]
+    Tag {
+        /// The kind expected.
+        expected: &'static str,
+        /// The kind found.
+        found: String,
+    },
+    /// It is not an Ed25519 PKCS#8 key.
+    #[error(transparent)]
+    Identity(#[from] DescriptorError),
+    /// It is not an RSA-2048 PKCS#8 key.
+    #[error(transparent)]
+    Onion(#[from] CryptoError),
 }
 
 /// A host's keys.
@@ -68,17 +97,15 @@ impl HostKeys {
     /// New keys.
     pub fn generate() -> Result<Self, KeyError> {
         Ok(HostKeys {
-            identity: IdentityKey::generate().map_err(|e| KeyError::Generate(e.to_string()))?,
-            onion: OnionPrivateKey::generate().map_err(|e| KeyError::Generate(e.to_string()))?,
-            tls: TlsIdentity::generate().map_err(|e| KeyError::Generate(e.to_string()))?,
+            identity: IdentityKey::generate()?,
+            onion: OnionPrivateKey::generate()?,
+            tls: TlsIdentity::generate()?,
         })
     }
 
     /// The public onion key.
     pub fn onion_public(&self) -> Result<OnionPublicKey, KeyError> {
-        self.onion
-            .public_key()
-            .map_err(|e| KeyError::Generate(e.to_string()))
+        Ok(self.onion.public_key()?)
     }
 
     /// Writes the five files into `dir` (created if needed); refuses to overwrite any.
@@ -127,7 +154,7 @@ impl HostKeys {
             IdentityKey::from_pkcs8(&read_pem(&identity_path, "PRIVATE KEY")?).map_err(|e| {
                 KeyError::Invalid {
                     path: identity_path,
-                    reason: e.to_string(),
+                    source: e.into(),
                 }
             })?;
         let onion_path = dir.join(ONION_KEY_FILE);
@@ -135,7 +162,7 @@ impl HostKeys {
             OnionPrivateKey::from_pkcs8(&read_pem(&onion_path, "PRIVATE KEY")?).map_err(|e| {
                 KeyError::Invalid {
                     path: onion_path,
-                    reason: e.to_string(),
+                    source: e.into(),
                 }
             })?;
         let cert = CertificateDer::from(read_pem(&dir.join(TLS_CERT_FILE), "CERTIFICATE")?);
@@ -166,19 +193,22 @@ fn write_pem(path: &Path, tag: &str, der: &[u8], secret: bool) -> Result<(), Key
     file.sync_all().map_err(io)
 }
 
-fn read_pem(path: &Path, tag: &str) -> Result<Vec<u8>, KeyError> {
+fn read_pem(path: &Path, tag: &'static str) -> Result<Vec<u8>, KeyError> {
     let text = fs::read(path).map_err(|source| KeyError::Io {
         path: path.into(),
         source,
     })?;
     let parsed = pem::parse(text).map_err(|e| KeyError::Invalid {
         path: path.into(),
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     if parsed.tag() != tag {
         return Err(KeyError::Invalid {
             path: path.into(),
-            reason: format!("expected {tag}, found {}", parsed.tag()),
+            source: InvalidKey::Tag {
+                expected: tag,
+                found: parsed.tag().to_owned(),
+            },
         });
     }
     Ok(parsed.into_contents())

@@ -35,7 +35,7 @@ pub mod transport;
 pub mod wit;
 
 pub use config::SandboxConfig;
-pub use error::SandboxError;
+pub use error::{BadTensor, SandboxError, TrapReason};
 pub use sandbox::{ALLOWED_IMPORTS, LayerModule, Sandbox};
 pub use session::LayerSession;
 pub use stats::SandboxStats;

@@ -110,8 +110,8 @@ impl HasData for Io {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-fn engine_error(e: impl std::fmt::Display) -> SandboxError {
-    SandboxError::Engine(e.to_string())
+fn engine_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SandboxError {
+    SandboxError::Engine(e.into())
 }
 
 impl Sandbox {
@@ -205,17 +205,15 @@ impl Sandbox {
             });
         }
         let hash: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(module) = self.cache.lock().map_err(engine_error)?.get(&hash) {
+        if let Some(module) = lock(&self.cache).get(&hash) {
             return Ok(module.clone());
         }
         // Only binary components: text (WAT) would be parsed by a larger attack surface.
         if !is_component_binary(bytes) {
-            return Err(SandboxError::Invalid(
-                "not a WebAssembly component binary".into(),
-            ));
+            return Err(SandboxError::NotAComponent);
         }
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| SandboxError::Invalid(format!("{e:#}")))?;
+        let component =
+            Component::from_binary(&self.engine, bytes).map_err(SandboxError::Invalid)?;
         for (name, _) in component.component_type().imports(&self.engine) {
             let unversioned = name.split('@').next().unwrap_or(name);
             if !ALLOWED_IMPORTS.contains(&unversioned) {
@@ -225,11 +223,10 @@ impl Sandbox {
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| SandboxError::Invalid(format!("{e:#}")))?;
-        let pre = LayerComponentPre::new(instance_pre)
-            .map_err(|e| SandboxError::Invalid(format!("{e:#}")))?;
+            .map_err(SandboxError::Invalid)?;
+        let pre = LayerComponentPre::new(instance_pre).map_err(SandboxError::Invalid)?;
         let module = LayerModule { hash, pre };
-        let mut cache = self.cache.lock().map_err(engine_error)?;
+        let mut cache = lock(&self.cache);
         if cache.len() >= self.config.max_cached_components {
             // Simple and bounded: start over rather than track recency.
             cache.clear();
@@ -279,6 +276,11 @@ impl Sandbox {
             )
             .spawn(f)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves plain data behind: keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A component binary starts with `\0asm`, then version 0x0d and layer 1.

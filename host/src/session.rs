@@ -17,6 +17,7 @@ use wasmtime_wasi::{
 
 use crate::{
     SandboxConfig, SandboxError,
+    error::{BadTensor, TrapReason},
     stats::Counters,
     wit::{LayerComponent, LayerComponentPre, LayerInfo, LossOutput, Mode, Tensor},
 };
@@ -290,21 +291,20 @@ impl LayerSession {
 /// Checks that a returned tensor is well formed and within limits.
 fn check_tensor(t: &Tensor, max_values: usize) -> Result<(), SandboxError> {
     if t.data.len() > max_values {
-        return Err(SandboxError::BadOutput(format!(
-            "{} values exceed the limit of {max_values}",
-            t.data.len()
-        )));
+        return Err(SandboxError::BadOutput(BadTensor::TooManyValues {
+            values: t.data.len(),
+            max: max_values,
+        }));
     }
     let expected = t
         .shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
     if expected != Some(t.data.len()) {
-        return Err(SandboxError::BadOutput(format!(
-            "shape {:?} does not match {} values",
-            t.shape,
-            t.data.len()
-        )));
+        return Err(SandboxError::BadOutput(BadTensor::Shape {
+            shape: t.shape.clone(),
+            values: t.data.len(),
+        }));
     }
     Ok(())
 }
@@ -323,16 +323,16 @@ fn classify(
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => SandboxError::Deadline(limits.call_timeout),
         Some(Trap::StackOverflow) => SandboxError::StackOverflow,
-        Some(trap) => {
+        // Other traps (a panic, a bad access), and errors of the host functions it called.
+        trap => {
             let stderr = store.data().stderr.contents();
-            let said = String::from_utf8_lossy(&stderr);
-            let said = said.trim();
-            if said.is_empty() {
-                SandboxError::Trap(trap.to_string())
-            } else {
-                SandboxError::Trap(format!("{trap} ({said})"))
+            SandboxError::Trap {
+                reason: match trap {
+                    Some(&trap) => TrapReason::Wasm(trap),
+                    None => TrapReason::Host(e),
+                },
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
             }
         }
-        None => SandboxError::Trap(format!("{e:#}")),
     }
 }

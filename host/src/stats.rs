@@ -78,7 +78,7 @@ impl Counters {
             SandboxError::Deadline(_) => bump(&self.deadlines),
             SandboxError::MemoryLimit(_) | SandboxError::HostMemory(_) => bump(&self.memory_limits),
             SandboxError::StackOverflow => bump(&self.stack_overflows),
-            SandboxError::Trap(_) => bump(&self.traps),
+            SandboxError::Trap { .. } => bump(&self.traps),
             SandboxError::BadOutput(_) => bump(&self.bad_outputs),
             _ => {}
         }

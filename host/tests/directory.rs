@@ -131,3 +131,70 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// Serves every request with `answer`, then `flood` bytes of garbage, as a hostile directory.
+async fn hostile_directory(answer: Vec<u8>, flood: usize) -> (SocketAddr, [u8; 32]) {
+    let server = Endpoint::bind(loopback(), TlsIdentity::generate().unwrap()).unwrap();
+    let (addr, fp) = (server.local_addr().unwrap(), server.fingerprint());
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok((connection, _)) = incoming.handshake().await else {
+                    return;
+                };
+                while let Ok((mut send, _recv)) = connection.accept_bi().await {
+                    let _ = send.write_all(&answer).await;
+                    let chunk = vec![0x5a; 1 << 20];
+                    for _ in 0..flood.div_ceil(chunk.len()) {
+                        if send.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    (addr, fp)
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+#[tokio::test]
+async fn a_hostile_directorys_answer_is_read_no_further_than_the_pool_the_client_takes() {
+    let client = Endpoint::bind(loopback(), TlsIdentity::generate().unwrap()).unwrap();
+    let before = peak_rss_mib();
+    // A pool of four billion hosts: refused from the five bytes that announce it.
+    let (addr, fp) = hostile_directory(vec![0, 0xff, 0xff, 0xff, 0xff], 256 << 20).await;
+    let answer = directory_service::fetch_pool(&client, addr, fp, 100).await;
+    assert!(
+        matches!(
+            answer,
+            Err(DirectoryClientError::Answer(
+                AnswerError::TooManyHosts { .. }
+            ))
+        ),
+        "{answer:?}"
+    );
+    // Three hosts announced, then 256 MiB: the client stops after three descriptors' worth.
+    let (addr, fp) = hostile_directory(vec![0, 0, 0, 0, 3], 256 << 20).await;
+    let answer = directory_service::fetch_pool(&client, addr, fp, 100).await;
+    assert!(
+        matches!(answer, Err(DirectoryClientError::Stream { .. })),
+        "{answer:?}"
+    );
+    let growth = peak_rss_mib() - before;
+    assert!(
+        growth < 16.0,
+        "the client's peak memory grew by {growth:.1} MiB"
+    );
+}

@@ -402,25 +402,35 @@ pub fn build_onion(
         setup
             .check()
             .map_err(|reason| BuildError::Invalid { hop, reason })?;
-        let k = Key::random(entropy);
-        let body = k
-            .derive(SETUP_KEY)
-            .seal(SETUP_NONCE, SETUP_AAD, &setup.encode())?;
-        let body_len = u32::try_from(body.len()).map_err(|_| BuildError::TooLarge(body.len()))?;
-        let mut secret = k.0.to_vec();
-        secret.extend(body_len.to_be_bytes());
-        let mut layer = Vec::with_capacity(HEAD_LEN + body.len() + inner.len());
-        layer.extend(public.encrypt(&secret)?);
-        layer.extend(body);
-        // The inner layers travel under this hop's keystream: the hop removes it.
-        k.xor_keystream(ONION_STREAM, 0, &mut inner)?;
-        layer.extend(inner);
-        if layer.len() > MAX_SETUP_LEN {
-            return Err(BuildError::TooLarge(layer.len()));
-        }
-        inner = layer;
+        inner = wrap_layer(public, &setup.encode(), inner, entropy)?;
     }
     Ok(inner)
+}
+
+/// One layer of an onion: `body` (an encoded [`HopSetup`], unchecked) sealed for the host of
+/// `public`, in front of the `inner` layers. [`build_onion`] checks each setup first; tests
+/// use this directly to play a designer that does not.
+pub fn wrap_layer(
+    public: &OnionPublicKey,
+    body: &[u8],
+    mut inner: Vec<u8>,
+    entropy: &mut impl Entropy,
+) -> Result<Vec<u8>, BuildError> {
+    let k = Key::random(entropy);
+    let body = k.derive(SETUP_KEY).seal(SETUP_NONCE, SETUP_AAD, body)?;
+    let body_len = u32::try_from(body.len()).map_err(|_| BuildError::TooLarge(body.len()))?;
+    let mut secret = k.0.to_vec();
+    secret.extend(body_len.to_be_bytes());
+    let mut layer = Vec::with_capacity(HEAD_LEN + body.len() + inner.len());
+    layer.extend(public.encrypt(&secret)?);
+    layer.extend(body);
+    // The inner layers travel under this hop's keystream: the hop removes it.
+    k.xor_keystream(ONION_STREAM, 0, &mut inner)?;
+    layer.extend(inner);
+    if layer.len() > MAX_SETUP_LEN {
+        return Err(BuildError::TooLarge(layer.len()));
+    }
+    Ok(layer)
 }
 
 /// A hop's head, opened: the key of its layer, and how long the sealed body after it is.

@@ -22,6 +22,54 @@ impl StreamKind {
     pub const POOL: StreamKind = StreamKind(0x11);
 }
 
+/// Why a host closed a stream it would not serve: the code it resets the stream with, so
+/// that whoever opened it (a designer, or the hop before) can say why. Open: codes this
+/// version does not know still parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamRefusal(pub u32);
+
+impl StreamRefusal {
+    /// A reason this version has no code for.
+    pub const OTHER: StreamRefusal = StreamRefusal(1);
+    /// The header, or the op=0 message, does not parse or is not for this host.
+    pub const MALFORMED: StreamRefusal = StreamRefusal(2);
+    /// The op=0 layer asks for more than the host grants (a size, the lifetime).
+    pub const OUT_OF_BOUNDS: StreamRefusal = StreamRefusal(3);
+    /// Over a setup rate (the peer's, its source's, or the host's).
+    pub const RATE_LIMITED: StreamRefusal = StreamRefusal(4);
+    /// Too many op=0 messages being read at once.
+    pub const BUSY: StreamRefusal = StreamRefusal(5);
+    /// The host holds as many sessions (or frame bytes) as it takes.
+    pub const FULL: StreamRefusal = StreamRefusal(6);
+    /// The op=0 layer was seen before.
+    pub const REPLAYED: StreamRefusal = StreamRefusal(7);
+    /// The stream is not from the neighbour the setup names.
+    pub const WRONG_NEIGHBOUR: StreamRefusal = StreamRefusal(8);
+    /// What the stream had to carry did not arrive in time.
+    pub const TIMED_OUT: StreamRefusal = StreamRefusal(9);
+    /// An attach for a circuit no session waits on (or attached twice).
+    pub const NO_SESSION: StreamRefusal = StreamRefusal(10);
+}
+
+impl std::fmt::Display for StreamRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match *self {
+            StreamRefusal::OTHER => "refused",
+            StreamRefusal::MALFORMED => "malformed, or not for this host",
+            StreamRefusal::OUT_OF_BOUNDS => "asks for more than the host grants",
+            StreamRefusal::RATE_LIMITED => "rate limited",
+            StreamRefusal::BUSY => "too many setups being read",
+            StreamRefusal::FULL => "the host is full",
+            StreamRefusal::REPLAYED => "a replayed setup",
+            StreamRefusal::WRONG_NEIGHBOUR => "not from the neighbour the setup names",
+            StreamRefusal::TIMED_OUT => "timed out",
+            StreamRefusal::NO_SESSION => "no session for this circuit",
+            StreamRefusal(code) => return write!(f, "refused (code {code})"),
+        };
+        f.write_str(text)
+    }
+}
+
 /// A stream's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamHeader {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod one_hop;
+
 use std::path::PathBuf;
 
 use mixnn_designer::{

@@ -2,6 +2,7 @@
 //! sandboxed layers) and the tasks that move frames between it and its two QUIC streams.
 
 use std::{
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -12,7 +13,7 @@ use std::{
 use mixnn_wire::{
     crypto::SystemEntropy,
     setup::{HopSetup, Peer},
-    stream::StreamHeader,
+    stream::{StreamHeader, StreamRefusal},
 };
 use tokio::sync::mpsc;
 
@@ -21,7 +22,10 @@ use super::{
     audit::{SessionAudit, StreamTap},
     guard::bump,
 };
-use crate::hop::{Hop, HopError, Observer, Outgoing, Toward};
+use crate::{
+    hop::{Hop, HopError, Observer, Outgoing, Toward},
+    transport::TransportError,
+};
 
 /// Bytes of frames queued between the network and a session's worker, each way: a flooding
 /// peer fills a queue, not the host's memory.
@@ -45,13 +49,54 @@ pub(super) struct Streams {
 
 enum Event {
     Frame(Toward, Vec<u8>),
-    /// A link ended: cleanly (finished) or not.
-    Closed(Toward, bool),
-    NextUnreachable(String),
+    /// A link ended.
+    Closed(Toward, Ending),
+    NextUnreachable(Unreachable),
     Expired,
     OverBudget,
     /// No frame arrived on either link for the idle timeout.
     Idle,
+}
+
+/// How a link ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The neighbour finished its stream: the session is over, in order.
+    Finished,
+    /// The stream or its connection broke.
+    Broke,
+    /// The neighbour refused it, saying why.
+    Refused(StreamRefusal),
+}
+
+/// Why the next hop could not be reached, as the designer is told.
+#[derive(Debug, thiserror::Error)]
+enum Unreachable {
+    #[error("the next hop's address is not ip:port")]
+    Address,
+    #[error("the next hop: {0}")]
+    Connect(#[from] TransportError),
+    #[error("the next hop: {0}")]
+    Stream(#[from] quinn::ConnectionError),
+    #[error("the next hop refused the setup: {0}")]
+    Refused(StreamRefusal),
+    #[error("the next hop: {0}")]
+    Write(quinn::WriteError),
+    #[error("the next hop did not answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("the designer did not attach within {0:?}")]
+    NoDesigner(Duration),
+}
+
+impl From<quinn::WriteError> for Unreachable {
+    fn from(e: quinn::WriteError) -> Self {
+        match e {
+            quinn::WriteError::Stopped(code) => {
+                Unreachable::Refused(StreamRefusal(u32::try_from(code.into_inner()).unwrap_or(0)))
+            }
+            e => Unreachable::Write(e),
+        }
+    }
 }
 
 /// Runs a session whose setup was peeled from `prev`, forwarding `onion` to the next hop;
@@ -91,8 +136,13 @@ pub(super) async fn run(
     let expires_in = setup.expires_at.saturating_sub(super::unix_now());
     let expiry = inbox_tx.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(expires_in)).await;
-        let _ = expiry.send(Event::Expired).await;
+        // Gone with the session, not with its expiry a day later.
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(expires_in)) => {
+                let _ = expiry.send(Event::Expired).await;
+            }
+            () = expiry.closed() => {}
+        }
     });
 
     let next = setup.next.clone();
@@ -100,8 +150,17 @@ pub(super) async fn run(
     let observer = audit.as_ref().and_then(SessionAudit::observer);
     let worker = {
         let worker_inner = Arc::clone(&inner);
+        let traffic = Arc::clone(&traffic);
         inner.sandbox.spawn_worker("session", move || {
-            work(&worker_inner, setup, observer, inbox_rx, prev_tx, next_tx);
+            work(
+                &worker_inner,
+                setup,
+                observer,
+                &traffic,
+                inbox_rx,
+                prev_tx,
+                next_tx,
+            );
             // The host's place for the session is free once its worker is done.
             drop(slot);
         })
@@ -120,7 +179,7 @@ pub(super) async fn run(
         Peer::Designer => inner
             .wait_for_designer(circuit_out)
             .await
-            .ok_or_else(|| "the designer did not attach".to_owned()),
+            .ok_or(Unreachable::NoDesigner(inner.limits.attach_timeout())),
     };
     tracing::info!(
         ms = started.elapsed().as_secs_f64() * 1e3,
@@ -140,8 +199,8 @@ pub(super) async fn run(
                 (tap(Toward::Next, true), tap(Toward::Next, false)),
             ));
         }
-        Err(message) => {
-            let _ = inbox_tx.send(Event::NextUnreachable(message)).await;
+        Err(why) => {
+            let _ = inbox_tx.send(Event::NextUnreachable(why)).await;
         }
     }
 }
@@ -151,30 +210,18 @@ async fn connect_next(
     address: &str,
     fingerprint: [u8; 32],
     onion: &[u8],
-) -> Result<Streams, String> {
+) -> Result<Streams, Unreachable> {
     let timeout = inner.limits.attach_timeout();
     let attempt = async {
-        let addr = tokio::net::lookup_host(address)
-            .await
-            .map_err(|e| format!("next hop {address}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("next hop {address}: no address"))?;
-        let connection = inner
-            .endpoint
-            .connect(addr, fingerprint)
-            .await
-            .map_err(|e| format!("next hop: {e}"))?;
-        let (mut send, recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| format!("next hop: {e}"))?;
-        let len = u32::try_from(onion.len()).map_err(|_| "onion too large".to_owned())?;
+        // A literal address (the setup's check): no name is resolved for a stranger.
+        let addr: SocketAddr = address.parse().map_err(|_| Unreachable::Address)?;
+        let connection = inner.endpoint.connect(addr, fingerprint).await?;
+        let (mut send, recv) = connection.open_bi().await?;
+        // At most MAX_SETUP_LEN, which a u32 holds.
+        let len = u32::try_from(onion.len()).unwrap_or(u32::MAX);
         send.write_all(&StreamHeader::Setup { len }.encode())
-            .await
-            .map_err(|e| format!("next hop: {e}"))?;
-        send.write_all(onion)
-            .await
-            .map_err(|e| format!("next hop: {e}"))?;
+            .await?;
+        send.write_all(onion).await?;
         Ok(Streams {
             send,
             recv,
@@ -183,7 +230,7 @@ async fn connect_next(
     };
     tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| "next hop: timed out".to_owned())?
+        .map_err(|_| Unreachable::TimedOut(timeout))?
 }
 
 /// Moves one link's frames both ways until both are done, then closes its connection if
@@ -216,14 +263,15 @@ async fn serve_link(
     }
 }
 
-/// What a session's links have received: bytes in all (its budget) and when the last frame
-/// came (its idleness).
+/// What a session's links have received (bytes in all: its budget), and since when its
+/// worker has had nothing to do (its idleness: loading layers and running them is work, not
+/// idleness, however long it takes).
 #[derive(Debug)]
 struct Traffic {
     bytes: AtomicU64,
     started: Instant,
-    /// Milliseconds after `started` of the last frame received.
-    last_ms: AtomicU64,
+    /// Milliseconds after `started` since which the worker has waited, or [`Traffic::BUSY`].
+    idle_since_ms: AtomicU64,
 }
 
 impl Default for Traffic {
@@ -231,32 +279,44 @@ impl Default for Traffic {
         Traffic {
             bytes: AtomicU64::new(0),
             started: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            // The worker starts by loading the layers.
+            idle_since_ms: AtomicU64::new(Traffic::BUSY),
         }
     }
 }
 
 impl Traffic {
+    const BUSY: u64 = u64::MAX;
+
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }
 
     /// Counts a frame of `len` bytes; false once the session is over its budget.
     fn received(&self, len: u64, max_bytes: u64) -> bool {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
         self.bytes.fetch_add(len, Ordering::Relaxed) + len <= max_bytes
     }
 
+    /// The worker has taken something to do.
+    fn busy(&self) {
+        self.idle_since_ms.store(Self::BUSY, Ordering::Relaxed);
+    }
+
+    /// The worker has done it, and waits.
+    fn waiting(&self) {
+        self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
     fn idle_for(&self) -> Duration {
-        Duration::from_millis(
-            self.now_ms()
-                .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
-        )
+        match self.idle_since_ms.load(Ordering::Relaxed) {
+            Self::BUSY => Duration::ZERO,
+            since => Duration::from_millis(self.now_ms().saturating_sub(since)),
+        }
     }
 }
 
-/// Ends the session once no frame has arrived for `idle`: a stranger's session that sends
-/// nothing does not hold its slot until it expires.
+/// Ends the session once its worker has waited `idle` for anything to do: a stranger's
+/// session that sends nothing does not hold its slot until it expires.
 async fn watch_idle(inbox: mpsc::Sender<Event>, traffic: Arc<Traffic>, idle: Duration) {
     loop {
         let left = idle.saturating_sub(traffic.idle_for());
@@ -290,8 +350,12 @@ async fn read_frames(
         let event = match read {
             Ok(()) if !traffic.received(len, max_bytes) => Event::OverBudget,
             Ok(()) => Event::Frame(from, frame),
-            Err(quinn::ReadExactError::FinishedEarly(0)) => Event::Closed(from, true),
-            Err(_) => Event::Closed(from, false),
+            Err(quinn::ReadExactError::FinishedEarly(0)) => Event::Closed(from, Ending::Finished),
+            Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(code))) => {
+                let code = u32::try_from(code.into_inner()).unwrap_or(0);
+                Event::Closed(from, Ending::Refused(StreamRefusal(code)))
+            }
+            Err(_) => Event::Closed(from, Ending::Broke),
         };
         let last = !matches!(event, Event::Frame(..));
         if inbox.send(event).await.is_err() || last {
@@ -359,6 +423,7 @@ fn work(
     inner: &Inner,
     setup: HopSetup,
     observer: Option<Observer>,
+    traffic: &Traffic,
     mut inbox: mpsc::Receiver<Event>,
     prev: mpsc::Sender<Vec<u8>>,
     next: mpsc::Sender<Vec<u8>>,
@@ -380,6 +445,7 @@ fn work(
         ms = started.elapsed().as_secs_f64() * 1e3,
         "layers loaded"
     );
+    traffic.waiting();
     let mut hop = match started_hop {
         Ok((mut hop, out)) => {
             hop.set_route_key(Arc::clone(&inner.onion_key));
@@ -390,15 +456,18 @@ fn work(
             hop
         }
         Err(e) => {
-            tracing::warn!(error = %e, "session refused");
+            // The setup was checked: its link ends and first report must work.
+            tracing::error!(error = %e, "a checked setup did not start (a bug)");
             bump(&counters.sessions_failed);
             return;
         }
     };
     while !hop.has_failed() {
+        traffic.waiting();
         let Some(event) = inbox.blocking_recv() else {
             break;
         };
+        traffic.busy();
         match event {
             Event::Frame(from, frame) => match timed(inner, || hop.on_frame(from, &frame)) {
                 Ok(out) => {
@@ -412,29 +481,29 @@ fn work(
                     links.send(report.into_iter().collect());
                 }
                 Err(HopError::Failed) => bump(&counters.frames_after_failure),
-                Err(e) => {
-                    tracing::warn!(error = %e, "session ended");
-                    break;
-                }
             },
             Event::Expired => break,
-            Event::Closed(Toward::Prev, true) => {
+            Event::Closed(Toward::Prev, Ending::Finished) => {
                 open_in.0 = false;
                 links.next = None;
             }
-            Event::Closed(Toward::Next, true) => {
+            Event::Closed(Toward::Next, Ending::Finished) => {
                 open_in.1 = false;
                 links.prev = None;
             }
-            Event::Closed(from, false) => {
+            Event::Closed(from, ending) => {
                 let (broken, to) = match from {
                     Toward::Prev => ("previous", Toward::Next),
                     Toward::Next => ("next", Toward::Prev),
                 };
-                links.send(hop.fail_with(to, &format!("the link with the {broken} hop broke")));
+                let why = match ending {
+                    Ending::Refused(code) => format!("the {broken} hop refused the link: {code}"),
+                    _ => format!("the link with the {broken} hop broke"),
+                };
+                links.send(hop.fail_with(to, &why));
             }
-            Event::NextUnreachable(message) => {
-                links.send(hop.fail_with(Toward::Prev, &message));
+            Event::NextUnreachable(why) => {
+                links.send(hop.fail_with(Toward::Prev, &why.to_string()));
             }
             Event::OverBudget => {
                 bump(&counters.sessions_over_budget);

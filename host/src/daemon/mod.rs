@@ -40,7 +40,7 @@ use mixnn_wire::{
     crypto::{OnionPrivateKey, SystemEntropy},
     descriptor::{Descriptor, IdentityKey},
     setup::{self, CircuitId, Freshness, HEAD_LEN, Peer, SetupError},
-    stream::StreamHeader,
+    stream::{StreamHeader, StreamRefusal},
 };
 use tokio::sync::oneshot;
 
@@ -199,8 +199,8 @@ impl Daemon {
         let keys = HostKeys::load(&config.keys)?;
         let sandbox = Sandbox::new(config.sandbox.sandbox_config())?;
         let endpoint = Endpoint::bind(config.listen, keys.tls.clone())?;
-        let onion_key = OnionPrivateKey::from_pkcs8(keys.onion.to_pkcs8_der())
-            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        let onion_key =
+            OnionPrivateKey::from_pkcs8(keys.onion.to_pkcs8_der()).map_err(KeyError::Onion)?;
         let inner = Arc::new(Inner {
             endpoint,
             onion_key: Arc::new(onion_key),
@@ -351,7 +351,7 @@ async fn register_loop(
 fn sign(identity: &IdentityKey, descriptor: Descriptor) -> Result<Vec<u8>, DaemonError> {
     identity
         .sign(descriptor)
-        .map_err(|e| DaemonError::Keys(KeyError::Generate(e.to_string())))
+        .map_err(|e| DaemonError::Keys(KeyError::Identity(e)))
 }
 
 fn write_stats(path: &std::path::Path, stats: &DaemonStats) {
@@ -418,23 +418,24 @@ async fn serve_stream(
         Ok(StreamHeader::Attach { circuit }) => accept_attach(&inner, circuit, streams).await,
         Ok(_) => {
             bump(&inner.counters.bad_streams);
-            refuse(streams, "a directory request");
+            refuse(streams, StreamRefusal::MALFORMED);
         }
         Err(HeaderError::TimedOut) => {
             bump(&inner.counters.streams_timed_out);
-            refuse(streams, "no header in time");
+            refuse(streams, StreamRefusal::TIMED_OUT);
         }
         Err(_) => {
             bump(&inner.counters.bad_streams);
-            refuse(streams, "no header");
+            refuse(streams, StreamRefusal::MALFORMED);
         }
     }
 }
 
-fn refuse(mut streams: Streams, why: &str) {
-    tracing::debug!(why, "stream refused");
-    let _ = streams.send.reset(1u32.into());
-    let _ = streams.recv.stop(1u32.into());
+fn refuse(mut streams: Streams, why: StreamRefusal) {
+    tracing::debug!(%why, "stream refused");
+    let code = quinn::VarInt::from_u32(why.0);
+    let _ = streams.send.reset(code);
+    let _ = streams.recv.stop(code);
 }
 
 /// Runs `work` on a blocking thread (RSA, and AES over megabytes, stay off the network
@@ -466,22 +467,22 @@ async fn accept_setup(
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     if !(HEAD_LEN..=limits.max_setup_bytes).contains(&len) {
         bump(&counters.setups_refused);
-        return refuse(streams, "setup length out of bounds");
+        return refuse(streams, StreamRefusal::OUT_OF_BOUNDS);
     }
     {
         let mut a = lock(&inner.admission);
         if !rate_allows(&mut a, peer, source) {
             bump(&counters.setups_rate_limited);
-            return refuse(streams, "rate limited");
+            return refuse(streams, StreamRefusal::RATE_LIMITED);
         }
         if a.active >= limits.max_sessions {
             bump(&counters.sessions_refused_full);
-            return refuse(streams, "too many sessions");
+            return refuse(streams, StreamRefusal::FULL);
         }
     }
     let Ok(reading) = inner.setups_reading.take(source) else {
         bump(&counters.setups_busy);
-        return refuse(streams, "too many setups being read");
+        return refuse(streams, StreamRefusal::BUSY);
     };
     let started = Instant::now();
     // The head: all a stranger's garbage costs before it is refused.
@@ -497,7 +498,7 @@ async fn accept_setup(
     let head = match blocking(move || setup::open_head(&key, len, &head_bytes)).await {
         Some(Ok(head)) => head,
         Some(Err(e)) => return refuse_setup(&inner, streams, &e),
-        None => return refuse(streams, "internal"),
+        None => return refuse(streams, StreamRefusal::OTHER),
     };
     // Its own layer, authenticated and checked before anything it forwards is read.
     let deadline = started + limits.attach_timeout();
@@ -516,7 +517,7 @@ async fn accept_setup(
     .await
     {
         Some(parts) => parts,
-        None => return refuse(streams, "internal"),
+        None => return refuse(streams, StreamRefusal::OTHER),
     };
     let setup = match opened {
         Ok(setup) => setup,
@@ -524,12 +525,12 @@ async fn accept_setup(
     };
     if matches!(&setup.prev, Peer::Host { fingerprint, .. } if *fingerprint != peer) {
         bump(&counters.wrong_neighbour);
-        return refuse(streams, "not from the neighbour named in the setup");
+        return refuse(streams, StreamRefusal::WRONG_NEIGHBOUR);
     }
     let frame_len = setup.frame_len as usize;
     if lock(&inner.admission).frame_bytes + frame_len > limits.max_frame_bytes_total {
         bump(&counters.sessions_refused_full);
-        return refuse(streams, "frame bytes exhausted");
+        return refuse(streams, StreamRefusal::FULL);
     }
     let rest = match transport::read_exact_by(&mut streams.recv, head.rest_len(), deadline).await {
         Ok(bytes) => bytes,
@@ -541,20 +542,20 @@ async fn accept_setup(
     let forward = match blocking(move || head.forward(rest, &mut SystemEntropy)).await {
         Some(Ok(forward)) => forward,
         Some(Err(e)) => return refuse_setup(&inner, streams, &e),
-        None => return refuse(streams, "internal"),
+        None => return refuse(streams, StreamRefusal::OTHER),
     };
     drop(reading);
     let slot = {
         let mut a = lock(&inner.admission);
         if !a.replay.insert(replay_tag, setup.expires_at, unix_now()) {
             bump(&counters.setups_replayed);
-            return refuse(streams, "replayed setup");
+            return refuse(streams, StreamRefusal::REPLAYED);
         }
         if a.active >= limits.max_sessions
             || a.frame_bytes + frame_len > limits.max_frame_bytes_total
         {
             bump(&counters.sessions_refused_full);
-            return refuse(streams, "too many sessions");
+            return refuse(streams, StreamRefusal::FULL);
         }
         a.active += 1;
         a.frame_bytes += frame_len;
@@ -585,23 +586,31 @@ async fn accept_setup(
 
 /// A setup whose bytes did not arrive.
 fn refuse_read(inner: &Inner, streams: Streams, e: transport::ReadFailure) {
-    match e {
-        transport::ReadFailure::TimedOut => bump(&inner.counters.streams_timed_out),
-        transport::ReadFailure::Broken => bump(&inner.counters.bad_streams),
-    }
-    refuse(streams, "setup cut short");
+    let why = match e {
+        transport::ReadFailure::TimedOut => {
+            bump(&inner.counters.streams_timed_out);
+            StreamRefusal::TIMED_OUT
+        }
+        transport::ReadFailure::Broken => {
+            bump(&inner.counters.bad_streams);
+            StreamRefusal::MALFORMED
+        }
+    };
+    refuse(streams, why);
 }
 
 /// A setup that did not peel (`setups_refused`) or that asks for more than the host grants
 /// (`setups_invalid`).
 fn refuse_setup(inner: &Inner, streams: Streams, e: &SetupError) {
-    let counter = match e {
-        SetupError::Crypto(_) | SetupError::Read(_) => &inner.counters.setups_refused,
-        _ => &inner.counters.setups_invalid,
+    let (counter, why) = match e {
+        SetupError::Crypto(_) | SetupError::Read(_) => {
+            (&inner.counters.setups_refused, StreamRefusal::MALFORMED)
+        }
+        _ => (&inner.counters.setups_invalid, StreamRefusal::OUT_OF_BOUNDS),
     };
     bump(counter);
     tracing::debug!(error = %e, "setup refused");
-    refuse(streams, "setup refused");
+    refuse(streams, why);
 }
 
 async fn accept_attach(inner: &Inner, circuit: CircuitId, streams: Streams) {
@@ -611,20 +620,20 @@ async fn accept_attach(inner: &Inner, circuit: CircuitId, streams: Streams) {
         match slots.remove(&circuit) {
             Some(Slot::Session(tx)) => {
                 if let Err(streams) = tx.send(streams) {
-                    refuse(streams, "the session is gone");
+                    refuse(streams, StreamRefusal::NO_SESSION);
                 }
                 false
             }
             Some(Slot::Designer(old)) => {
                 // Two attaches for one circuit: neither is trusted.
                 bump(&inner.counters.attach_refused);
-                refuse(old, "attached twice");
-                refuse(streams, "attached twice");
+                refuse(old, StreamRefusal::NO_SESSION);
+                refuse(streams, StreamRefusal::NO_SESSION);
                 false
             }
             None if slots.len() >= MAX_WAITING_ATTACHES => {
                 bump(&inner.counters.attach_refused);
-                refuse(streams, "too many waiting attaches");
+                refuse(streams, StreamRefusal::BUSY);
                 false
             }
             None => {
@@ -645,7 +654,7 @@ async fn accept_attach(inner: &Inner, circuit: CircuitId, streams: Streams) {
         };
         if let Some(Slot::Designer(streams)) = unclaimed {
             bump(&inner.counters.attach_refused);
-            refuse(streams, "no session for this circuit");
+            refuse(streams, StreamRefusal::NO_SESSION);
         }
     }
 }
