@@ -73,6 +73,11 @@ enum BenchCommand {
     /// dummies), host selection against the pool's size, and a host's memory against its
     /// concurrent sessions; tables, a JSON report and plots.
     Scale(bench::scale::ScaleArgs),
+    /// Many sessions at once on one host process: each trains a few batches of the paper's
+    /// model there and is checked bit for bit against the same batches in this process; the
+    /// host's memory idle, with one session and with all; one line per check, a final JSON
+    /// line and report.json.
+    Load(bench::load::LoadArgs),
 }
 
 /// Over remote hosts: where the directory is and how to build the cascade (defaults: the
@@ -281,6 +286,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Bench(BenchCommand::Paper(args)) => bench::paper::run(args),
         Command::Bench(BenchCommand::Scale(args)) => bench::scale::run(args),
+        Command::Bench(BenchCommand::Load(args)) => bench::load::run(args),
         Command::ServeHost {
             config,
             stop_on_stdin_eof,

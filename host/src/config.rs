@@ -33,6 +33,12 @@ pub struct SandboxConfig {
     pub max_kernel_macs: u64,
     /// Compiled components kept in memory (by content hash).
     pub max_cached_components: usize,
+    /// Bytes of compiled code the cache keeps, in all: strangers choose the components, and
+    /// compiled code is several times the size of the component.
+    pub max_cached_code_bytes: usize,
+    /// Components compiled at once: compiling costs memory and CPU a stranger chooses, so
+    /// strangers' setups take turns.
+    pub max_compiles_at_once: usize,
     /// Bytes of a component's stderr kept to explain a trap (panic messages).
     pub max_stderr_bytes: usize,
 }
@@ -50,6 +56,8 @@ impl Default for SandboxConfig {
             max_tensor_values: 16 << 20,
             max_kernel_macs: 1 << 32,
             max_cached_components: 64,
+            max_cached_code_bytes: 256 << 20,
+            max_compiles_at_once: 2,
             max_stderr_bytes: 4 << 10,
         }
     }

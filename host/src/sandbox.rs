@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Condvar, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
@@ -97,7 +97,8 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<SessionData>,
     config: SandboxConfig,
-    cache: Mutex<HashMap<[u8; 32], LayerModule>>,
+    cache: Mutex<ModuleCache>,
+    compiling: CompileTurns,
     counters: Arc<Counters>,
     /// Linear memory left to all sessions ([`SandboxConfig::max_total_memory_bytes`]).
     memory_left: Arc<AtomicUsize>,
@@ -142,11 +143,13 @@ impl Sandbox {
             })
             .map_err(engine_error)?;
         let max_total_memory = config.max_total_memory_bytes;
+        let max_compiles = config.max_compiles_at_once;
         Ok(Sandbox {
             engine,
             linker,
             config,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ModuleCache::default()),
+            compiling: CompileTurns::new(max_compiles),
             counters: Arc::default(),
             memory_left: Arc::new(AtomicUsize::new(max_total_memory)),
             _ticker: Ticker {
@@ -206,14 +209,21 @@ impl Sandbox {
         }
         let hash: [u8; 32] = Sha256::digest(bytes).into();
         if let Some(module) = lock(&self.cache).get(&hash) {
-            return Ok(module.clone());
+            return Ok(module);
         }
         // Only binary components: text (WAT) would be parsed by a larger attack surface.
         if !is_component_binary(bytes) {
             return Err(SandboxError::NotAComponent);
         }
+        let _turn = self.compiling.wait_turn();
+        // Compiled by another session while this one waited.
+        if let Some(module) = lock(&self.cache).get(&hash) {
+            return Ok(module);
+        }
         let component =
             Component::from_binary(&self.engine, bytes).map_err(SandboxError::Invalid)?;
+        let image = component.image_range();
+        let code_bytes = (image.end as usize).saturating_sub(image.start as usize);
         for (name, _) in component.component_type().imports(&self.engine) {
             let unversioned = name.split('@').next().unwrap_or(name);
             if !ALLOWED_IMPORTS.contains(&unversioned) {
@@ -226,12 +236,7 @@ impl Sandbox {
             .map_err(SandboxError::Invalid)?;
         let pre = LayerComponentPre::new(instance_pre).map_err(SandboxError::Invalid)?;
         let module = LayerModule { hash, pre };
-        let mut cache = lock(&self.cache);
-        if cache.len() >= self.config.max_cached_components {
-            // Simple and bounded: start over rather than track recency.
-            cache.clear();
-        }
-        cache.insert(hash, module.clone());
+        lock(&self.cache).insert(&self.config, module.clone(), code_bytes);
         self.counters.loaded();
         Ok(module)
     }
@@ -246,6 +251,11 @@ impl Sandbox {
             Arc::clone(&self.counters),
             Arc::clone(&self.memory_left),
         )
+    }
+
+    /// Bytes of compiled code the cache holds now.
+    pub fn cached_code_bytes(&self) -> usize {
+        lock(&self.cache).code_bytes
     }
 
     /// Linear memory all sessions' instances hold now, in bytes.
@@ -275,6 +285,74 @@ impl Sandbox {
                     .max(self.config.max_wasm_stack * 2),
             )
             .spawn(f)
+    }
+}
+
+/// Compiled components by content hash, bounded in count and in bytes of compiled code.
+#[derive(Default)]
+struct ModuleCache {
+    modules: HashMap<[u8; 32], (LayerModule, usize)>,
+    code_bytes: usize,
+}
+
+impl ModuleCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<LayerModule> {
+        self.modules.get(hash).map(|(m, _)| m.clone())
+    }
+
+    fn insert(&mut self, config: &SandboxConfig, module: LayerModule, code_bytes: usize) {
+        if code_bytes > config.max_cached_code_bytes {
+            return;
+        }
+        if self.modules.len() >= config.max_cached_components
+            || self.code_bytes + code_bytes > config.max_cached_code_bytes
+        {
+            // Simple and bounded: start over rather than track recency.
+            self.modules.clear();
+            self.code_bytes = 0;
+        }
+        self.code_bytes += code_bytes;
+        self.modules.insert(module.hash, (module, code_bytes));
+    }
+}
+
+/// Turns to compile: at most so many compiles at once, the others wait.
+struct CompileTurns {
+    running: Mutex<usize>,
+    done: Condvar,
+    max: usize,
+}
+
+/// A turn to compile, given back when dropped.
+struct CompileTurn<'a>(&'a CompileTurns);
+
+impl CompileTurns {
+    fn new(max: usize) -> Self {
+        CompileTurns {
+            running: Mutex::new(0),
+            done: Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn wait_turn(&self) -> CompileTurn<'_> {
+        let mut running = lock(&self.running);
+        while *running >= self.max {
+            running = self
+                .done
+                .wait(running)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *running += 1;
+        CompileTurn(self)
+    }
+}
+
+impl Drop for CompileTurn<'_> {
+    fn drop(&mut self) {
+        let mut running = lock(&self.0.running);
+        *running = running.saturating_sub(1);
+        self.0.done.notify_one();
     }
 }
 

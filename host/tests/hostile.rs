@@ -332,3 +332,38 @@ fn kernel_abuse_is_refused_as_an_error_value() {
         assert_eq!(sandbox.stats().kernel_refusals, 4);
     });
 }
+
+/// `component` with a custom section named `tag` at its end: as valid, but another hash.
+fn variant(component: &[u8], tag: u8) -> Vec<u8> {
+    let mut bytes = component.to_vec();
+    // Section 0 (custom), 2 bytes long: a name of length 1.
+    bytes.extend([0, 2, 1, tag]);
+    bytes
+}
+
+#[test]
+fn compiled_components_are_cached_within_a_byte_budget() {
+    // A stranger chooses the components: a host keeps only so much compiled code.
+    let probe = Sandbox::new(config()).unwrap();
+    probe.load(IDENTITY).unwrap();
+    let mut c = config();
+    // Room for two compiled copies of the identity layer, not three.
+    c.max_cached_code_bytes = 2 * probe.cached_code_bytes() + probe.cached_code_bytes() / 2;
+    let sandbox = Sandbox::new(c).unwrap();
+    for tag in 0..3 {
+        sandbox.load(&variant(IDENTITY, tag)).unwrap();
+        assert!(sandbox.cached_code_bytes() <= sandbox.config().max_cached_code_bytes);
+    }
+    assert_eq!(sandbox.stats().loads, 3);
+    // The third pushed the first two out; it stays.
+    sandbox.load(&variant(IDENTITY, 2)).unwrap();
+    assert_eq!(sandbox.stats().loads, 3);
+    sandbox.load(&variant(IDENTITY, 0)).unwrap();
+    assert_eq!(sandbox.stats().loads, 4);
+    // A valid session from a variant.
+    let module = sandbox.load(&variant(IDENTITY, 0)).unwrap();
+    let mut session = sandbox.start(&module).unwrap();
+    session
+        .init(br#"{"seed":0,"optimizer":{"lr":0,"momentum":0},"layer":{}}"#)
+        .unwrap();
+}

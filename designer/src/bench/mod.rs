@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+pub(crate) mod load;
 pub(crate) mod paper;
 pub(crate) mod plot;
 pub(crate) mod scale;
@@ -42,4 +43,18 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
         n if n % 2 == 1 => xs[n / 2],
         n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
     }
+}
+
+/// Resident memory of process `pid`, in MB.
+pub(crate) fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }

@@ -33,7 +33,7 @@ use mixnn_wire::{
 };
 use serde::Serialize;
 
-use super::{Machine, median, plot};
+use super::{Machine, median, plot, rss_mb};
 use crate::{load_data, model_spec, run_in_sandbox_worker};
 
 #[derive(Debug, clap::Args)]
@@ -471,20 +471,6 @@ fn made_up_fingerprint(i: usize) -> [u8; 32] {
     f
 }
 
-/// Resident memory of process `pid`, in MB.
-fn rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 /// Part 3: sessions of the whole model on one host, opened one after another.
 fn memory_growth(checkpoints: &[usize], exe: &std::path::Path) -> Result<Vec<MemoryRow>> {
     let Some(&most) = checkpoints.iter().max() else {
@@ -500,11 +486,7 @@ fn memory_growth(checkpoints: &[usize], exe: &std::path::Path) -> Result<Vec<Mem
     let read = move || rss_mb(pid);
     let rows = run_in_sandbox_worker(move |sandbox| {
         let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
-        let mut spec = model_spec(None)?;
-        // Every layer on the one host.
-        for layer in &mut spec.layers {
-            layer.host = Some("one".into());
-        }
+        let spec = model_spec(None)?.on_one_host();
         let mut rows = vec![MemoryRow {
             sessions: 0,
             rss_mb: read().ok_or_else(|| anyhow!("cannot read the host's memory"))?,
