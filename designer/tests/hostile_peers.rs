@@ -653,7 +653,9 @@ fn a_designer_hears_which_hop_refused_its_setup_and_why() {
         }
         other => panic!("{other:?}"),
     }
-    let stats = wait_for(&cluster, "the refusal was counted", |s| s.setups_invalid >= 1);
+    let stats = wait_for(&cluster, "the refusal was counted", |s| {
+        s.setups_invalid >= 1
+    });
     assert_eq!(stats.setups_invalid, 1, "{stats:?}");
     cluster.shutdown().unwrap();
 }
