@@ -659,3 +659,25 @@ fn a_designer_hears_which_hop_refused_its_setup_and_why() {
     assert_eq!(stats.setups_invalid, 1, "{stats:?}");
     cluster.shutdown().unwrap();
 }
+
+#[test]
+fn one_source_cannot_hold_every_session_slot() {
+    let stats = under_attack(
+        "max_sessions_per_source = 2\n",
+        "",
+        32.0,
+        async |_, host| {
+            let endpoint = stranger(2);
+            let _first = OneHop::open(&endpoint, host).await;
+            let _second = OneHop::open(&endpoint, host).await;
+            let mut third = OneHop::start(&endpoint, host, one_hop::identity(), FRAME_LEN).await;
+            closed(&mut third.first_recv).await;
+            // Another source still gets a session.
+            let mut other = OneHop::open(&stranger(3), host).await;
+            let frame = other.cover();
+            other.relays(&frame).await;
+        },
+        |s| s.sessions_refused_full >= 1,
+    );
+    assert_eq!(stats.sessions_refused_full, 1, "{stats:?}");
+}

@@ -93,7 +93,8 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
     // This host is ours: limits that take every session the bench opens, from one source
     // (loopback) with a fresh certificate each. Two connections per session.
     let limits = format!(
-        "[limits]\nmax_sessions = {}\nmax_connections_per_source = {}\n\
+        "[limits]\nmax_sessions = {}\nmax_sessions_per_source = {0}\n\
+         max_connections_per_source = {}\n\
          setups_per_minute_per_source = {}\nsetups_per_minute_total = {}\n",
         n.max(64),
         (2 * n + 16).max(128),

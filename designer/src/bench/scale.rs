@@ -477,7 +477,14 @@ fn memory_growth(checkpoints: &[usize], exe: &std::path::Path) -> Result<Vec<Mem
         return Ok(Vec::new());
     };
     println!("\nsessions per host: starting a directory and one host...");
-    let cluster = LocalCluster::start(exe, 1)?;
+    // Every session comes from this designer: one source.
+    let limits = format!(
+        "[limits]\nmax_sessions = {0}\nmax_sessions_per_source = {0}\n\
+         max_connections_per_source = {1}\n",
+        most.max(64),
+        (2 * most + 16).max(128)
+    );
+    let cluster = LocalCluster::start_configured(exe, 1, &limits)?;
     let pid = cluster
         .host_pid(0)
         .ok_or_else(|| anyhow!("no host process"))?;

@@ -14,6 +14,7 @@
 //!
 //! [limits]                         # every size, count and time a stranger controls
 //! max_sessions = 64                # at once
+//! max_sessions_per_source = 16     # whose previous hop is one source
 //! max_frame_bytes_total = 67108864 # the frame lengths of all sessions, summed
 //! max_session_bytes = 68719476736  # received by one session over its links
 //! max_session_lifetime_s = 90000   # from setup to expiry (25 h)
@@ -166,6 +167,9 @@ fn default_heartbeat() -> u64 {
 pub struct Limits {
     /// Sessions at once.
     pub max_sessions: usize,
+    /// Sessions at once whose previous hop (a designer, or the host before) is one source: no
+    /// stranger holds every slot.
+    pub max_sessions_per_source: usize,
     /// The frame lengths of all open sessions, summed: what sizes their queues.
     pub max_frame_bytes_total: usize,
     /// Bytes one session may receive over all its links.
@@ -205,6 +209,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_sessions: 64,
+            max_sessions_per_source: 16,
             max_frame_bytes_total: 64 << 20,
             max_session_bytes: 64 << 30,
             // A designer's sessions last a day by default; an hour more for its jitter and

@@ -122,8 +122,20 @@ struct Admission {
     total: RateLimiter<()>,
     replay: ReplayCache,
     active: usize,
+    /// Open sessions by the source of their previous hop.
+    sessions_by_source: HashMap<Source, usize>,
     /// The frame lengths of the open sessions, summed.
     frame_bytes: usize,
+}
+
+impl Admission {
+    /// Whether the host has room for one more session of `frame_len` from `source`.
+    fn room(&self, limits: &Limits, source: Source, frame_len: usize) -> bool {
+        self.active < limits.max_sessions
+            && self.sessions_by_source.get(&source).copied().unwrap_or(0)
+                < limits.max_sessions_per_source
+            && self.frame_bytes + frame_len <= limits.max_frame_bytes_total
+    }
 }
 
 pub(crate) struct Inner {
@@ -147,6 +159,7 @@ pub(crate) struct Inner {
 /// session's worker ends.
 pub(crate) struct SessionSlot {
     inner: Arc<Inner>,
+    source: Source,
     frame_len: usize,
 }
 
@@ -154,6 +167,12 @@ impl Drop for SessionSlot {
     fn drop(&mut self) {
         let mut a = lock(&self.inner.admission);
         a.active = a.active.saturating_sub(1);
+        if let Some(n) = a.sessions_by_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                a.sessions_by_source.remove(&self.source);
+            }
+        }
         a.frame_bytes = a.frame_bytes.saturating_sub(self.frame_len);
     }
 }
@@ -213,6 +232,7 @@ impl Daemon {
                 total: RateLimiter::new(config.limits.setups_per_minute_total),
                 replay: ReplayCache::default(),
                 active: 0,
+                sessions_by_source: HashMap::new(),
                 frame_bytes: 0,
             }),
             connections: Quota::new(
@@ -471,13 +491,14 @@ async fn accept_setup(
     }
     {
         let mut a = lock(&inner.admission);
+        // A full host refuses before it takes a token of the peer's rates.
+        if !a.room(limits, source, 0) {
+            bump(&counters.sessions_refused_full);
+            return refuse(streams, StreamRefusal::FULL);
+        }
         if !rate_allows(&mut a, peer, source) {
             bump(&counters.setups_rate_limited);
             return refuse(streams, StreamRefusal::RATE_LIMITED);
-        }
-        if a.active >= limits.max_sessions {
-            bump(&counters.sessions_refused_full);
-            return refuse(streams, StreamRefusal::FULL);
         }
     }
     let Ok(reading) = inner.setups_reading.take(source) else {
@@ -528,7 +549,7 @@ async fn accept_setup(
         return refuse(streams, StreamRefusal::WRONG_NEIGHBOUR);
     }
     let frame_len = setup.frame_len as usize;
-    if lock(&inner.admission).frame_bytes + frame_len > limits.max_frame_bytes_total {
+    if !lock(&inner.admission).room(limits, source, frame_len) {
         bump(&counters.sessions_refused_full);
         return refuse(streams, StreamRefusal::FULL);
     }
@@ -551,16 +572,16 @@ async fn accept_setup(
             bump(&counters.setups_replayed);
             return refuse(streams, StreamRefusal::REPLAYED);
         }
-        if a.active >= limits.max_sessions
-            || a.frame_bytes + frame_len > limits.max_frame_bytes_total
-        {
+        if !a.room(limits, source, frame_len) {
             bump(&counters.sessions_refused_full);
             return refuse(streams, StreamRefusal::FULL);
         }
         a.active += 1;
+        *a.sessions_by_source.entry(source).or_insert(0) += 1;
         a.frame_bytes += frame_len;
         SessionSlot {
             inner: Arc::clone(&inner),
+            source,
             frame_len,
         }
     };
