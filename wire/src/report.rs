@@ -39,18 +39,19 @@ pub enum Report {
     Failure(String),
 }
 
+/// `text` cut to at most [`MAX_MESSAGE_LEN`] bytes, at a character boundary.
+fn cut(text: &str) -> &str {
+    let mut end = text.len().min(MAX_MESSAGE_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Report {
     /// A failure report, its message cut to [`MAX_MESSAGE_LEN`].
     pub fn failure(message: impl std::fmt::Display) -> Self {
-        let mut text = message.to_string();
-        if text.len() > MAX_MESSAGE_LEN {
-            let mut cut = MAX_MESSAGE_LEN;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
-        Report::Failure(text)
+        Report::Failure(cut(&message.to_string()).to_owned())
     }
 
     /// The bytes that get sealed.
@@ -78,7 +79,7 @@ impl Report {
             }
             Report::Failure(message) => {
                 out.push(4);
-                put_lp32(&mut out, message.as_bytes());
+                put_lp32(&mut out, cut(message).as_bytes());
             }
         }
         Ok(out)
@@ -96,9 +97,12 @@ impl Report {
                 count: r.take_u32()?,
                 bytes: r.take_lp32(bytes.len())?.to_vec(),
             },
-            4 => {
-                Report::Failure(String::from_utf8_lossy(r.take_lp32(MAX_MESSAGE_LEN)?).into_owned())
-            }
+            // Strict UTF-8: a lossy decoding could grow past the maximum (found by fuzzing).
+            4 => Report::Failure(
+                std::str::from_utf8(r.take_lp32(MAX_MESSAGE_LEN)?)
+                    .map_err(|_| ReadError::Malformed("a failure message that is not UTF-8"))?
+                    .to_owned(),
+            ),
             _ => return Err(ReadError::Malformed("unknown report")),
         };
         r.should_be_exhausted()?;
@@ -134,6 +138,17 @@ mod tests {
             MAX_FAILURE_LEN
         );
         assert!(Report::decode(&[9]).is_err());
+        // Regression (fuzzing, report): bytes that are not UTF-8 are refused, not replaced
+        // (each replacement grew the message by two bytes, past its maximum).
+        let mut bad = vec![4];
+        put_lp32(&mut bad, &[0xff; MAX_MESSAGE_LEN]);
+        assert!(Report::decode(&bad).is_err());
+        // A message longer than the maximum, built by hand, is cut when encoded.
+        let long = Report::Failure("é".repeat(MAX_MESSAGE_LEN));
+        let Report::Failure(back) = Report::decode(&long.encode().unwrap()).unwrap() else {
+            panic!("not a failure")
+        };
+        assert_eq!(back.len(), MAX_MESSAGE_LEN);
         assert!(Report::decode(&[1, 0]).is_err());
         assert!(Report::decode(&[0, 0]).is_err());
     }

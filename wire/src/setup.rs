@@ -474,7 +474,15 @@ impl Head {
         let body_len =
             usize::try_from(sr.take_u32()?).map_err(|_| ReadError::Malformed("length"))?;
         sr.should_be_exhausted()?;
-        let room = message_len.saturating_sub(HEAD_LEN);
+        // A message shorter than its head has no head (found by fuzzing: `rest_len` then
+        // underflowed).
+        if message_len < HEAD_LEN {
+            return Err(ReadError::Truncated {
+                needed: HEAD_LEN - message_len,
+            }
+            .into());
+        }
+        let room = message_len - HEAD_LEN;
         if body_len > room {
             return Err(ReadError::Truncated {
                 needed: body_len - room,
@@ -495,7 +503,8 @@ impl Head {
 
     /// Bytes of the message after this hop's layer: the layers of the next hops and padding.
     pub fn rest_len(&self) -> usize {
-        self.message_len - HEAD_LEN - self.body_len
+        // `from_secret` keeps HEAD_LEN + body_len within message_len.
+        self.message_len.saturating_sub(HEAD_LEN + self.body_len)
     }
 
     /// Opens and checks this hop's setup (the [`Head::body_len`] bytes after the head).
@@ -767,5 +776,12 @@ mod tests {
             Err(SetupError::Read(ReadError::Truncated { needed: 9_900 }))
         ));
         assert!(Head::from_secret(&secret[..35], HEAD_LEN + 100).is_err());
+        // Regression (fuzzing, setup_head): a message shorter than a head.
+        let mut empty_body = vec![0; 32];
+        empty_body.extend(0u32.to_be_bytes());
+        assert!(matches!(
+            Head::from_secret(&empty_body, 9),
+            Err(SetupError::Read(ReadError::Truncated { needed: 247 }))
+        ));
     }
 }
