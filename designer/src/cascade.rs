@@ -1,7 +1,7 @@
 //! The in-process cascade: the model's layers called one after another, each through its own
 //! backend (a sandbox session, exactly as a host runs it, or native code).
 
-use mixnn_host::Sandbox;
+use mixnn_host::{Sandbox, SandboxError};
 use mixnn_layer_sdk::{LayerInfo, Mode, Tensor};
 
 use crate::{
@@ -17,14 +17,14 @@ pub enum CascadeError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// A component could not be read or loaded.
-    #[error("layer {index} ({component}): {message}")]
+    #[error("layer {index} ({component}): {source}")]
     Load {
         /// Layer index.
         index: usize,
         /// The spec's component field.
         component: String,
         /// What went wrong.
-        message: String,
+        source: LoadError,
     },
     /// A call into a layer failed.
     #[error("layer {index} ({name}) failed in {op}: {source}")]
@@ -38,12 +38,44 @@ pub enum CascadeError {
         /// The failure.
         source: LayerFailure,
     },
-    /// The layers do not form a trainable model.
-    #[error("{0}")]
-    Structure(String),
+    /// A loss layer before the last.
+    #[error("layer {0} is a loss layer but not the last")]
+    LossNotLast(usize),
+    /// The last layer computes no loss.
+    #[error("the last layer must be a loss layer")]
+    NoLoss,
+    /// A batch whose tensors do not hold together.
+    #[error("a batch: {0}")]
+    Batch(mixnn_layer_sdk::LayerError),
     /// The data order does not fit the run.
     #[error(transparent)]
     Order(#[from] crate::order::OrderError),
+}
+
+/// Why a layer's component could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The spec names a standard component that does not exist.
+    #[error("not a standard component")]
+    NotStandard,
+    /// Native mode runs the standard layers only.
+    #[error("native mode runs the standard layers only; use wasm mode")]
+    NotNative,
+    /// Wasm mode needs a sandbox.
+    #[error("wasm mode needs a sandbox")]
+    NoSandbox,
+    /// The component file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The sandbox refused or could not start it.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
 }
 
 struct Layer {
@@ -69,17 +101,18 @@ impl std::fmt::Debug for Cascade {
 
 /// The bytes of layer `i`'s component: a standard one, or the file the spec names.
 pub fn component_bytes(spec: &ModelSpec, i: usize) -> Result<Vec<u8>, CascadeError> {
-    let load_error = |message: String| CascadeError::Load {
+    let load_error = |source: LoadError| CascadeError::Load {
         index: i,
         component: spec.layers[i].component.clone(),
-        message,
+        source,
     };
     match spec.source(i) {
         ComponentSource::Standard(name) => mixnn_components::standard(&name)
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| load_error("not a standard component".into())),
-        ComponentSource::File(path) => std::fs::read(&path)
-            .map_err(|e| load_error(format!("cannot read {}: {e}", path.display()))),
+            .ok_or_else(|| load_error(LoadError::NotStandard)),
+        ComponentSource::File(path) => {
+            std::fs::read(&path).map_err(|source| load_error(LoadError::Read { path, source }))
+        }
     }
 }
 
@@ -91,30 +124,28 @@ pub fn build_layer(
     sandbox: Option<&Sandbox>,
 ) -> Result<(LayerInfo, Box<dyn LayerBackend>), CascadeError> {
     let component = spec.layers[i].component.clone();
-    let load_error = |message: String| CascadeError::Load {
+    let load_error = |source: LoadError| CascadeError::Load {
         index: i,
         component: component.clone(),
-        message,
+        source,
     };
     let mut layer: Box<dyn LayerBackend> = match (backend, spec.source(i)) {
         (Backend::Native, ComponentSource::Standard(name)) => Box::new(NativeLayer(
-            mixnn_layers::native(&name).ok_or_else(|| load_error("no native version".into()))?,
+            mixnn_layers::native(&name).ok_or_else(|| load_error(LoadError::NotNative))?,
         )),
         (Backend::Native, ComponentSource::File(_)) => {
-            return Err(load_error(
-                "native mode runs the standard layers only; use wasm mode".into(),
-            ));
+            return Err(load_error(LoadError::NotNative));
         }
         (Backend::Wasm, _) => {
-            let sandbox = sandbox.ok_or_else(|| load_error("wasm mode needs a sandbox".into()))?;
+            let sandbox = sandbox.ok_or_else(|| load_error(LoadError::NoSandbox))?;
             let bytes = component_bytes(spec, i)?;
             let module = sandbox
                 .load(&bytes)
-                .map_err(|e| load_error(e.to_string()))?;
+                .map_err(|e| load_error(LoadError::Sandbox(e)))?;
             Box::new(WasmLayer(
                 sandbox
                     .start(&module)
-                    .map_err(|e| load_error(e.to_string()))?,
+                    .map_err(|e| load_error(LoadError::Sandbox(e)))?,
             ))
         }
     };
@@ -147,14 +178,10 @@ impl Cascade {
             .position(|l| l.info.is_loss)
             .filter(|&i| i != last)
         {
-            return Err(CascadeError::Structure(format!(
-                "layer {i} is a loss layer but not the last"
-            )));
+            return Err(CascadeError::LossNotLast(i));
         }
         if !layers[last].info.is_loss {
-            return Err(CascadeError::Structure(
-                "the last layer must be a loss layer".into(),
-            ));
+            return Err(CascadeError::NoLoss);
         }
         Ok(Cascade { layers, backend })
     }

@@ -16,8 +16,8 @@ use std::{
 use mixnn_host::{
     daemon::{DaemonStats, hex_fingerprint},
     directory_service,
-    keys::HostKeys,
-    transport::{Endpoint, Fingerprint, TlsIdentity},
+    keys::{HostKeys, KeyError},
+    transport::{Endpoint, Fingerprint, TlsIdentity, TransportError},
 };
 
 /// Why the cluster could not start or stop.
@@ -32,9 +32,36 @@ pub enum ClusterError {
         /// The error.
         source: std::io::Error,
     },
-    /// A process did not start as expected.
-    #[error("{0}")]
-    Start(String),
+    /// Keys could not be made or written.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The cluster's own endpoint could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A process gave no standard output.
+    #[error("{name}: no stdout")]
+    NoStdout {
+        /// The process.
+        name: String,
+    },
+    /// A process did not announce where it listens.
+    #[error("{name} did not start (it said {said:?})")]
+    NotStarted {
+        /// The process.
+        name: String,
+        /// Its first line.
+        said: String,
+    },
+    /// Not every host registered in time.
+    #[error("only {have} of {want} hosts registered within {timeout:?}")]
+    Registration {
+        /// Hosts in the pool.
+        have: usize,
+        /// Hosts started.
+        want: usize,
+        /// How long the cluster waited.
+        timeout: Duration,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -73,7 +100,7 @@ impl Process {
             stdin,
         };
         let Some(stdout) = process.child.stdout.take() else {
-            return Err(ClusterError::Start(format!("{name}: no stdout")));
+            return Err(ClusterError::NoStdout { name });
         };
         let mut line = String::new();
         BufReader::new(stdout)
@@ -87,9 +114,10 @@ impl Process {
             Some((addr, fp)) => Ok((process, addr, fp)),
             None => {
                 process.stop(Duration::from_secs(1));
-                Err(ClusterError::Start(format!(
-                    "{name} did not start (it said {line:?})"
-                )))
+                Err(ClusterError::NotStarted {
+                    name,
+                    said: line.trim().to_owned(),
+                })
             }
         }
     }
@@ -156,12 +184,8 @@ impl LocalCluster {
             .tempdir()
             .map_err(io("creating a temporary directory"))?;
         let root = temp.path().to_path_buf();
-        let keygen = |dir: &Path| -> Result<(), ClusterError> {
-            HostKeys::generate()
-                .map_err(|e| ClusterError::Start(e.to_string()))?
-                .save(dir)
-                .map_err(|e| ClusterError::Start(e.to_string()))
-        };
+        let keygen =
+            |dir: &Path| -> Result<(), ClusterError> { Ok(HostKeys::generate()?.save(dir)?) };
         let dir_keys = root.join("directory-keys");
         keygen(&dir_keys)?;
         let state = root.join("directory-state.json");
@@ -229,10 +253,8 @@ impl LocalCluster {
             .map_err(io("starting a runtime"))?;
         let (addr, fp) = (self.directory_addr, self.directory_fingerprint);
         runtime.block_on(async {
-            let identity =
-                TlsIdentity::generate().map_err(|e| ClusterError::Start(e.to_string()))?;
-            let endpoint = Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), identity)
-                .map_err(|e| ClusterError::Start(e.to_string()))?;
+            let identity = TlsIdentity::generate()?;
+            let endpoint = Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), identity)?;
             let deadline = Instant::now() + timeout;
             loop {
                 let have = directory_service::fetch_pool(
@@ -247,9 +269,11 @@ impl LocalCluster {
                     return Ok(());
                 }
                 if Instant::now() > deadline {
-                    return Err(ClusterError::Start(format!(
-                        "only {have} of {n} hosts registered within {timeout:?}"
-                    )));
+                    return Err(ClusterError::Registration {
+                        have,
+                        want: n,
+                        timeout,
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use mixnn_host::{
-    Sandbox,
+    Sandbox, SandboxError,
     directory_service::{self, DirectoryClientError},
     transport::{Endpoint, Fingerprint, TlsIdentity, TransportError},
 };
@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     backend::{Backend, LayerBackend},
-    cascade::{Cascade, CascadeError, build_layer, component_bytes},
+    cascade::{Cascade, CascadeError, LoadError, build_layer, component_bytes},
     pool::{self, Candidate},
     spec::ModelSpec,
     train::Model,
@@ -435,22 +435,15 @@ fn dummy_config() -> Vec<u8> {
 
 /// The length of a dummy's state.
 fn identity_state_len(sandbox: &Sandbox) -> Result<usize, CascadeError> {
-    let failed = |message: String| CascadeError::Load {
+    let failed = |e: SandboxError| CascadeError::Load {
         index: 0,
         component: "identity (dummy)".into(),
-        message,
+        source: LoadError::Sandbox(e),
     };
-    let module = sandbox
-        .load(mixnn_components::IDENTITY)
-        .map_err(|e| failed(e.to_string()))?;
-    let mut layer = sandbox.start(&module).map_err(|e| failed(e.to_string()))?;
-    layer
-        .init(&dummy_config())
-        .map_err(|e| failed(e.to_string()))?;
-    Ok(layer
-        .export_state()
-        .map_err(|e| failed(e.to_string()))?
-        .len())
+    let module = sandbox.load(mixnn_components::IDENTITY).map_err(failed)?;
+    let mut layer = sandbox.start(&module).map_err(failed)?;
+    layer.init(&dummy_config()).map_err(failed)?;
+    Ok(layer.export_state().map_err(failed)?.len())
 }
 
 fn encoded_len(shape: &[usize]) -> usize {

@@ -39,16 +39,30 @@ pub enum SpecError {
         source: std::io::Error,
     },
     /// The TOML is malformed or has unknown fields.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message.
-        message: String,
+        /// The parser's error.
+        source: toml::de::Error,
     },
-    /// The spec parses but makes no sense.
-    #[error("{0}")]
-    Invalid(String),
+    /// The model has no layer.
+    #[error("the model has no layer")]
+    NoLayers,
+    /// A batch size of zero.
+    #[error("batch sizes must be positive")]
+    ZeroBatch,
+    /// A host label that comes back after another host.
+    #[error("host {0:?} holds layers that are not adjacent")]
+    HostNotAdjacent(String),
+    /// A layer's config cannot be passed to its `init`.
+    #[error("layer {index}: config: {source}")]
+    Config {
+        /// The layer.
+        index: usize,
+        /// Why.
+        source: serde_json::Error,
+    },
 }
 
 /// Training settings (PyTorch's names and the paper's defaults).
@@ -172,9 +186,9 @@ impl ModelSpec {
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, base).map_err(|e| match e {
-            SpecError::Parse { message, .. } => SpecError::Parse {
+            SpecError::Parse { source, .. } => SpecError::Parse {
                 path: path.into(),
-                message,
+                source,
             },
             other => other,
         })
@@ -182,9 +196,9 @@ impl ModelSpec {
 
     /// Parses and checks a spec; component paths are relative to `base_dir`.
     pub fn parse(text: &str, base_dir: PathBuf) -> Result<Self, SpecError> {
-        let mut spec: ModelSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+        let mut spec: ModelSpec = toml::from_str(text).map_err(|source| SpecError::Parse {
             path: PathBuf::new(),
-            message: e.to_string(),
+            source,
         })?;
         spec.base_dir = base_dir;
         spec.validate()?;
@@ -194,20 +208,19 @@ impl ModelSpec {
     fn validate(&self) -> Result<(), SpecError> {
         let t = &self.training;
         if self.layers.is_empty() {
-            return Err(SpecError::Invalid("the model has no layer".into()));
+            return Err(SpecError::NoLayers);
         }
         if t.batch_size == 0 || t.test_batch_size == 0 {
-            return Err(SpecError::Invalid("batch sizes must be positive".into()));
+            return Err(SpecError::ZeroBatch);
         }
         // A host label may not come back after another host: a host holds adjacent layers.
         let hosts = self.hosts();
         for (i, group) in hosts.iter().enumerate() {
             let label = &self.layers[group[0]].host;
             if label.is_some() && hosts[..i].iter().any(|g| &self.layers[g[0]].host == label) {
-                return Err(SpecError::Invalid(format!(
-                    "host {:?} holds layers that are not adjacent",
-                    label.as_deref().unwrap_or_default()
-                )));
+                return Err(SpecError::HostNotAdjacent(
+                    label.clone().unwrap_or_default(),
+                ));
             }
         }
         Ok(())
@@ -251,7 +264,7 @@ impl ModelSpec {
     pub fn init_config(&self, i: usize) -> Result<InitConfig, SpecError> {
         let layer = &self.layers[i];
         let fields = serde_json::to_value(&layer.config)
-            .map_err(|e| SpecError::Invalid(format!("layer {i}: config: {e}")))?;
+            .map_err(|source| SpecError::Config { index: i, source })?;
         Ok(InitConfig {
             seed: layer_seed(self.training.seed, i),
             optimizer: SgdConfig {

@@ -67,7 +67,7 @@ pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor), Casc
         pixels.extend_from_slice(data.image(i));
     }
     let labels = indices.iter().map(|&i| f32::from(data.labels[i])).collect();
-    let shape_error = |e: mixnn_layer_sdk::LayerError| CascadeError::Structure(e.to_string());
+    let shape_error = CascadeError::Batch;
     Ok((
         Tensor::new(vec![indices.len(), data.pixels], pixels).map_err(shape_error)?,
         Tensor::new(vec![indices.len()], labels).map_err(shape_error)?,
