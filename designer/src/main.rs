@@ -269,10 +269,8 @@ struct TrainArgs {
     cascade: CascadeArgs,
 }
 
-// Frames of up to hundreds of KB are allocated and freed on every hop: glibc's malloc
-// serves them with fresh mappings (a page fault per 4 KB); mimalloc reuses its memory.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mixnn_alloc::Allocator = mixnn_alloc::Allocator;
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -290,7 +288,10 @@ fn main() -> Result<()> {
         Command::ServeHost {
             config,
             stop_on_stdin_eof,
-        } => Ok(mixnn_host::serve::host(&config, stop_on_stdin_eof)?),
+        } => {
+            mixnn_alloc::for_many_sessions();
+            Ok(mixnn_host::serve::host(&config, stop_on_stdin_eof)?)
+        }
         Command::ServeDirectory {
             listen,
             state,

@@ -26,7 +26,7 @@ use mixnn_wire::{
 
 // As in the binaries: 200 KB frames through glibc's malloc cost page faults on every frame.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: mixnn_alloc::Allocator = mixnn_alloc::Allocator;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -20,15 +20,19 @@ pub enum Mode {
 pub struct Param {
     /// The current value.
     pub value: Tensor,
-    /// The gradient of the loss with respect to `value`, set by `backward`.
+    /// The gradient of the loss with respect to `value`, set by `backward` and used up by the
+    /// optimizer's step ([`Sgd::step`](crate::Sgd::step)). Empty (no gradient yet, or used
+    /// up) counts as zero.
     pub grad: Tensor,
 }
 
 impl Param {
-    /// A parameter with the given value and a zero gradient of the same shape.
+    /// A parameter with the given value and no gradient yet (which counts as zero).
     pub fn new(value: Tensor) -> Self {
-        let grad = Tensor::zeros(value.shape().to_vec());
-        Param { value, grad }
+        Param {
+            value,
+            grad: Tensor::zeros(vec![0]),
+        }
     }
 }
 

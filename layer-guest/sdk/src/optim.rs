@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LayerError, Param};
+use crate::{LayerError, Param, Tensor};
 
 /// SGD hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -56,10 +56,16 @@ impl Sgd {
         })
     }
 
-    /// Applies one step to `param` using its gradient.
+    /// Applies one step to `param` using its gradient, and uses the gradient up: its buffer
+    /// becomes the momentum buffer on the first step and is freed after later ones, so that a
+    /// layer holds no gradient between steps (a layer's memory peaks in `backward`, which makes
+    /// the next one, and a component's memory never shrinks). An empty gradient counts as zero.
     pub fn step(&mut self, name: &str, param: &mut Param) -> Result<(), LayerError> {
-        let grad = param.grad.data();
         let value = param.value.data_mut();
+        let (_, mut grad) = std::mem::replace(&mut param.grad, Tensor::zeros(vec![0])).into_parts();
+        if grad.is_empty() {
+            grad = vec![0.0; value.len()];
+        }
         if grad.len() != value.len() {
             return Err(LayerError::Failed(format!(
                 "gradient of {name} has the wrong size"
@@ -67,7 +73,7 @@ impl Sgd {
         }
         let lr = self.config.lr;
         if self.config.momentum == 0.0 {
-            for (w, g) in value.iter_mut().zip(grad) {
+            for (w, g) in value.iter_mut().zip(&grad) {
                 *w -= lr * g;
             }
             return Ok(());
@@ -75,17 +81,17 @@ impl Sgd {
         let mu = self.config.momentum;
         match self.velocity.get_mut(name) {
             Some(v) if v.len() == grad.len() => {
-                for ((w, v), g) in value.iter_mut().zip(v.iter_mut()).zip(grad) {
+                for ((w, v), g) in value.iter_mut().zip(v.iter_mut()).zip(&grad) {
                     *v = mu * *v + g;
                     *w -= lr * *v;
                 }
             }
             _ => {
-                // First step: the buffer starts as a copy of the gradient.
-                for (w, g) in value.iter_mut().zip(grad) {
+                for (w, g) in value.iter_mut().zip(&grad) {
                     *w -= lr * g;
                 }
-                self.velocity.insert(name.to_owned(), grad.to_vec());
+                // First step: the gradient becomes the buffer.
+                self.velocity.insert(name.to_owned(), grad);
             }
         }
         Ok(())
@@ -108,7 +114,6 @@ impl Sgd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Tensor;
 
     #[test]
     fn momentum_matches_hand_computed_steps() {
