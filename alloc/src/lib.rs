@@ -60,6 +60,8 @@ pub fn purge_delay_ms() -> i64 {
     #[allow(unsafe_code)]
     // SAFETY: reads an option.
     let delay = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
+    // A `c_long`: 32 bits on some platforms.
+    #[allow(clippy::useless_conversion)]
     i64::from(delay)
 }
 
