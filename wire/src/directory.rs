@@ -166,6 +166,9 @@ pub fn decode_pool(answer: &[u8], max_hosts: usize) -> Result<Vec<&[u8]>, Answer
         POOL_HEADER_LEN
     };
     let (head, body) = answer.split_at(split.min(answer.len()));
+    if refused && !body.is_empty() {
+        return Err(ReadError::ExtraBytes(body.len()).into());
+    }
     let count = decode_pool_header(head, max_hosts)?;
     Ok(decode_pool_body(body, count)?)
 }
@@ -199,6 +202,13 @@ mod tests {
         assert_eq!(
             decode_pool(&encode_refusal(Refusal::BUSY), 5),
             Err(AnswerError::Refused(Refusal::BUSY))
+        );
+        // A refusal is all of its answer (as a publication's answer is).
+        let mut junk = encode_refusal(Refusal::BUSY);
+        junk.push(0);
+        assert_eq!(
+            decode_pool(&junk, 5),
+            Err(AnswerError::Read(ReadError::ExtraBytes(1)))
         );
         assert_eq!(pool_body_max(2), 2 * (4 + MAX_DESCRIPTOR_LEN));
         assert!(decode_pool(&[], 5).is_err());

@@ -1,0 +1,6 @@
+//! Fuzz target `stream_header`: see [`mixnn_fuzz::wire_checks::stream_header`] for what it
+//! feeds to which decoder, and what it checks.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mixnn_fuzz::wire_checks::stream_header(data));
