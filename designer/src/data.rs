@@ -46,7 +46,52 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        reason: Corrupt,
+    },
+}
+
+/// What is wrong with an IDX file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corrupt {
+    /// Not gzip.
+    #[error("not gzip: {0}")]
+    Gzip(std::io::Error),
+    /// Larger than [`MAX_IDX_BYTES`].
+    #[error("larger than {MAX_IDX_BYTES} bytes")]
+    TooLarge,
+    /// The header ends early.
+    #[error("truncated header")]
+    Truncated,
+    /// Another kind of IDX file.
+    #[error("magic {found:#010x}, expected {expected:#010x}")]
+    Magic {
+        /// What the file says.
+        found: u32,
+        /// What it should say.
+        expected: u32,
+    },
+    /// Dimensions whose product overflows.
+    #[error("dimensions overflow")]
+    Overflow,
+    /// A body of another size than the header says.
+    #[error("header promises {promised} values, file holds {held}")]
+    Size {
+        /// The header's count.
+        promised: usize,
+        /// The body's.
+        held: usize,
+    },
+    /// Images of another rank than 3.
+    #[error("expected 3 dimensions, got {0}")]
+    Rank(usize),
+    /// Labels that do not match the images.
+    #[error("{labels:?} labels for {images} images")]
+    Labels {
+        /// The labels' dimensions.
+        labels: Vec<usize>,
+        /// The images.
+        images: usize,
     },
 }
 
@@ -133,20 +178,20 @@ pub fn load_split(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {
     let labels_path = dir.join(format!("{prefix}-labels-idx1-ubyte.gz"));
     let (dims, pixels) = read_idx(&images_path, IMAGES_MAGIC)?;
     let (label_dims, labels) = read_idx(&labels_path, LABELS_MAGIC)?;
-    let corrupt = |path: &Path, reason: String| DataError::Corrupt {
+    let corrupt = |path: &Path, reason: Corrupt| DataError::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
     let [n, rows, cols] = dims[..] else {
-        return Err(corrupt(
-            &images_path,
-            format!("expected 3 dimensions, got {}", dims.len()),
-        ));
+        return Err(corrupt(&images_path, Corrupt::Rank(dims.len())));
     };
     if label_dims != [n] {
         return Err(corrupt(
             &labels_path,
-            format!("{label_dims:?} labels for {n} images"),
+            Corrupt::Labels {
+                labels: label_dims,
+                images: n,
+            },
         ));
     }
     Ok(Dataset {
@@ -162,7 +207,7 @@ fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), DataError>
         path: path.to_path_buf(),
         source,
     })?;
-    let corrupt = |reason: String| DataError::Corrupt {
+    let corrupt = |reason: Corrupt| DataError::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
@@ -170,23 +215,24 @@ fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), DataError>
     MultiGzDecoder::new(file)
         .take(MAX_IDX_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| corrupt(format!("not gzip: {e}")))?;
+        .map_err(|e| corrupt(Corrupt::Gzip(e)))?;
     if bytes.len() as u64 > MAX_IDX_BYTES {
-        return Err(corrupt(format!("larger than {MAX_IDX_BYTES} bytes")));
+        return Err(corrupt(Corrupt::TooLarge));
     }
     let word = |i: usize| -> Result<u32, DataError> {
         bytes
             .get(4 * i..4 * i + 4)
             .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
-            .ok_or_else(|| corrupt("truncated header".into()))
+            .ok_or_else(|| corrupt(Corrupt::Truncated))
     };
     let found = word(0)?;
     // The low byte is the number of dimensions; the one above it the element type (0x08: u8).
     let rank = (magic & 0xff) as usize;
     if found != magic {
-        return Err(corrupt(format!(
-            "magic {found:#010x}, expected {magic:#010x}"
-        )));
+        return Err(corrupt(Corrupt::Magic {
+            found,
+            expected: magic,
+        }));
     }
     let dims = (1..=rank)
         .map(|i| word(i).map(|d| d as usize))
@@ -194,13 +240,14 @@ fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), DataError>
     let count = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| corrupt("dimensions overflow".into()))?;
+        .ok_or_else(|| corrupt(Corrupt::Overflow))?;
     let header = 4 * (rank + 1);
     let body = bytes.len() - header.min(bytes.len());
     if body != count {
-        return Err(corrupt(format!(
-            "header promises {count} values, file holds {body}"
-        )));
+        return Err(corrupt(Corrupt::Size {
+            promised: count,
+            held: body,
+        }));
     }
     bytes.drain(..header);
     Ok((dims, bytes))

@@ -13,6 +13,34 @@ use std::{path::Path, sync::Arc};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+/// What is wrong with a line of an order file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LineProblem {
+    /// A field that is not a whole number.
+    #[error("{0:?} is not an index")]
+    NotAnIndex(String),
+    /// An index past the training examples.
+    #[error("index {index} is not below {n}")]
+    OutOfRange {
+        /// The index.
+        index: usize,
+        /// The training examples.
+        n: usize,
+    },
+    /// An index given twice.
+    #[error("index {0} appears twice")]
+    Twice(usize),
+    /// Too few or too many indices.
+    #[error("{got} indices, but there are {n} training examples")]
+    Count {
+        /// Indices on the line.
+        got: usize,
+        /// The training examples.
+        n: usize,
+    },
+}
+
 /// Why an order cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -26,12 +54,12 @@ pub enum OrderError {
         source: std::io::Error,
     },
     /// A line is not a permutation of the training examples.
-    #[error("order file, line {line}: {message}")]
+    #[error("order file, line {line}: {problem}")]
     Line {
         /// The line (1-based).
         line: usize,
         /// What is wrong.
-        message: String,
+        problem: LineProblem,
     },
     /// The orders do not fit this training run.
     #[error(
@@ -80,9 +108,9 @@ impl DataOrder {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = |message: String| OrderError::Line {
+            let bad = |problem: LineProblem| OrderError::Line {
                 line: line_no,
-                message,
+                problem,
             };
             let mut seen = vec![false; n];
             let mut order = Vec::with_capacity(n);
@@ -92,19 +120,19 @@ impl DataOrder {
             {
                 let index: usize = field
                     .parse()
-                    .map_err(|_| bad(format!("{field:?} is not an index")))?;
+                    .map_err(|_| bad(LineProblem::NotAnIndex(field.to_owned())))?;
                 match seen.get_mut(index) {
-                    None => return Err(bad(format!("index {index} is not below {n}"))),
-                    Some(true) => return Err(bad(format!("index {index} appears twice"))),
+                    None => return Err(bad(LineProblem::OutOfRange { index, n })),
+                    Some(true) => return Err(bad(LineProblem::Twice(index))),
                     Some(s) => *s = true,
                 }
                 order.push(index);
             }
             if order.len() != n {
-                return Err(bad(format!(
-                    "{} indices, but there are {n} training examples",
-                    order.len()
-                )));
+                return Err(bad(LineProblem::Count {
+                    got: order.len(),
+                    n,
+                }));
             }
             epochs.push(order);
         }

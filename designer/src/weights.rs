@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use mixnn_layer_sdk::state::MOMENTUM_SUFFIX;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensorError, SafeTensors, tensor::TensorView};
 
 use crate::spec::ModelSpec;
 
@@ -31,14 +31,30 @@ pub enum WeightsError {
     },
     /// The bytes are not a safetensors file.
     #[error("not a safetensors file: {0}")]
-    Format(String),
+    Format(SafeTensorError),
     /// A layer's own state does not parse (a layer bug, not the file's fault).
-    #[error("layer {index}: its state does not parse: {message}")]
+    #[error("layer {index}: its state does not parse: {source}")]
     LayerState {
         /// The layer.
         index: usize,
-        /// The parser's message.
-        message: String,
+        /// The parser's error.
+        source: SafeTensorError,
+    },
+    /// A layer's tensor changed shape or dtype since the model was read (a layer bug).
+    #[error("layer {index}: {name} changed shape or dtype")]
+    LayerChanged {
+        /// The layer.
+        index: usize,
+        /// The tensor's name in the layer.
+        name: String,
+    },
+    /// States for another number of layers than the model has.
+    #[error("{states} states for {layers} layers")]
+    StateCount {
+        /// States given.
+        states: usize,
+        /// The model's layers.
+        layers: usize,
     },
     /// Two layers claim the same name (their `torch_modules` overlap).
     #[error("two layers both name a tensor {0:?}: check the layers' torch_modules")]
@@ -110,16 +126,14 @@ impl Layout {
         let mut seen = std::collections::HashSet::new();
         let mut layers = Vec::with_capacity(states.len());
         if states.len() != spec.layers.len() {
-            return Err(WeightsError::LayerState {
-                index: states.len().min(spec.layers.len()),
-                message: format!("{} states for {} layers", states.len(), spec.layers.len()),
+            return Err(WeightsError::StateCount {
+                states: states.len(),
+                layers: spec.layers.len(),
             });
         }
         for (index, state) in states.iter().enumerate() {
-            let file = SafeTensors::deserialize(state).map_err(|e| WeightsError::LayerState {
-                index,
-                message: e.to_string(),
-            })?;
+            let file = SafeTensors::deserialize(state)
+                .map_err(|source| WeightsError::LayerState { index, source })?;
             let mut params: Vec<Param> = file
                 .tensors()
                 .into_iter()
@@ -155,14 +169,15 @@ impl Layout {
     pub fn save(&self, states: &[Vec<u8>]) -> Result<Vec<u8>, WeightsError> {
         let mut views = Vec::new();
         for (index, (params, state)) in self.layers.iter().zip(states).enumerate() {
-            let layer_error = |message: String| WeightsError::LayerState { index, message };
-            let file = SafeTensors::deserialize(state).map_err(|e| layer_error(e.to_string()))?;
+            let layer_error = |source: SafeTensorError| WeightsError::LayerState { index, source };
+            let file = SafeTensors::deserialize(state).map_err(layer_error)?;
             for p in params {
-                let view = file
-                    .tensor(&p.local)
-                    .map_err(|e| layer_error(e.to_string()))?;
+                let view = file.tensor(&p.local).map_err(layer_error)?;
                 if view.shape() != p.shape.as_slice() || view.dtype() != Dtype::F32 {
-                    return Err(layer_error(format!("{} changed shape or dtype", p.local)));
+                    return Err(WeightsError::LayerChanged {
+                        index,
+                        name: p.local.clone(),
+                    });
                 }
                 // Both are little-endian F32: the bytes move unchanged.
                 views.push((p.name.clone(), view.data().to_vec()));
@@ -176,20 +191,18 @@ impl Layout {
                     .map(|view| (name.as_str(), view))
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| WeightsError::Format(e.to_string()))?;
+            .map_err(WeightsError::Format)?;
         // What `safetensors.torch.save_file` writes, so PyTorch tools take the file as theirs.
         let metadata = [("format".to_owned(), "pt".to_owned())]
             .into_iter()
             .collect();
-        safetensors::serialize(views, Some(metadata))
-            .map_err(|e| WeightsError::Format(e.to_string()))
+        safetensors::serialize(views, Some(metadata)).map_err(WeightsError::Format)
     }
 
     /// Each layer's state from a file's bytes (empty for layers without parameters), after
     /// checking that the file has exactly the model's tensors, each `F32` in its shape.
     pub fn load(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, WeightsError> {
-        let file =
-            SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Format(e.to_string()))?;
+        let file = SafeTensors::deserialize(bytes).map_err(WeightsError::Format)?;
         let names = self.names();
         let mut found = file.names();
         found.sort();
@@ -224,8 +237,7 @@ impl Layout {
             states.push(if views.is_empty() {
                 Vec::new()
             } else {
-                safetensors::serialize(views, None)
-                    .map_err(|e| WeightsError::Format(e.to_string()))?
+                safetensors::serialize(views, None).map_err(WeightsError::Format)?
             });
         }
         Ok(states)
