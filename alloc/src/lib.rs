@@ -25,7 +25,7 @@ pub use mimalloc::MiMalloc as Allocator;
 /// 3; libmimalloc-sys has no name for it).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// What mimalloc does by default: purge a second after a free ([`PURGE_DELAY`]'s default).
+/// What mimalloc does by default: purge a second after a free (the purge delay's default).
 pub const DEFAULT_PURGE_DELAY_MS: i64 = 1000;
 
 /// Tunes the process for a host: freed memory goes back to the system at once, and memory
