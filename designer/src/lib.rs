@@ -24,6 +24,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod order;
 pub mod pool;
+pub mod recovery;
 pub mod remote;
 pub mod spec;
 pub mod train;

@@ -179,6 +179,16 @@ impl LocalCluster {
     /// `[limits]` or `[sandbox]`; see `mixnn_host::daemon`) added to every host's
     /// configuration.
     pub fn start_configured(exe: &Path, hosts: usize, extra: &str) -> Result<Self, ClusterError> {
+        Self::start_each(exe, hosts, |_| extra.to_owned())
+    }
+
+    /// As [`LocalCluster::start_configured`], host `i`'s configuration given `config(i)` (a
+    /// host that fails on purpose, say: `[faults]`).
+    pub fn start_each(
+        exe: &Path,
+        hosts: usize,
+        config_of: impl Fn(usize) -> String,
+    ) -> Result<Self, ClusterError> {
         let temp = tempfile::Builder::new()
             .prefix("mixnn-demo-")
             .tempdir()
@@ -217,6 +227,7 @@ impl LocalCluster {
             let dir = root.join(format!("host-{i}"));
             keygen(&dir.join("keys"))?;
             let config = dir.join("host.toml");
+            let extra = config_of(i);
             std::fs::write(
                 &config,
                 format!(

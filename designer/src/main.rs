@@ -102,9 +102,11 @@ struct CascadeArgs {
     /// Cover messages per second looped through the cascade.
     #[arg(long, value_name = "PER_SECOND")]
     cover_rate: Option<f64>,
-    /// Seconds to wait for any answer of the cascade before giving up.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    step_timeout: u64,
+    /// Seconds to wait for any answer of the cascade before giving up on it. By default
+    /// the wait adapts: 60 s for the setup and the first steps, then 20 times the median of
+    /// the last steps of the same kind (at least 2 s). Given, it is fixed.
+    #[arg(long, value_name = "SECONDS")]
+    step_timeout: Option<u64>,
     /// The most hosts to take from the directory: a larger pool is refused, and the
     /// directory's answer is read no further than this many descriptors.
     #[arg(long, default_value_t = mixnn_host::directory_service::DEFAULT_MAX_POOL, value_name = "N")]
@@ -124,7 +126,8 @@ impl CascadeArgs {
             keep_first: self.keep_first || s.keep_first,
             keep_last: self.keep_last || s.keep_last,
             cover_rate: self.cover_rate.unwrap_or(s.cover_rate),
-            step_timeout: std::time::Duration::from_secs(self.step_timeout.max(1)),
+            step_timeout: std::time::Duration::from_secs(self.step_timeout.unwrap_or(60).max(1)),
+            adaptive_deadline: self.step_timeout.is_none(),
             max_pool: self.max_pool,
             ..RemoteOptions::new(directory, fingerprint)
         }

@@ -29,7 +29,7 @@ use mixnn_wire::{
         byte_tensor_len,
     },
     reader::Reader,
-    report::{MAX_MESSAGE_LEN, Report},
+    report::{MAX_MESSAGE_LEN, Neighbour, Report},
     route,
     setup::{BuildError, CIRCUIT_ID_LEN, HopLayer, HopSetup},
     stream::{StreamHeader, StreamRefusal},
@@ -59,8 +59,13 @@ pub struct RemoteOptions {
     pub keep_last: bool,
     /// Cover messages per second (0: none).
     pub cover_rate: f64,
-    /// Longest wait for any answer of the cascade.
+    /// Longest wait for any answer of the cascade: for the setup and the first steps, and
+    /// for every step unless `adaptive_deadline`.
     pub step_timeout: Duration,
+    /// Once a few steps of a kind (forward, backward, test, export) have been timed, wait
+    /// for the next one [`DEADLINE_FACTOR`] times their median, at least [`MIN_DEADLINE`]
+    /// and at most `step_timeout`: a cascade that falls silent is noticed in seconds.
+    pub adaptive_deadline: bool,
     /// How long hosts keep the session.
     pub session_ttl: Duration,
     /// The paper's own design (its Eq. (2) and (3)), for comparison: every forward and
@@ -88,6 +93,7 @@ impl RemoteOptions {
             keep_last: false,
             cover_rate: 0.0,
             step_timeout: Duration::from_secs(60),
+            adaptive_deadline: true,
             session_ttl: Duration::from_secs(24 * 3600),
             per_message_rsa: false,
             byte_inputs: true,
@@ -124,13 +130,15 @@ pub enum RemoteError {
         /// Its reason.
         why: StreamRefusal,
     },
-    /// A link broke.
-    #[error("{step}: the link {end} broke: {source}")]
+    /// A link of the designer's broke.
+    #[error("{step}: the link {end} (hop {hop}) broke: {source}")]
     LinkBroke {
         /// What was under way.
         step: &'static str,
         /// Which link.
         end: End,
+        /// The hop at its other end.
+        hop: usize,
         /// How.
         source: LinkError,
     },
@@ -158,6 +166,27 @@ pub enum RemoteError {
         /// Its report.
         message: String,
     },
+    /// A host of the cascade is gone (it died, cannot be reached, or the network to it
+    /// failed), as its neighbour reported.
+    #[error("{step}: hop {hop} is gone: hop {reported_by}, its neighbour, lost the link")]
+    HopLost {
+        /// What was under way.
+        step: &'static str,
+        /// Its position (0 is the first).
+        hop: usize,
+        /// The neighbour that reported it.
+        reported_by: usize,
+    },
+    /// The designer could not reach a host it picked.
+    #[error("setup: hop {hop} ({address}) cannot be reached: {source}")]
+    Unreachable {
+        /// Its position.
+        hop: usize,
+        /// The address it published.
+        address: String,
+        /// Why.
+        source: TransportError,
+    },
     /// The cascade did not answer in time.
     #[error("no answer from the cascade within {timeout:?} during {step}")]
     Timeout {
@@ -166,6 +195,43 @@ pub enum RemoteError {
         /// What was waited for.
         step: &'static str,
     },
+}
+
+impl RemoteError {
+    /// The hop whose host failed, where the designer can tell: it failed and said so, it
+    /// refused, it could not be reached, a neighbour lost it, or the designer's own link to
+    /// it broke. None for a silent cascade (a deadline passed) and a broken protocol, where
+    /// any host may be the one.
+    pub fn failed_hop(&self) -> Option<usize> {
+        match self {
+            RemoteError::Refused { hop, .. }
+            | RemoteError::LinkBroke { hop, .. }
+            | RemoteError::HopLost { hop, .. }
+            | RemoteError::Unreachable { hop, .. }
+            | RemoteError::HopFailed { hop, .. } => Some(*hop),
+            _ => None,
+        }
+    }
+
+    /// Whether the hosts (or the network) failed, so that a session on other hosts may
+    /// succeed; not a plan that cannot work, a local layer's failure, or misuse.
+    pub fn is_hosts_fault(&self) -> bool {
+        match self {
+            RemoteError::Refused { .. }
+            | RemoteError::LinkBroke { .. }
+            | RemoteError::HopLost { .. }
+            | RemoteError::Unreachable { .. }
+            | RemoteError::HopFailed { .. }
+            | RemoteError::Timeout { .. }
+            | RemoteError::Peer { .. }
+            | RemoteError::Directory(_) => true,
+            RemoteError::Local(_)
+            | RemoteError::Plan(_)
+            | RemoteError::Transport(_)
+            | RemoteError::Runtime(_)
+            | RemoteError::Failed => false,
+        }
+    }
 }
 
 /// A session that cannot be planned as asked (the caller's or the pool's limits).
@@ -303,6 +369,56 @@ impl std::fmt::Display for End {
     }
 }
 
+/// An adaptive deadline is this many times the median time of its kind of step.
+pub const DEADLINE_FACTOR: u32 = 20;
+/// The shortest adaptive deadline.
+pub const MIN_DEADLINE: Duration = Duration::from_secs(2);
+/// Steps of a kind timed before the deadline adapts, and the most kept.
+const DEADLINE_SAMPLES: (usize, usize) = (5, 64);
+
+/// How long the designer waits for the cascade's next answer, by kind of step.
+#[derive(Debug)]
+struct Deadlines {
+    bound: Duration,
+    adaptive: bool,
+    recent: std::collections::HashMap<&'static str, std::collections::VecDeque<Duration>>,
+}
+
+impl Deadlines {
+    fn new(options: &RemoteOptions) -> Self {
+        Deadlines {
+            bound: options.step_timeout,
+            adaptive: options.adaptive_deadline,
+            recent: Default::default(),
+        }
+    }
+
+    fn of(&self, step: &'static str) -> Duration {
+        let Some(times) = self
+            .recent
+            .get(step)
+            .filter(|t| t.len() >= DEADLINE_SAMPLES.0)
+        else {
+            return self.bound;
+        };
+        if !self.adaptive {
+            return self.bound;
+        }
+        let mut sorted: Vec<Duration> = times.iter().copied().collect();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        (median * DEADLINE_FACTOR).clamp(MIN_DEADLINE.min(self.bound), self.bound)
+    }
+
+    fn took(&mut self, step: &'static str, time: Duration) {
+        let times = self.recent.entry(step).or_default();
+        if times.len() == DEADLINE_SAMPLES.1 {
+            times.pop_front();
+        }
+        times.push_back(time);
+    }
+}
+
 /// One of the designer's links: frames go out through a writer task and come in through a
 /// reader task, both sealing and opening with the link's one [`LinkEnd`].
 struct Link {
@@ -368,7 +484,12 @@ impl Link {
 fn link_failed(hop: usize, step: &'static str, end: End, source: LinkError) -> RemoteError {
     match source.refusal() {
         Some(why) => RemoteError::Refused { hop, step, why },
-        None => RemoteError::LinkBroke { step, end, source },
+        None => RemoteError::LinkBroke {
+            step,
+            end,
+            hop,
+            source,
+        },
     }
 }
 
@@ -383,12 +504,30 @@ struct LocalLayer {
 }
 
 /// What the designer knows of each hop, for reports and for the states.
+#[derive(Debug, Clone)]
 struct HopInfo {
     /// The spec's layer indices it runs (empty for a dummy).
     layers: Vec<usize>,
     /// EXPORT frames its state takes.
     export_parts: usize,
     description: String,
+    /// The host that runs it (set once the pool is picked).
+    host: Option<HostRef>,
+}
+
+/// A host of the pool, as the designer names it in errors and excludes it after a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostRef {
+    /// The address it published.
+    pub address: String,
+    /// Its certificate's fingerprint (what identifies it).
+    pub fingerprint: Fingerprint,
+}
+
+impl std::fmt::Display for HostRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.address)
+    }
 }
 
 /// A model trained over remote hosts.
@@ -401,7 +540,7 @@ pub struct RemoteCascade {
     tail: Vec<LocalLayer>,
     hops: Vec<HopInfo>,
     layer_count: usize,
-    timeout: Duration,
+    deadlines: Deadlines,
     /// Set once anything failed: the session is over.
     broken: bool,
     setup_time: Duration,
@@ -450,30 +589,29 @@ fn encoded_len(shape: &[usize]) -> usize {
     1 + 4 * shape.len() + 4 * shape.iter().product::<usize>()
 }
 
-impl RemoteCascade {
-    /// Builds a session for `spec` over hosts from the directory. `input_shape` is the shape
-    /// of one batch of inputs (it sizes the frames); `sandbox` runs the layers the designer
-    /// keeps. Call on one of the sandbox's workers.
-    pub fn connect(
-        spec: &ModelSpec,
-        sandbox: &Sandbox,
-        options: &RemoteOptions,
-        input_shape: &[usize],
-    ) -> Result<Self, RemoteError> {
-        Self::connect_from(spec, sandbox, options, input_shape, &[])
-    }
+/// A session's layout, decided before any host is picked: which layers each hop runs (and
+/// where the dummies go), their roles, and the sizes of frames, blobs and exported states.
+/// A session that replaces failed hosts keeps it, so the new hosts take the old positions.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    hops: Vec<HopInfo>,
+    flags: Vec<u8>,
+    frame_len: usize,
+    blob_len: usize,
+    keep_first: bool,
+    keep_last: bool,
+}
 
-    /// As [`RemoteCascade::connect`], with the layers starting from `states` (by layer, as
-    /// [`Cascade::export_states`] gives them; a missing or empty one: the layer's own init).
-    /// Each hop receives its layers' states in its op=0 layer, sealed for it alone.
-    pub fn connect_from(
+impl Plan {
+    /// Lays out a session for `spec` with `options` (dummies in random gaps, kept layers),
+    /// for batches of inputs of `input_shape` (it sizes the frames: the model runs once on a
+    /// batch of zeros in `sandbox`).
+    pub fn new(
         spec: &ModelSpec,
         sandbox: &Sandbox,
         options: &RemoteOptions,
         input_shape: &[usize],
-        states: &[Vec<u8>],
     ) -> Result<Self, RemoteError> {
-        let state_of = |i: usize| states.get(i).cloned().unwrap_or_default();
         let groups = spec.hosts();
         let keep_first = usize::from(options.keep_first);
         let keep_last = usize::from(options.keep_last);
@@ -482,30 +620,6 @@ impl RemoteCascade {
         }
         let remote_groups = &groups[keep_first..groups.len() - keep_last];
         let layer_count = spec.layers.len();
-        let local = |group: Option<&Vec<usize>>| -> Result<Vec<LocalLayer>, CascadeError> {
-            group
-                .into_iter()
-                .flatten()
-                .map(|&i| {
-                    let (info, mut backend) = build_layer(spec, i, Backend::Wasm, Some(sandbox))?;
-                    let state = state_of(i);
-                    if !state.is_empty() {
-                        backend
-                            .import_state(&state)
-                            .map_err(|source| CascadeError::Call {
-                                index: i,
-                                name: info.name.clone(),
-                                op: "import-state",
-                                source,
-                            })?;
-                    }
-                    Ok(LocalLayer { info, backend })
-                })
-                .collect()
-        };
-        let head = local(groups.first().filter(|_| options.keep_first))?;
-        let tail = local(groups.last().filter(|_| options.keep_last))?;
-
         // Sizes: run a fresh copy of the model once on a batch of zeros.
         let mut probe = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
         let zeros = Tensor::zeros(input_shape.to_vec());
@@ -569,7 +683,6 @@ impl RemoteCascade {
             after[pool::below(&mut rng, actual - 1)] += 1;
         }
         let mut hops = Vec::new();
-        let mut hop_layers = Vec::new();
         let mut flags = Vec::new();
         for (g, group) in remote_groups.iter().enumerate() {
             let names: Vec<&str> = group
@@ -591,19 +704,8 @@ impl RemoteCascade {
                         .join(","),
                     names.join(" + ")
                 ),
+                host: None,
             });
-            hop_layers.push(
-                group
-                    .iter()
-                    .map(|&i| {
-                        Ok(HopLayer {
-                            component: component_bytes(spec, i)?,
-                            config: spec.init_config(i)?.to_bytes(),
-                            state: state_of(i),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, CascadeError>>()?,
-            );
             let loss = !options.keep_last && g + 1 == actual;
             flags.push(
                 if loss { HopSetup::LOSS } else { 0 }
@@ -624,15 +726,211 @@ impl RemoteCascade {
                     export_parts: export::slots_for(dummy_state_len, frame_len),
                     layers: Vec::new(),
                     description: "dummy".into(),
+                    host: None,
                 });
-                hop_layers.push(vec![HopLayer {
-                    component: mixnn_components::IDENTITY.to_vec(),
-                    config: dummy_config(),
-                    state: Vec::new(),
-                }]);
                 flags.push(route_flag);
             }
         }
+        Ok(Plan {
+            hops,
+            flags,
+            frame_len,
+            blob_len,
+            keep_first: options.keep_first,
+            keep_last: options.keep_last,
+        })
+    }
+
+    /// Hops in the cascade (actual and dummies).
+    pub fn len(&self) -> usize {
+        self.hops.len()
+    }
+
+    /// Whether the plan has no hop (never: a plan has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.hops.is_empty()
+    }
+
+    /// The hops, first to last: each one's layers, or `dummy`.
+    pub fn describe(&self) -> Vec<String> {
+        self.hops.iter().map(|h| h.description.clone()).collect()
+    }
+}
+
+/// Which hosts a session may use: at each position, a host it must take if the pool still
+/// has it (the survivors of a failed session), and hosts it must never take (those that
+/// failed).
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// By position: the host to keep there, or none for a fresh pick.
+    pub keep: Vec<Option<Fingerprint>>,
+    /// Hosts never picked.
+    pub exclude: std::collections::HashSet<Fingerprint>,
+}
+
+impl Placement {
+    /// The hosts of `pool` for every position of a cascade of `n` hops: kept ones where the
+    /// pool has them, the rest picked at random among hosts neither kept nor excluded.
+    pub fn choose(&self, pool: Vec<Candidate>, n: usize) -> Result<Vec<Candidate>, PlanError> {
+        let mut kept: Vec<Option<Candidate>> = (0..n).map(|_| None).collect();
+        let mut rest = Vec::new();
+        for c in pool {
+            let fp = c.descriptor.fingerprint;
+            if self.exclude.contains(&fp) {
+                continue;
+            }
+            match self.keep.iter().position(|k| *k == Some(fp)) {
+                Some(at) if at < n && kept[at].is_none() => kept[at] = Some(c),
+                _ => rest.push(c),
+            }
+        }
+        let needed = kept.iter().filter(|k| k.is_none()).count();
+        let available = rest.len();
+        let mut fresh = pool::pick(rest, needed)
+            .ok_or(PlanError::PoolTooSmall {
+                needed: n,
+                available: available + n - needed,
+            })?
+            .into_iter();
+        Ok(kept
+            .into_iter()
+            .filter_map(|k| k.or_else(|| fresh.next()))
+            .collect())
+    }
+}
+
+/// The directory's pool, every descriptor verified (those that do not verify are dropped).
+pub fn fetch_pool(options: &RemoteOptions) -> Result<Vec<Candidate>, RemoteError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RemoteError::Runtime)?;
+    runtime.block_on(async {
+        let endpoint = Endpoint::bind(
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            TlsIdentity::generate()?,
+        )?;
+        let signed = directory_service::fetch_pool(
+            &endpoint,
+            options.directory,
+            options.directory_fingerprint,
+            options.max_pool,
+        )
+        .await?;
+        endpoint.close();
+        Ok(pool::verify_pool(&signed))
+    })
+}
+
+impl RemoteCascade {
+    /// Builds a session for `spec` over hosts from the directory. `input_shape` is the shape
+    /// of one batch of inputs (it sizes the frames); `sandbox` runs the layers the designer
+    /// keeps. Call on one of the sandbox's workers.
+    pub fn connect(
+        spec: &ModelSpec,
+        sandbox: &Sandbox,
+        options: &RemoteOptions,
+        input_shape: &[usize],
+    ) -> Result<Self, RemoteError> {
+        Self::connect_from(spec, sandbox, options, input_shape, &[])
+    }
+
+    /// As [`RemoteCascade::connect`], with the layers starting from `states` (by layer, as
+    /// [`Cascade::export_states`] gives them; a missing or empty one: the layer's own init).
+    /// Each hop receives its layers' states in its op=0 layer, sealed for it alone.
+    pub fn connect_from(
+        spec: &ModelSpec,
+        sandbox: &Sandbox,
+        options: &RemoteOptions,
+        input_shape: &[usize],
+        states: &[Vec<u8>],
+    ) -> Result<Self, RemoteError> {
+        let plan = Plan::new(spec, sandbox, options, input_shape)?;
+        Self::connect_planned(spec, sandbox, options, &plan, states, &Placement::default())
+    }
+
+    /// A session laid out by `plan` (from [`Plan::new`] with the same `spec` and `options`),
+    /// its layers starting from `states`, on hosts of the pool as `placement` allows.
+    pub fn connect_planned(
+        spec: &ModelSpec,
+        sandbox: &Sandbox,
+        options: &RemoteOptions,
+        plan: &Plan,
+        states: &[Vec<u8>],
+        placement: &Placement,
+    ) -> Result<Self, RemoteError> {
+        let chosen = placement.choose(fetch_pool(options)?, plan.len())?;
+        Self::connect_on(spec, sandbox, options, plan, states, chosen)
+    }
+
+    /// As [`RemoteCascade::connect_planned`], on the hosts `chosen` (one per position of
+    /// `plan`, first to last).
+    pub fn connect_on(
+        spec: &ModelSpec,
+        sandbox: &Sandbox,
+        options: &RemoteOptions,
+        plan: &Plan,
+        states: &[Vec<u8>],
+        chosen: Vec<Candidate>,
+    ) -> Result<Self, RemoteError> {
+        if chosen.len() != plan.len() {
+            return Err(PlanError::PoolTooSmall {
+                needed: plan.len(),
+                available: chosen.len(),
+            }
+            .into());
+        }
+        let state_of = |i: usize| states.get(i).cloned().unwrap_or_default();
+        let groups = spec.hosts();
+        let layer_count = spec.layers.len();
+        let local = |group: Option<&Vec<usize>>| -> Result<Vec<LocalLayer>, CascadeError> {
+            group
+                .into_iter()
+                .flatten()
+                .map(|&i| {
+                    let (info, mut backend) = build_layer(spec, i, Backend::Wasm, Some(sandbox))?;
+                    let state = state_of(i);
+                    if !state.is_empty() {
+                        backend
+                            .import_state(&state)
+                            .map_err(|source| CascadeError::Call {
+                                index: i,
+                                name: info.name.clone(),
+                                op: "import-state",
+                                source,
+                            })?;
+                    }
+                    Ok(LocalLayer { info, backend })
+                })
+                .collect()
+        };
+        let head = local(groups.first().filter(|_| plan.keep_first))?;
+        let tail = local(groups.last().filter(|_| plan.keep_last))?;
+        let (frame_len, blob_len) = (plan.frame_len, plan.blob_len);
+        let mut hops = plan.hops.clone();
+        let flags = plan.flags.clone();
+        let hop_layers = hops
+            .iter()
+            .map(|hop| {
+                if hop.layers.is_empty() {
+                    return Ok(vec![HopLayer {
+                        component: mixnn_components::IDENTITY.to_vec(),
+                        config: dummy_config(),
+                        state: Vec::new(),
+                    }]);
+                }
+                hop.layers
+                    .iter()
+                    .map(|&i| {
+                        Ok(HopLayer {
+                            component: component_bytes(spec, i)?,
+                            config: spec.init_config(i)?.to_bytes(),
+                            state: state_of(i),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, CascadeError>>()
+            })
+            .collect::<Result<Vec<_>, CascadeError>>()?;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -641,25 +939,11 @@ impl RemoteCascade {
             .map_err(RemoteError::Runtime)?;
         let n = hops.len();
         let setup_started = std::time::Instant::now();
-        let (onion, circuit, first, last, keys) = runtime.block_on(async {
+        let (refs, onion, circuit, first, last, keys) = runtime.block_on(async {
             let endpoint = Endpoint::bind(
                 SocketAddr::from(([0, 0, 0, 0], 0)),
                 TlsIdentity::generate()?,
             )?;
-            let signed = directory_service::fetch_pool(
-                &endpoint,
-                options.directory,
-                options.directory_fingerprint,
-                options.max_pool,
-            )
-            .await?;
-            let candidates = pool::verify_pool(&signed);
-            let available = candidates.len();
-            let chosen: Vec<Candidate> =
-                pool::pick(candidates, n).ok_or(PlanError::PoolTooSmall {
-                    needed: n,
-                    available,
-                })?;
             let plan = chosen
                 .iter()
                 .zip(hop_layers)
@@ -692,7 +976,14 @@ impl RemoteCascade {
                         step: "setup",
                         fault: PeerFault::BadAddress(address.clone()),
                     })?;
-                    let conn = endpoint.connect(addr, fingerprint).await?;
+                    let conn = endpoint
+                        .connect(addr, fingerprint)
+                        .await
+                        .map_err(|source| RemoteError::Unreachable {
+                            hop,
+                            address: address.clone(),
+                            source,
+                        })?;
                     let (send, recv) = conn
                         .open_bi()
                         .await
@@ -726,8 +1017,16 @@ impl RemoteCascade {
                 "attach",
                 End::Last,
             ))?;
+            let refs: Vec<HostRef> = chosen
+                .iter()
+                .map(|c| HostRef {
+                    address: c.descriptor.address.clone(),
+                    fingerprint: c.descriptor.fingerprint,
+                })
+                .collect();
             let keys: Vec<OnionPublicKey> = chosen.into_iter().map(|c| c.onion_key).collect();
             Ok::<_, RemoteError>((
+                refs,
                 onion.len(),
                 circuit,
                 (first_conn, first_send, first_recv),
@@ -735,6 +1034,9 @@ impl RemoteCascade {
                 keys,
             ))
         })?;
+        for (hop, host) in hops.iter_mut().zip(refs) {
+            hop.host = Some(host);
+        }
         tracing::info!(
             hops = n,
             onion_bytes = onion,
@@ -760,7 +1062,7 @@ impl RemoteCascade {
             tail,
             hops,
             layer_count,
-            timeout: options.step_timeout,
+            deadlines: Deadlines::new(options),
             broken: false,
             setup_time: Duration::ZERO,
             cover: None,
@@ -807,9 +1109,14 @@ impl RemoteCascade {
         }));
     }
 
-    /// From fetching the pool to the last hop's acknowledgement (op=0 end to end).
+    /// From connecting to the first hop to the last hop's acknowledgement (op=0 end to end).
     pub fn setup_time(&self) -> Duration {
         self.setup_time
+    }
+
+    /// The hosts of the cascade, first to last.
+    pub fn hosts(&self) -> Vec<HostRef> {
+        self.hops.iter().filter_map(|h| h.host.clone()).collect()
     }
 
     /// The hops, first to last: each one's layers, or `dummy`.
@@ -834,6 +1141,7 @@ impl RemoteCascade {
             .map_err(|_| RemoteError::LinkBroke {
                 step: "sending",
                 end,
+                hop: self.hop_at(end),
                 source: LinkError::Closed,
             })
     }
@@ -843,7 +1151,8 @@ impl RemoteCascade {
         if self.broken {
             return Err(RemoteError::Failed);
         }
-        let timeout = self.timeout;
+        let timeout = self.deadlines.of(step);
+        let waited = std::time::Instant::now();
         let (first, last) = (&mut self.first.rx, &mut self.last.rx);
         let got = self.runtime.block_on(async {
             tokio::time::timeout(timeout, async {
@@ -859,30 +1168,23 @@ impl RemoteCascade {
             Ok((end, None)) => Err(RemoteError::LinkBroke {
                 step,
                 end,
+                hop: self.hop_at(end),
                 source: LinkError::Closed,
             }),
-            Ok((end, Some(Err(e)))) => {
-                let hop = match end {
-                    End::First => 0,
-                    End::Last => self.hops.len().saturating_sub(1),
-                };
-                Err(link_failed(hop, step, end, e))
-            }
-            Ok((end, Some(Ok(body)))) => {
-                if body.op == Op::REPORT {
-                    // A failure from anywhere ends the session.
-                    if let Ok((hop, Report::Failure(message))) = self.open(end, &body, step) {
-                        Err(self.hop_failed(hop, message))
-                    } else {
-                        Ok((end, body))
-                    }
-                } else {
-                    Ok((end, body))
+            Ok((end, Some(Err(e)))) => Err(link_failed(self.hop_at(end), step, end, e)),
+            Ok((end, Some(Ok(body)))) if body.op == Op::REPORT => {
+                // A failure from anywhere ends the session.
+                match self.open(end, &body, step) {
+                    Ok((hop, Report::Failure(message))) => Err(self.hop_failed(hop, message)),
+                    Ok((hop, Report::LinkLost(side))) => Err(self.hop_lost(hop, side, step)),
+                    _ => Ok((end, body)),
                 }
             }
+            Ok((end, Some(Ok(body)))) => Ok((end, body)),
         };
-        if result.is_err() {
-            self.broken = true;
+        match &result {
+            Ok(_) => self.deadlines.took(step, waited.elapsed()),
+            Err(_) => self.broken = true,
         }
         result
     }
@@ -922,6 +1224,41 @@ impl RemoteCascade {
         RemoteError::Peer { step, fault }
     }
 
+    /// The hop at the other end of one of the designer's links.
+    fn hop_at(&self, end: End) -> usize {
+        match end {
+            End::First => 0,
+            End::Last => self.hops.len().saturating_sub(1),
+        }
+    }
+
+    /// Hop `reporter` lost its link with its neighbour on `side`: that neighbour is gone (a
+    /// report of the designer's own link, which it sees itself, names no hop past the ends).
+    fn hop_lost(&self, reporter: usize, side: Neighbour, step: &'static str) -> RemoteError {
+        let hop = match side {
+            Neighbour::Prev => reporter.checked_sub(1),
+            Neighbour::Next => Some(reporter + 1).filter(|&h| h < self.hops.len()),
+        };
+        match hop {
+            Some(hop) => RemoteError::HopLost {
+                step,
+                hop,
+                reported_by: reporter,
+            },
+            // Its link with the designer: the designer's side of it failed, or the report lies.
+            None => RemoteError::LinkBroke {
+                step,
+                end: if side == Neighbour::Prev {
+                    End::First
+                } else {
+                    End::Last
+                },
+                hop: reporter,
+                source: LinkError::Closed,
+            },
+        }
+    }
+
     fn hop_failed(&self, hop: usize, message: String) -> RemoteError {
         RemoteError::HopFailed {
             hop,
@@ -940,6 +1277,7 @@ impl RemoteCascade {
             Report::Output(_) => "output",
             Report::State { .. } => "state",
             Report::Failure(_) => "failure",
+            Report::LinkLost(_) => "link-lost",
         };
         self.fault(step, PeerFault::UnexpectedReport { hop, kind })
     }

@@ -13,7 +13,7 @@ use mixnn_wire::{
     export::{self, ExportSlot},
     frame::{FrameBody, FrameError, LinkEnd, Op, Side, WireTensor},
     reader::put_lp32,
-    report::Report,
+    report::{Neighbour, Report},
     route,
     setup::{HopSetup, Peer},
 };
@@ -126,6 +126,8 @@ pub struct Hop<E> {
     /// The state being exported, while parts of it are still to send.
     export: Option<Export>,
     failed: bool,
+    /// The operation of the last frame that opened.
+    last_op: Option<Op>,
     reported_rejection: bool,
     entropy: E,
     observer: Option<Observer>,
@@ -178,6 +180,7 @@ impl<E: Entropy> Hop<E> {
             pending: None,
             export: None,
             failed: false,
+            last_op: None,
             reported_rejection: false,
             entropy,
             observer: None,
@@ -233,6 +236,30 @@ impl<E: Entropy> Hop<E> {
         out
     }
 
+    /// Ends the session because the link with `side` is gone (its host died, it cannot be
+    /// reached, or the network between failed): a [`Report::LinkLost`] goes towards the
+    /// designer through the other link, so the designer learns which host to replace.
+    #[must_use = "the report must be sent"]
+    pub fn lost(&mut self, side: Toward) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        if self.failed {
+            return out;
+        }
+        tracing::debug!(?side, "session failed: a neighbour is gone");
+        self.failed = true;
+        let (to, neighbour) = match side {
+            Toward::Prev => (Toward::Next, Neighbour::Prev),
+            Toward::Next => (Toward::Prev, Neighbour::Next),
+        };
+        match self.report(to, &Report::LinkLost(neighbour)) {
+            Ok(frame) => out.push(frame),
+            Err(e) => {
+                tracing::error!(error = %e, "a link-lost report did not fit its blob (a bug)")
+            }
+        }
+        out
+    }
+
     /// Gives the hop its host's onion key, which sessions flagged
     /// [`HopSetup::PER_MESSAGE_RSA`] need for every forward and backward frame.
     pub fn set_route_key(&mut self, key: std::sync::Arc<OnionPrivateKey>) {
@@ -249,6 +276,11 @@ impl<E: Entropy> Hop<E> {
         if let Some(observer) = &mut self.observer {
             observer(seen);
         }
+    }
+
+    /// The operation of the last frame that opened (what the hop is doing).
+    pub fn last_op(&self) -> Option<Op> {
+        self.last_op
     }
 
     /// Whether the session has failed.
@@ -285,6 +317,7 @@ impl<E: Entropy> Hop<E> {
             }
         };
         self.saw(Decrypted::Frame(from, &body));
+        self.last_op = Some(body.op);
         let mut out = Vec::new();
         let toward_designer = match (from, body.op) {
             (Toward::Next, _) => Toward::Prev,

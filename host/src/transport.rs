@@ -34,11 +34,15 @@ pub const CONNECTION_RECEIVE_WINDOW: u32 = 2 << 20;
 pub const SEND_WINDOW: u64 = 2 << 20;
 /// Connection attempts waiting for their handshake at once.
 pub const MAX_INCOMING: usize = 256;
-/// A connection that hears nothing for this long is dead (a peer gone, or the network).
-pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Both ends ping this often, so a live session that sends no frame for a while (a designer
-/// evaluating, say) keeps its links; a silent session ends by the host's `session_idle_s`.
-pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection that hears nothing for this long is dead (a peer gone, or the network). It is
+/// how a killed host is noticed: a dead process sends nothing, not even a close, so its
+/// neighbours know only by silence. Short, so that the designer hears of it within 2 s
+/// (neighbours report a lost link at once); long enough for several keep-alives to be lost.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+/// Both ends ping this often when they have nothing else to send, so a live session that
+/// sends no frame for a while (a designer evaluating, say) keeps its links; a silent session
+/// ends by the host's `session_idle_s`. A ping is a few dozen bytes.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// The QUIC transport both ends use: streams and windows bounded (a peer's buffered bytes
 /// cost us memory), no unidirectional streams, no datagrams.
@@ -51,7 +55,7 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
         .send_window(SEND_WINDOW)
         .datagram_receive_buffer_size(None)
         .keep_alive_interval(Some(KEEP_ALIVE));
-    // 30 s fits a QUIC idle timeout's 62-bit milliseconds.
+    // It fits a QUIC idle timeout's 62-bit milliseconds.
     if let Ok(idle) = IDLE_TIMEOUT.try_into() {
         t.max_idle_timeout(Some(idle));
     }

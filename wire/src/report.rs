@@ -1,6 +1,6 @@
 //! What a hop tells the designer, sealed in a blob ([`crate::blob`]) so that no other hop can
-//! read it: setup complete, the loss of a batch, a test output, a chunk of its state, or a
-//! failure.
+//! read it: setup complete, the loss of a batch, a test output, a chunk of its state, a
+//! failure, or a lost neighbour.
 
 use crate::{
     frame::{FrameError, WireTensor},
@@ -37,6 +37,19 @@ pub enum Report {
     },
     /// The hop failed; its session is over.
     Failure(String),
+    /// The hop lost its link with a neighbour (the neighbour's host died, or the network
+    /// between them failed, or it cannot be reached): its session is over. The designer
+    /// knows which host that is; the hop does not.
+    LinkLost(Neighbour),
+}
+
+/// One of a hop's two neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Neighbour {
+    /// The one frames come from on the way forward (the designer, for the first hop).
+    Prev,
+    /// The one frames go to on the way forward (the designer, for the last hop).
+    Next,
 }
 
 /// `text` cut to at most [`MAX_MESSAGE_LEN`] bytes, at a character boundary.
@@ -81,6 +94,13 @@ impl Report {
                 out.push(4);
                 put_lp32(&mut out, cut(message).as_bytes());
             }
+            Report::LinkLost(side) => {
+                out.push(5);
+                out.push(match side {
+                    Neighbour::Prev => 0,
+                    Neighbour::Next => 1,
+                });
+            }
         }
         Ok(out)
     }
@@ -103,6 +123,11 @@ impl Report {
                     .map_err(|_| ReadError::Malformed("a failure message that is not UTF-8"))?
                     .to_owned(),
             ),
+            5 => Report::LinkLost(match r.take_u8()? {
+                0 => Neighbour::Prev,
+                1 => Neighbour::Next,
+                _ => return Err(ReadError::Malformed("an unknown neighbour")),
+            }),
             _ => return Err(ReadError::Malformed("unknown report")),
         };
         r.should_be_exhausted()?;
@@ -129,6 +154,8 @@ mod tests {
                 bytes: vec![9; 10],
             },
             Report::failure("é".repeat(300)),
+            Report::LinkLost(Neighbour::Prev),
+            Report::LinkLost(Neighbour::Next),
         ] {
             let bytes = report.encode().unwrap();
             assert_eq!(Report::decode(&bytes).unwrap(), report);
@@ -151,5 +178,7 @@ mod tests {
         assert_eq!(back.len(), MAX_MESSAGE_LEN);
         assert!(Report::decode(&[1, 0]).is_err());
         assert!(Report::decode(&[0, 0]).is_err());
+        assert!(Report::decode(&[5, 2]).is_err());
+        assert!(Report::decode(&[5]).is_err());
     }
 }

@@ -133,6 +133,51 @@ pub struct HostConfig {
     /// Free-form facts published in the descriptor.
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Misbehaviour on purpose, for tests and chaos drills (see [`Faults`]).
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+/// Misbehaviour on purpose, for tests and chaos drills, never for a host that serves anyone:
+/// the host dies at a chosen moment, as a crashed or killed machine would (SIGKILL to itself:
+/// no goodbye on any link). A host's operator can always do worse; this only makes a
+/// designer's recovery testable at moments no outside `kill` can hit.
+///
+/// ```toml
+/// [faults]
+/// die_on = "backward"   # setup | forward | backward | test | export
+/// die_at = 3            # the third frame of that operation (1-based); setups: the third
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// The operation whose frame kills the host, after the hop handled it but before it
+    /// sends anything on.
+    #[serde(default)]
+    pub die_on: Option<FaultOp>,
+    /// Which of those frames (1-based).
+    #[serde(default = "one")]
+    pub die_at: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// An operation a fault waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultOp {
+    /// An op=0 setup, as its layers start.
+    Setup,
+    /// A forward frame.
+    Forward,
+    /// A backward frame.
+    Backward,
+    /// A test frame.
+    Test,
+    /// An export frame.
+    Export,
 }
 
 fn default_listen() -> SocketAddr {

@@ -12,13 +12,14 @@ use std::{
 
 use mixnn_wire::{
     crypto::SystemEntropy,
+    frame::Op,
     setup::{HopSetup, Peer},
     stream::{StreamHeader, StreamRefusal},
 };
 use tokio::sync::mpsc;
 
 use super::{
-    Inner, SessionSlot,
+    FaultOp, Inner, SessionSlot,
     audit::{SessionAudit, StreamTap},
     guard::bump,
 };
@@ -397,6 +398,17 @@ fn timed<R>(inner: &Inner, work: impl FnOnce() -> R) -> R {
     result
 }
 
+/// The operation a fault may wait for.
+fn fault_op(op: Op) -> Option<FaultOp> {
+    Some(match op {
+        Op::FORWARD => FaultOp::Forward,
+        Op::BACKWARD => FaultOp::Backward,
+        Op::TEST => FaultOp::Test,
+        Op::EXPORT => FaultOp::Export,
+        _ => return None,
+    })
+}
+
 /// The senders of a session's two links, while they are open.
 struct Links {
     prev: Option<mpsc::Sender<Vec<u8>>>,
@@ -439,6 +451,7 @@ fn work(
     let mut open_in = (true, true);
     let started = std::time::Instant::now();
     let layers = setup.layers.len();
+    inner.maybe_die(FaultOp::Setup);
     let started_hop = Hop::start(setup, &inner.sandbox, SystemEntropy);
     tracing::info!(
         layers,
@@ -471,6 +484,9 @@ fn work(
         match event {
             Event::Frame(from, frame) => match timed(inner, || hop.on_frame(from, &frame)) {
                 Ok(out) => {
+                    if let Some(op) = hop.last_op().and_then(fault_op) {
+                        inner.maybe_die(op);
+                    }
                     bump(&counters.frames_processed);
                     links.send(out);
                 }
@@ -491,19 +507,23 @@ fn work(
                 open_in.1 = false;
                 links.prev = None;
             }
-            Event::Closed(from, ending) => {
+            Event::Closed(from, Ending::Refused(code)) => {
                 let (broken, to) = match from {
                     Toward::Prev => ("previous", Toward::Next),
                     Toward::Next => ("next", Toward::Prev),
                 };
-                let why = match ending {
-                    Ending::Refused(code) => format!("the {broken} hop refused the link: {code}"),
-                    _ => format!("the link with the {broken} hop broke"),
-                };
+                let why = format!("the {broken} hop refused the link: {code}");
                 links.send(hop.fail_with(to, &why));
             }
-            Event::NextUnreachable(why) => {
+            Event::Closed(from, _) => links.send(hop.lost(from)),
+            Event::NextUnreachable(
+                why @ (Unreachable::Address | Unreachable::Refused(_) | Unreachable::NoDesigner(_)),
+            ) => {
                 links.send(hop.fail_with(Toward::Prev, &why.to_string()));
+            }
+            Event::NextUnreachable(why) => {
+                tracing::debug!(error = %why, "the next hop is unreachable");
+                links.send(hop.lost(Toward::Next));
             }
             Event::OverBudget => {
                 bump(&counters.sessions_over_budget);

@@ -29,7 +29,8 @@ use std::{
 };
 
 pub use config::{
-    ConfigError, DirectoryConfig, HostConfig, Limits, LimitsError, SandboxLimits, hex_fingerprint,
+    ConfigError, DirectoryConfig, FaultOp, Faults, HostConfig, Limits, LimitsError, SandboxLimits,
+    hex_fingerprint,
 };
 pub use guard::{
     Counters, DaemonStats, MAX_REPLAY_TAGS, Quota, QuotaFull, QuotaSlot, RateLimiter, ReplayCache,
@@ -153,6 +154,30 @@ pub(crate) struct Inner {
     audit_dir: Option<std::path::PathBuf>,
     /// Sessions accepted so far (names their audits).
     sessions_accepted: std::sync::atomic::AtomicU64,
+    faults: Faults,
+    /// Frames (or setups) of the fault's operation seen so far.
+    fault_count: std::sync::atomic::AtomicU64,
+}
+
+impl Inner {
+    /// Dies, if the faults say so, at this frame of `op` (see [`Faults`]).
+    pub(crate) fn maybe_die(&self, op: FaultOp) {
+        if self.faults.die_on != Some(op) {
+            return;
+        }
+        let seen = self
+            .fault_count
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if seen == self.faults.die_at {
+            tracing::warn!(?op, seen, "faults: dying now, as asked");
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+            std::process::abort();
+        }
+    }
 }
 
 /// An open session's place in the host: its slot and its frame bytes, given back when the
@@ -246,6 +271,8 @@ impl Daemon {
             rendezvous: Mutex::new(HashMap::new()),
             audit_dir: config.audit_dir.clone(),
             sessions_accepted: std::sync::atomic::AtomicU64::new(0),
+            faults: config.faults.clone(),
+            fault_count: std::sync::atomic::AtomicU64::new(0),
         });
         Ok(Daemon {
             inner,

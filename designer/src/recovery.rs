@@ -1,0 +1,532 @@
+//! Training that survives its hosts: a [`Resilient`] cascade checkpoints every hop's state
+//! (weights and momentum, exported sealed for the designer) every few batches, keeps the
+//! batches since, and when a host fails (dies, refuses, falls silent, breaks the protocol)
+//! sets up a new session from the checkpoint and replays those batches. The model is
+//! deterministic, so the result is bit for bit the one of a run that never failed: no batch
+//! is lost, none counts twice.
+//!
+//! Which hosts the new session uses is a privacy choice. Every host that ever ran a layer
+//! has seen its weights, so a new session keeps the hosts that did not fail at their
+//! positions and draws fresh ones only where a host failed (and never a host that failed
+//! before): each failure shows one layer (or a dummy's nothing) to one more host. A whole new
+//! cascade would show every layer to a new host, and an adversary who can make hosts fail
+//! would get a fresh draw of every position each time. Only when the designer cannot tell
+//! which host failed (a cascade that falls silent, or one that breaks the protocol) is the
+//! whole cascade drawn anew, excluding nobody: any of them may be at fault.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use mixnn_host::{Sandbox, transport::Fingerprint};
+use mixnn_layer_sdk::Tensor;
+use serde::Serialize;
+
+use crate::{
+    cascade::CascadeError,
+    remote::{HostRef, Placement, Plan, RemoteCascade, RemoteError, RemoteOptions, fetch_pool},
+    spec::ModelSpec,
+    train::Model,
+};
+
+/// Bytes of replayable batches the designer keeps at most: it checkpoints when they would be
+/// more, whatever the interval.
+pub const MAX_REPLAY_BYTES: usize = 64 << 20;
+
+/// How a [`Resilient`] cascade checkpoints and recovers.
+#[derive(Debug, Clone)]
+pub struct RecoveryOptions {
+    /// Batches between checkpoints; `None`: as many as keep checkpoints under
+    /// [`RecoveryOptions::checkpoint_share`] of the training time, from their measured cost.
+    pub checkpoint_every: Option<usize>,
+    /// The share of training time checkpoints may take, when their interval is chosen here.
+    pub checkpoint_share: f64,
+    /// Failures survived before giving up.
+    pub max_recoveries: usize,
+    /// Where the latest checkpoint is written (atomically), if anywhere.
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+impl Default for RecoveryOptions {
+    fn default() -> Self {
+        RecoveryOptions {
+            checkpoint_every: None,
+            checkpoint_share: 0.05,
+            max_recoveries: 16,
+            checkpoint_dir: None,
+        }
+    }
+}
+
+/// What happened to a resilient session, as it happened.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Every layer's state was collected.
+    Checkpoint {
+        /// Training batches done when it was taken.
+        batches: u64,
+        /// What it took.
+        seconds: f64,
+        /// Batches until the next one.
+        next_in: usize,
+    },
+    /// The session failed; a recovery follows unless this was the last straw.
+    Failed {
+        /// Training batches done when it failed.
+        batches: u64,
+        /// The failed hop's position, where the designer can tell.
+        hop: Option<usize>,
+        /// Its host.
+        host: Option<String>,
+        /// The error.
+        error: String,
+        /// When the designer knew (for measuring detection).
+        #[serde(skip)]
+        at: Instant,
+    },
+    /// A new session runs from the last checkpoint, caught up with the batches since.
+    Recovered {
+        /// The positions that got a new host.
+        replaced: Vec<usize>,
+        /// Batches replayed.
+        replayed: usize,
+        /// From the failure to the session caught up.
+        seconds: f64,
+    },
+}
+
+/// Why a resilient session gave up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// A failure that another session would not cure (a plan that cannot work, a local
+    /// layer's failure).
+    #[error(transparent)]
+    Session(RemoteError),
+    /// Too many failures.
+    #[error("gave up after {recoveries} recoveries; the last failure: {last}")]
+    GaveUp {
+        /// Recoveries made.
+        recoveries: usize,
+        /// The last failure.
+        last: RemoteError,
+    },
+    /// The checkpoint could not be written.
+    #[error("writing the checkpoint {path}: {source}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl From<CascadeError> for RecoveryError {
+    fn from(e: CascadeError) -> Self {
+        RecoveryError::Session(RemoteError::Local(e))
+    }
+}
+
+/// A batch kept for replay.
+struct Batch {
+    input: Tensor,
+    target: Tensor,
+}
+
+impl Batch {
+    fn bytes(&self) -> usize {
+        4 * (self.input.data().len() + self.target.data().len())
+    }
+}
+
+/// A cascade over remote hosts that recovers from their failures (see the module's docs).
+pub struct Resilient<'s> {
+    spec: ModelSpec,
+    sandbox: &'s Sandbox,
+    remote: RemoteOptions,
+    options: RecoveryOptions,
+    plan: Plan,
+    session: Option<RemoteCascade>,
+    /// The hosts of the session (or of the last one tried), first to last.
+    hosts: Vec<HostRef>,
+    /// Where the next session's hosts go: kept survivors, excluded failures.
+    placement: Placement,
+    /// Every layer's state at the last checkpoint (empty: the layers' own init).
+    checkpoint: Vec<Vec<u8>>,
+    since: Vec<Batch>,
+    since_bytes: usize,
+    batches: u64,
+    interval: usize,
+    batch_time: Duration,
+    recoveries: usize,
+    /// When the current failure was noticed and the batches to replay, during a recovery.
+    failed_at: Option<Instant>,
+    events: Vec<Event>,
+    on_event: Box<dyn FnMut(&Event) + 's>,
+}
+
+impl std::fmt::Debug for Resilient<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resilient")
+            .field("hosts", &self.hosts)
+            .field("batches", &self.batches)
+            .field("recoveries", &self.recoveries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s> Resilient<'s> {
+    /// A resilient session for `spec` (see [`RemoteCascade::connect_from`] for the
+    /// arguments); it sets up its first session at once.
+    pub fn connect(
+        spec: &ModelSpec,
+        sandbox: &'s Sandbox,
+        remote: &RemoteOptions,
+        input_shape: &[usize],
+        states: &[Vec<u8>],
+        options: RecoveryOptions,
+    ) -> Result<Self, RecoveryError> {
+        Self::connect_on(
+            spec,
+            sandbox,
+            remote,
+            input_shape,
+            states,
+            options,
+            Vec::new(),
+        )
+    }
+
+    /// As [`Resilient::connect`], the first session on the hosts `first` (by position; a
+    /// host the pool lacks, or a missing position, is picked at random).
+    pub fn connect_on(
+        spec: &ModelSpec,
+        sandbox: &'s Sandbox,
+        remote: &RemoteOptions,
+        input_shape: &[usize],
+        states: &[Vec<u8>],
+        options: RecoveryOptions,
+        first: Vec<Fingerprint>,
+    ) -> Result<Self, RecoveryError> {
+        let plan = Plan::new(spec, sandbox, remote, input_shape).map_err(RecoveryError::Session)?;
+        let interval = options.checkpoint_every.unwrap_or(INITIAL_INTERVAL).max(1);
+        let mut resilient = Resilient {
+            spec: spec.clone(),
+            sandbox,
+            remote: remote.clone(),
+            options,
+            plan,
+            session: None,
+            hosts: Vec::new(),
+            placement: Placement {
+                keep: first.into_iter().map(Some).collect(),
+                exclude: HashSet::new(),
+            },
+            checkpoint: states.to_vec(),
+            since: Vec::new(),
+            since_bytes: 0,
+            batches: 0,
+            interval,
+            batch_time: Duration::ZERO,
+            recoveries: 0,
+            failed_at: None,
+            events: Vec::new(),
+            on_event: Box::new(|_| {}),
+        };
+        resilient.session()?;
+        Ok(resilient)
+    }
+
+    /// Calls `f` with every event as it happens (besides keeping it for
+    /// [`Resilient::events`]).
+    pub fn on_event(&mut self, f: impl FnMut(&Event) + 's) {
+        self.on_event = Box::new(f);
+    }
+
+    /// Everything that happened so far.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The hosts of the current session, first to last.
+    pub fn hosts(&self) -> &[HostRef] {
+        &self.hosts
+    }
+
+    /// The hops, first to last: each one's layers, or `dummy`.
+    pub fn describe(&self) -> Vec<String> {
+        self.plan.describe()
+    }
+
+    /// The current session's setup time.
+    pub fn setup_time(&self) -> Duration {
+        self.session
+            .as_ref()
+            .map_or(Duration::ZERO, RemoteCascade::setup_time)
+    }
+
+    /// Every layer's state (as [`RemoteCascade::export_states`]); it becomes the checkpoint.
+    pub fn export_states(&mut self) -> Result<Vec<Vec<u8>>, RecoveryError> {
+        self.take_checkpoint()?;
+        Ok(self.checkpoint.clone())
+    }
+
+    /// Ends the session.
+    pub fn close(mut self) {
+        if let Some(session) = self.session.take() {
+            session.close();
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        (self.on_event)(&event);
+        self.events.push(event);
+    }
+
+    /// The live session: a new one from the checkpoint, caught up, if there is none.
+    fn session(&mut self) -> Result<&mut RemoteCascade, RecoveryError> {
+        while self.session.is_none() {
+            match self.start_session() {
+                Ok(session) => self.session = Some(session),
+                Err(e) => self.failed(e)?,
+            }
+        }
+        self.session
+            .as_mut()
+            .ok_or(RecoveryError::Session(RemoteError::Failed))
+    }
+
+    /// Sets up a session from the checkpoint on hosts the placement allows, and replays the
+    /// batches since.
+    fn start_session(&mut self) -> Result<RemoteCascade, RemoteError> {
+        let pool = fetch_pool(&self.remote)?;
+        let chosen = self.placement.choose(pool, self.plan.len())?;
+        let hosts: Vec<HostRef> = chosen
+            .iter()
+            .map(|c| HostRef {
+                address: c.descriptor.address.clone(),
+                fingerprint: c.descriptor.fingerprint,
+            })
+            .collect();
+        let replaced: Vec<usize> = (0..hosts.len())
+            .filter(|&i| self.hosts.get(i) != hosts.get(i))
+            .collect();
+        self.hosts = hosts;
+        let mut session = RemoteCascade::connect_on(
+            &self.spec,
+            self.sandbox,
+            &self.remote,
+            &self.plan,
+            &self.checkpoint,
+            chosen,
+        )?;
+        for batch in &self.since {
+            session.train_step(batch.input.clone(), batch.target.clone())?;
+        }
+        if let Some(at) = self.failed_at.take() {
+            let event = Event::Recovered {
+                replaced,
+                replayed: self.since.len(),
+                seconds: at.elapsed().as_secs_f64(),
+            };
+            tracing::info!(?event, "recovered");
+            self.emit(event);
+        }
+        Ok(session)
+    }
+
+    /// A failure of the session: gives up, or readies the placement of the next one.
+    fn failed(&mut self, error: RemoteError) -> Result<(), RecoveryError> {
+        let at = Instant::now();
+        if let Some(session) = self.session.take() {
+            drop(session);
+        }
+        if !error.is_hosts_fault() {
+            return Err(RecoveryError::Session(error));
+        }
+        let hop = error.failed_hop().filter(|&h| h < self.hosts.len());
+        let host = hop.map(|h| self.hosts[h].clone());
+        tracing::warn!(%error, ?hop, host = ?host.as_ref().map(|h| &h.address), "session failed");
+        self.emit(Event::Failed {
+            batches: self.batches,
+            hop,
+            host: host.as_ref().map(|h| h.address.clone()),
+            error: error.to_string(),
+            at,
+        });
+        if self.recoveries >= self.options.max_recoveries {
+            return Err(RecoveryError::GaveUp {
+                recoveries: self.recoveries,
+                last: error,
+            });
+        }
+        self.recoveries += 1;
+        self.failed_at.get_or_insert(at);
+        self.placement.keep = match &host {
+            // Survivors stay; the failed host never comes back.
+            Some(failed) => {
+                self.placement.exclude.insert(failed.fingerprint);
+                self.hosts
+                    .iter()
+                    .map(|h| (h != failed).then_some(h.fingerprint))
+                    .collect()
+            }
+            // Any of them may be at fault: a whole new draw.
+            None => Vec::new(),
+        };
+        Ok(())
+    }
+
+    /// Collects every layer's state; on a failure, recovers and tries again.
+    fn take_checkpoint(&mut self) -> Result<(), RecoveryError> {
+        loop {
+            let started = Instant::now();
+            let exported = self.session()?.export_states();
+            match exported {
+                Ok(states) => {
+                    let seconds = started.elapsed();
+                    self.checkpoint = states;
+                    self.since.clear();
+                    self.since_bytes = 0;
+                    if let Some(dir) = &self.options.checkpoint_dir {
+                        write_checkpoint(dir, self.batches, &self.checkpoint)?;
+                    }
+                    if self.options.checkpoint_every.is_none() && !self.batch_time.is_zero() {
+                        // Checkpoints under their share of training time.
+                        self.interval =
+                            interval_for(seconds, self.batch_time, self.options.checkpoint_share);
+                    }
+                    let event = Event::Checkpoint {
+                        batches: self.batches,
+                        seconds: seconds.as_secs_f64(),
+                        next_in: self.interval,
+                    };
+                    tracing::debug!(?event, "checkpoint");
+                    self.emit(event);
+                    return Ok(());
+                }
+                Err(e) => self.failed(e)?,
+            }
+        }
+    }
+}
+
+/// Batches between checkpoints that each take `checkpoint` so that they cost `share` of the
+/// training time at `batch` per batch.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn interval_for(checkpoint: Duration, batch: Duration, share: f64) -> usize {
+    let batches = checkpoint.as_secs_f64() / (share.max(1e-3) * batch.as_secs_f64().max(1e-9));
+    // Clamped first, so the cast neither truncates nor wraps.
+    batches
+        .ceil()
+        .clamp(MIN_INTERVAL as f64, MAX_INTERVAL as f64) as usize
+}
+
+/// Batches before the first measured checkpoint.
+const INITIAL_INTERVAL: usize = 32;
+/// Bounds of a measured interval.
+const MIN_INTERVAL: usize = 8;
+const MAX_INTERVAL: usize = 100_000;
+
+impl Model for Resilient<'_> {
+    type Error = RecoveryError;
+
+    fn mode(&self) -> String {
+        "cascade".into()
+    }
+
+    fn train_step(&mut self, input: Tensor, target: Tensor) -> Result<f32, RecoveryError> {
+        loop {
+            let started = Instant::now();
+            let step = self.session()?.train_step(input.clone(), target.clone());
+            match step {
+                Ok(loss) => {
+                    // A moving average of the batch time, for the checkpoint interval.
+                    let took = started.elapsed();
+                    self.batch_time = if self.batch_time.is_zero() {
+                        took
+                    } else {
+                        (self.batch_time * 7 + took) / 8
+                    };
+                    self.batches += 1;
+                    let batch = Batch { input, target };
+                    self.since_bytes += batch.bytes();
+                    self.since.push(batch);
+                    if self.since.len() >= self.interval || self.since_bytes >= MAX_REPLAY_BYTES {
+                        self.take_checkpoint()?;
+                    }
+                    return Ok(loss);
+                }
+                Err(e) => self.failed(e)?,
+            }
+        }
+    }
+
+    fn predict(&mut self, input: Tensor) -> Result<Tensor, RecoveryError> {
+        loop {
+            match self.session()?.predict(input.clone()) {
+                Ok(out) => return Ok(out),
+                Err(e) => self.failed(e)?,
+            }
+        }
+    }
+}
+
+/// The checkpoint's file in `dir`.
+pub fn checkpoint_path(dir: &Path) -> PathBuf {
+    dir.join("checkpoint.mixnn")
+}
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"MIXNNCK1";
+
+/// Writes `states` after `batches` batches to `dir` atomically: a temporary file, synced,
+/// renamed over the last one.
+fn write_checkpoint(dir: &Path, batches: u64, states: &[Vec<u8>]) -> Result<(), RecoveryError> {
+    let path = checkpoint_path(dir);
+    let failed = |source| RecoveryError::Checkpoint {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut bytes = Vec::with_capacity(16 + states.iter().map(|s| 8 + s.len()).sum::<usize>());
+    bytes.extend_from_slice(CHECKPOINT_MAGIC);
+    bytes.extend_from_slice(&batches.to_le_bytes());
+    bytes.extend_from_slice(&(states.len() as u64).to_le_bytes());
+    for state in states {
+        bytes.extend_from_slice(&(state.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(state);
+    }
+    let tmp = dir.join("checkpoint.mixnn.tmp");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp).map_err(failed)?;
+        file.write_all(&bytes).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(failed)
+}
+
+/// A checkpoint read back: the batches done and every layer's state.
+pub fn read_checkpoint(dir: &Path) -> std::io::Result<(u64, Vec<Vec<u8>>)> {
+    let bytes = std::fs::read(checkpoint_path(dir))?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a mixnn checkpoint");
+    let mut r = mixnn_wire::reader::Reader::new(&bytes);
+    if r.take(8).map_err(|_| bad())? != CHECKPOINT_MAGIC {
+        return Err(bad());
+    }
+    let u64_of = |r: &mut mixnn_wire::reader::Reader<'_>| -> std::io::Result<u64> {
+        Ok(u64::from_le_bytes(r.take_array().map_err(|_| bad())?))
+    };
+    let batches = u64_of(&mut r)?;
+    let count = u64_of(&mut r)?;
+    let mut states = Vec::new();
+    for _ in 0..count {
+        let len = usize::try_from(u64_of(&mut r)?).map_err(|_| bad())?;
+        states.push(r.take(len).map_err(|_| bad())?.to_vec());
+    }
+    r.should_be_exhausted().map_err(|_| bad())?;
+    Ok((batches, states))
+}

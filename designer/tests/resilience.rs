@@ -1,0 +1,270 @@
+//! Sessions that survive their hosts, over real host processes on loopback: a host killed
+//! (`kill -9` from outside, or a host that sends itself SIGKILL at a chosen frame: during
+//! op=0, a backward pass, an export and the test pass) is noticed within seconds, named by
+//! its position, replaced by a fresh host from the pool while the others keep their places,
+//! and the batches since the last checkpoint are replayed: the losses, the test outputs and
+//! the final weights are bit for bit those of the same training in one process.
+//!
+//! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mixnn_designer::{
+    backend::Backend,
+    cascade::Cascade,
+    data::Splits,
+    local_cluster::LocalCluster,
+    recovery::{Event, RecoveryOptions, Resilient},
+    remote::RemoteOptions,
+    train::{self, Model},
+};
+use mixnn_host::{Sandbox, SandboxConfig};
+
+mod common;
+
+use common::{mnist, paper_spec};
+
+const BATCH: usize = 64;
+const BATCHES: usize = 12;
+const CHECKPOINT_EVERY: usize = 4;
+
+fn remote_options(cluster: &LocalCluster) -> RemoteOptions {
+    RemoteOptions {
+        session_ttl: Duration::from_secs(600),
+        ..cluster.remote_options()
+    }
+}
+
+/// Runs `job` on a sandbox worker thread.
+fn on_worker<R: Send + 'static>(job: impl FnOnce(&Sandbox) -> R + Send + 'static) -> R {
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let worker = Arc::clone(&sandbox);
+    sandbox
+        .spawn_worker("test", move || job(&worker))
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// What a run gives: every batch's loss, the test outputs, every layer's final state.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    losses: Vec<u32>,
+    outputs: Vec<Vec<u32>>,
+    states: Vec<Vec<u8>>,
+}
+
+/// Trains `BATCHES` batches in order, calling `between(b)` before batch `b`, then runs the
+/// test set in batches.
+fn run<M: Model>(
+    model: &mut M,
+    data: &Splits,
+    mut between: impl FnMut(usize),
+) -> (Vec<u32>, Vec<Vec<u32>>)
+where
+    M::Error: std::fmt::Debug,
+{
+    let mut losses = Vec::new();
+    for b in 0..BATCHES {
+        between(b);
+        let indices: Vec<usize> = (b * BATCH..(b + 1) * BATCH).collect();
+        let (x, y) = train::batch(&data.train, &indices).unwrap();
+        losses.push(model.train_step(x, y).unwrap().to_bits());
+    }
+    between(BATCHES);
+    let mut outputs = Vec::new();
+    for t in 0..data.test.len() / BATCH {
+        let indices: Vec<usize> = (t * BATCH..(t + 1) * BATCH).collect();
+        let (x, _) = train::batch(&data.test, &indices).unwrap();
+        let out = model.predict(x).unwrap();
+        outputs.push(out.data().iter().map(|v| v.to_bits()).collect());
+    }
+    (losses, outputs)
+}
+
+fn data() -> Splits {
+    mnist(BATCH * BATCHES, 2 * BATCH)
+}
+
+/// The same training in this process.
+fn in_process(sandbox: &Sandbox, data: &Splits) -> Outcome {
+    let mut local = Cascade::build(&paper_spec(), Backend::Wasm, Some(sandbox)).unwrap();
+    let (losses, outputs) = run(&mut local, data, |_| {});
+    Outcome {
+        losses,
+        outputs,
+        states: local.export_states().unwrap(),
+    }
+}
+
+fn recovery() -> RecoveryOptions {
+    RecoveryOptions {
+        checkpoint_every: Some(CHECKPOINT_EVERY),
+        ..RecoveryOptions::default()
+    }
+}
+
+fn kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_host_killed_mid_training_is_named_replaced_and_the_run_ends_bit_identical() {
+    // The paper's cascade takes 5 hosts; one spare.
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_mixnn").as_ref(), 6).unwrap();
+    let remote = remote_options(&cluster);
+    let addrs: Vec<String> = cluster.host_addrs.iter().map(ToString::to_string).collect();
+    let pids: Vec<u32> = (0..addrs.len())
+        .map(|i| cluster.host_pid(i).unwrap())
+        .collect();
+    let data = data();
+    let (expected, got, events, victim, killed_at) = on_worker(move |sandbox| {
+        let expected = in_process(sandbox, &data);
+        let mut model = Resilient::connect(
+            &paper_spec(),
+            sandbox,
+            &remote,
+            &[BATCH, 784],
+            &[],
+            recovery(),
+        )
+        .unwrap();
+        // The third hop, killed after batch 6 (two batches past a checkpoint).
+        let victim = 2;
+        let host = model.hosts()[victim].address.clone();
+        let index = addrs.iter().position(|a| *a == host).unwrap();
+        let mut killed_at = None;
+        let (losses, outputs) = run(&mut model, &data, |b| {
+            if b == 6 {
+                kill(pids[index]);
+                killed_at = Some(Instant::now());
+            }
+        });
+        let got = Outcome {
+            losses,
+            outputs,
+            states: model.export_states().unwrap(),
+        };
+        assert!(!model.hosts().iter().any(|h| h.address == host));
+        let events = model.events().to_vec();
+        model.close();
+        (expected, got, events, victim, killed_at.unwrap())
+    });
+    let failures: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Failed { .. }))
+        .collect();
+    assert_eq!(failures.len(), 1, "{events:?}");
+    let Event::Failed { hop, at, error, .. } = failures[0] else {
+        unreachable!()
+    };
+    assert_eq!(*hop, Some(victim), "{error}");
+    let detect = at.duration_since(killed_at);
+    eprintln!("killed hop {victim}: detected after {detect:?} ({error})");
+    // The goal is 2 s (the links' idle timeout is 1.5 s); a loaded CI machine gets slack.
+    assert!(detect < Duration::from_secs(5), "{detect:?}");
+    let recovered: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Recovered { .. }))
+        .collect();
+    assert_eq!(recovered.len(), 1, "{events:?}");
+    let Event::Recovered {
+        replaced, replayed, ..
+    } = recovered[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(replaced, &vec![victim]);
+    assert_eq!(*replayed, 6 % CHECKPOINT_EVERY);
+    assert_eq!(got.losses, expected.losses);
+    assert_eq!(got.outputs, expected.outputs);
+    assert!(got.states == expected.states, "the final states differ");
+}
+
+#[test]
+fn hosts_dying_during_setup_backward_export_and_test_are_each_replaced_bit_identically() {
+    // Hosts 0-3 die on their first setup, third backward frame, first export frame and
+    // first test frame; the first session is placed on them in that order, with host 4 last.
+    // Hosts 5-8 are spares.
+    let faults = [
+        "[faults]\ndie_on = \"setup\"\n",
+        "[faults]\ndie_on = \"backward\"\ndie_at = 3\n",
+        "[faults]\ndie_on = \"export\"\n",
+        "[faults]\ndie_on = \"test\"\n",
+    ];
+    let cluster = LocalCluster::start_each(env!("CARGO_BIN_EXE_mixnn").as_ref(), 9, |i| {
+        faults.get(i).copied().unwrap_or_default().to_owned()
+    })
+    .unwrap();
+    let remote = remote_options(&cluster);
+    let dying: Vec<[u8; 32]> = (0..5).map(|i| host_fingerprint(&cluster, i)).collect();
+    let data = data();
+    let (expected, got, events) = on_worker(move |sandbox| {
+        let expected = in_process(sandbox, &data);
+        let mut model = Resilient::connect_on(
+            &paper_spec(),
+            sandbox,
+            &remote,
+            &[BATCH, 784],
+            &[],
+            recovery(),
+            dying,
+        )
+        .unwrap();
+        let (losses, outputs) = run(&mut model, &data, |_| {});
+        let got = Outcome {
+            losses,
+            outputs,
+            states: model.export_states().unwrap(),
+        };
+        let mut events = model.events().to_vec();
+        model.close();
+        events.retain(|e| !matches!(e, Event::Checkpoint { .. }));
+        (expected, got, events)
+    });
+    eprintln!("{events:#?}");
+    let failed: Vec<Option<usize>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failed { hop, .. } => Some(*hop),
+            _ => None,
+        })
+        .collect();
+    // Setup at position 0, backward at 1, export at 2, test at 3.
+    assert_eq!(
+        failed,
+        vec![Some(0), Some(1), Some(2), Some(3)],
+        "{events:#?}"
+    );
+    let replaced: Vec<Vec<usize>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Recovered { replaced, .. } => Some(replaced.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replaced, vec![vec![0], vec![1], vec![2], vec![3]]);
+    assert_eq!(got.losses, expected.losses);
+    assert_eq!(got.outputs, expected.outputs);
+    assert!(got.states == expected.states, "the final states differ");
+}
+
+/// Host `i`'s certificate fingerprint, from its keys.
+fn host_fingerprint(cluster: &LocalCluster, i: usize) -> [u8; 32] {
+    let keys =
+        mixnn_host::keys::HostKeys::load(&cluster.host_dir(i).unwrap().join("keys")).unwrap();
+    keys.tls.fingerprint()
+}
