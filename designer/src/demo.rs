@@ -8,7 +8,9 @@ use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
     local_cluster::LocalCluster,
-    remote::{RemoteCascade, RemoteOptions},
+    pool,
+    recovery::{Checkpoint, Event, RecoveryOptions, Resilient},
+    remote::RemoteOptions,
     train::{self, EpochReport, TrainOptions},
 };
 
@@ -22,6 +24,7 @@ struct Outcome {
     cascade: Vec<EpochReport>,
     hops: Vec<String>,
     identical: bool,
+    events: Vec<Event>,
 }
 
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
@@ -33,11 +36,16 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let actual = spec.hosts().len()
         - usize::from(args.cascade.keep_first)
         - usize::from(args.cascade.keep_last);
-    let needed = actual + args.cascade.dummies;
+    let needed = actual + args.cascade.dummies + usize::from(args.kill_host_after.is_some());
     if args.hosts < needed {
         return Err(anyhow!(
-            "the cascade needs {needed} hosts ({actual} actual + {} dummies); --hosts is {}",
+            "the cascade needs {needed} hosts ({actual} actual + {} dummies{}); --hosts is {}",
             args.cascade.dummies,
+            if args.kill_host_after.is_some() {
+                " + a spare for the one killed"
+            } else {
+                ""
+            },
             args.hosts
         ));
     }
@@ -79,6 +87,10 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         ..cluster.remote_options()
     };
     let json = args.json;
+    let kill_after = args.kill_host_after.map(Duration::from_secs_f64);
+    let pids: Vec<(String, u32)> = (0..args.hosts)
+        .filter_map(|i| Some((cluster.host_addrs[i].to_string(), cluster.host_pid(i)?)))
+        .collect();
     let outcome = run_in_sandbox_worker(move |sandbox| {
         let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
         let print = |r: &EpochReport| {
@@ -93,8 +105,19 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         let inproc = train::train(&mut local, &splits, &options, print)?;
         let local_states = local.export_states()?;
         let input = [options.batch_size, splits.train.pixels];
-        let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input)?;
+        let mut cascade = Resilient::connect(
+            &spec,
+            sandbox,
+            &remote,
+            &input,
+            Checkpoint::default(),
+            RecoveryOptions::default(),
+        )?;
+        cascade.on_event(crate::print_event);
         let hops = cascade.describe();
+        if let Some(after) = kill_after {
+            kill_later(after, &cascade, &pids, json);
+        }
         if !json {
             println!(
                 "session set up in {:.0} ms (op=0 through {} hops); training over the cascade: {}",
@@ -105,12 +128,14 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         }
         let reports = train::train(&mut cascade, &splits, &options, print)?;
         let remote_states = cascade.export_states()?;
+        let events = cascade.events().to_vec();
         cascade.close();
         Ok(Outcome {
             inproc,
             cascade: reports,
             hops,
             identical: local_states == remote_states,
+            events,
         })
     });
     // The hosts' counters of the session (written every second).
@@ -128,6 +153,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
                 "summary": true,
                 "hops": outcome.hops,
                 "weights_identical": outcome.identical,
+                "recoveries": outcome.events.iter().filter(|e| matches!(e, Event::Recovered { .. })).count(),
                 "time_split": split,
                 "processes_killed": killed,
             })
@@ -154,6 +180,28 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Kills one of the cascade's hosts, at random, with SIGKILL `after` training starts.
+fn kill_later(after: Duration, cascade: &Resilient<'_>, pids: &[(String, u32)], json: bool) {
+    let hosts = cascade.hosts();
+    let position = pool::below(&mut pool::system_rng(), hosts.len());
+    let Some(host) = hosts.get(position) else {
+        return;
+    };
+    let Some(&(_, pid)) = pids.iter().find(|(a, _)| *a == host.address) else {
+        return;
+    };
+    let address = host.address.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        if !json {
+            eprintln!("killing hop {position} ({address}, pid {pid}) with SIGKILL");
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    });
 }
 
 fn print_comparison(o: &Outcome) {

@@ -5,7 +5,8 @@ use std::{path::PathBuf, sync::Arc};
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use mixnn_designer::order::DataOrder;
-use mixnn_designer::remote::{RemoteCascade, RemoteOptions};
+use mixnn_designer::recovery::{Checkpoint, Event, RecoveryOptions, Resilient};
+use mixnn_designer::remote::RemoteOptions;
 use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
@@ -157,6 +158,10 @@ struct DemoArgs {
     order: OrderArgs,
     #[command(flatten)]
     cascade: DemoCascadeArgs,
+    /// Kill one of the cascade's hosts (at random, with SIGKILL) SECONDS after training
+    /// starts, to watch the session recover: it needs a spare host.
+    #[arg(long, value_name = "SECONDS")]
+    kill_host_after: Option<f64>,
 }
 
 /// The data set, and how much of it to use.
@@ -270,6 +275,81 @@ struct TrainArgs {
     order: OrderArgs,
     #[command(flatten)]
     cascade: CascadeArgs,
+    #[command(flatten)]
+    recovery: RecoveryArgs,
+}
+
+/// Over remote hosts: checkpoints, and recovery from hosts that fail.
+#[derive(Debug, clap::Args)]
+struct RecoveryArgs {
+    /// Keep the latest checkpoint (every layer's state, momentum included, and the batches
+    /// done) in DIR, written atomically, so that `--resume DIR` can go on after the designer
+    /// itself stopped.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Go on from the checkpoint in DIR (with the same spec, data, seed and order), and keep
+    /// checkpointing there: the result is bit for bit that of a run that never stopped.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["checkpoint", "init_weights"])]
+    resume: Option<PathBuf>,
+    /// Batches between checkpoints [default: as many as keep them under 5% of the training
+    /// time, from their measured cost].
+    #[arg(long, value_name = "K")]
+    checkpoint_every: Option<usize>,
+    /// Host failures survived before giving up.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_recoveries: usize,
+}
+
+impl RecoveryArgs {
+    fn options(&self) -> RecoveryOptions {
+        RecoveryOptions {
+            checkpoint_every: self.checkpoint_every,
+            max_recoveries: self.max_recoveries,
+            checkpoint_dir: self.resume.clone().or_else(|| self.checkpoint.clone()),
+            ..RecoveryOptions::default()
+        }
+    }
+}
+
+/// Prints what a resilient session went through, as it happens.
+pub(crate) fn print_event(event: &Event) {
+    match event {
+        Event::Failed {
+            batches,
+            hop,
+            host,
+            error,
+            ..
+        } => eprintln!(
+            "after {batches} batches: {}{error}; recovering",
+            match (hop, host) {
+                (Some(hop), Some(host)) => format!("hop {hop} ({host}) failed: "),
+                _ => String::new(),
+            }
+        ),
+        Event::Recovered {
+            replaced,
+            replayed,
+            seconds,
+        } => eprintln!(
+            "recovered in {seconds:.2} s: {} on fresh hosts, {replayed} batches replayed from \
+             the last checkpoint",
+            if replaced.is_empty() {
+                "no position".to_owned()
+            } else {
+                format!(
+                    "position{} {}",
+                    if replaced.len() == 1 { "" } else { "s" },
+                    replaced
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+        Event::Checkpoint { .. } => {}
+    }
 }
 
 #[global_allocator]
@@ -378,6 +458,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         }
     }
     let (init_weights, save_weights) = (args.init_weights, args.save_weights);
+    let (recovery, resume) = (args.recovery.options(), args.recovery.resume.clone());
     let reports = run_in_sandbox_worker(move |sandbox| match remote {
         None => {
             let mut cascade = Cascade::build(&spec, backend, sandbox)?;
@@ -399,20 +480,36 @@ fn train_command(args: TrainArgs) -> Result<()> {
                 ..options
             };
             let input = [options.batch_size, splits.train.pixels];
-            let states = match &init_weights {
-                // The model's layout, from a fresh copy of it here.
-                Some(path) => {
-                    let mut probe = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
-                    read_weights(&Layout::new(&spec, &probe.export_states()?)?, path)?
+            let start = match (&init_weights, &resume) {
+                (_, Some(dir)) => {
+                    let checkpoint = Checkpoint::read(dir)?;
+                    if !json {
+                        println!(
+                            "resuming from {} after {} batches",
+                            Checkpoint::path(dir).display(),
+                            checkpoint.batches
+                        );
+                    }
+                    checkpoint
                 }
-                None => Vec::new(),
+                // The model's layout, from a fresh copy of it here.
+                (Some(path), None) => {
+                    let mut probe = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
+                    Checkpoint::start(read_weights(
+                        &Layout::new(&spec, &probe.export_states()?)?,
+                        path,
+                    )?)
+                }
+                (None, None) => Checkpoint::default(),
             };
-            let mut cascade =
-                RemoteCascade::connect_from(&spec, sandbox, &remote, &input, &states)?;
+            let done = start.batches;
+            let mut cascade = Resilient::connect(&spec, sandbox, &remote, &input, start, recovery)?;
+            cascade.on_event(print_event);
             tracing::info!(hops = ?cascade.describe(), "cascade ready");
-            let reports = train::train(&mut cascade, &splits, &options, print)?;
+            let reports = train::train_from(&mut cascade, &splits, &options, done, print)?;
+            let states = cascade.export_states()?;
             if let Some(path) = &save_weights {
-                save(&spec, path, &cascade.export_states()?)?;
+                save(&spec, path, &states)?;
             }
             cascade.close();
             Ok(reports)

@@ -114,8 +114,11 @@ pub enum RecoveryError {
         /// The last failure.
         last: RemoteError,
     },
-    /// The checkpoint could not be written.
-    #[error("writing the checkpoint {path}: {source}")]
+    /// A file that is not a checkpoint.
+    #[error("{0} is not a mixnn checkpoint")]
+    NotACheckpoint(PathBuf),
+    /// The checkpoint could not be written or read.
+    #[error("the checkpoint {path}: {source}")]
     Checkpoint {
         /// The file.
         path: PathBuf,
@@ -127,6 +130,23 @@ pub enum RecoveryError {
 impl From<CascadeError> for RecoveryError {
     fn from(e: CascadeError) -> Self {
         RecoveryError::Session(RemoteError::Local(e))
+    }
+}
+
+/// Every layer's state after some batches: where a session (or a resumed designer)
+/// starts from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Training batches done (over all epochs).
+    pub batches: u64,
+    /// Every layer's state, in the spec's order (empty: the layers' own init).
+    pub states: Vec<Vec<u8>>,
+}
+
+impl Checkpoint {
+    /// The layers' own init, before any batch.
+    pub fn start(states: Vec<Vec<u8>>) -> Self {
+        Checkpoint { batches: 0, states }
     }
 }
 
@@ -154,10 +174,11 @@ pub struct Resilient<'s> {
     hosts: Vec<HostRef>,
     /// Where the next session's hosts go: kept survivors, excluded failures.
     placement: Placement,
-    /// Every layer's state at the last checkpoint (empty: the layers' own init).
-    checkpoint: Vec<Vec<u8>>,
+    /// Every layer's state at the last checkpoint.
+    checkpoint: Checkpoint,
     since: Vec<Batch>,
     since_bytes: usize,
+    /// Training batches done, over all epochs (the checkpoint's and those since).
     batches: u64,
     interval: usize,
     batch_time: Duration,
@@ -179,14 +200,14 @@ impl std::fmt::Debug for Resilient<'_> {
 }
 
 impl<'s> Resilient<'s> {
-    /// A resilient session for `spec` (see [`RemoteCascade::connect_from`] for the
-    /// arguments); it sets up its first session at once.
+    /// A resilient session for `spec` from `start` (see [`RemoteCascade::connect_from`] for
+    /// the other arguments); it sets up its first session at once.
     pub fn connect(
         spec: &ModelSpec,
         sandbox: &'s Sandbox,
         remote: &RemoteOptions,
         input_shape: &[usize],
-        states: &[Vec<u8>],
+        start: Checkpoint,
         options: RecoveryOptions,
     ) -> Result<Self, RecoveryError> {
         Self::connect_on(
@@ -194,7 +215,7 @@ impl<'s> Resilient<'s> {
             sandbox,
             remote,
             input_shape,
-            states,
+            start,
             options,
             Vec::new(),
         )
@@ -207,7 +228,7 @@ impl<'s> Resilient<'s> {
         sandbox: &'s Sandbox,
         remote: &RemoteOptions,
         input_shape: &[usize],
-        states: &[Vec<u8>],
+        start: Checkpoint,
         options: RecoveryOptions,
         first: Vec<Fingerprint>,
     ) -> Result<Self, RecoveryError> {
@@ -225,10 +246,10 @@ impl<'s> Resilient<'s> {
                 keep: first.into_iter().map(Some).collect(),
                 exclude: HashSet::new(),
             },
-            checkpoint: states.to_vec(),
+            batches: start.batches,
+            checkpoint: start,
             since: Vec::new(),
             since_bytes: 0,
-            batches: 0,
             interval,
             batch_time: Duration::ZERO,
             recoveries: 0,
@@ -271,7 +292,12 @@ impl<'s> Resilient<'s> {
     /// Every layer's state (as [`RemoteCascade::export_states`]); it becomes the checkpoint.
     pub fn export_states(&mut self) -> Result<Vec<Vec<u8>>, RecoveryError> {
         self.take_checkpoint()?;
-        Ok(self.checkpoint.clone())
+        Ok(self.checkpoint.states.clone())
+    }
+
+    /// Training batches done so far, over all epochs.
+    pub fn batches(&self) -> u64 {
+        self.batches
     }
 
     /// Ends the session.
@@ -320,7 +346,7 @@ impl<'s> Resilient<'s> {
             self.sandbox,
             &self.remote,
             &self.plan,
-            &self.checkpoint,
+            &self.checkpoint.states,
             chosen,
         )?;
         for batch in &self.since {
@@ -349,7 +375,7 @@ impl<'s> Resilient<'s> {
         }
         let hop = error.failed_hop().filter(|&h| h < self.hosts.len());
         let host = hop.map(|h| self.hosts[h].clone());
-        tracing::warn!(%error, ?hop, host = ?host.as_ref().map(|h| &h.address), "session failed");
+        tracing::info!(%error, ?hop, host = ?host.as_ref().map(|h| &h.address), "session failed");
         self.emit(Event::Failed {
             batches: self.batches,
             hop,
@@ -388,11 +414,14 @@ impl<'s> Resilient<'s> {
             match exported {
                 Ok(states) => {
                     let seconds = started.elapsed();
-                    self.checkpoint = states;
+                    self.checkpoint = Checkpoint {
+                        batches: self.batches,
+                        states,
+                    };
                     self.since.clear();
                     self.since_bytes = 0;
                     if let Some(dir) = &self.options.checkpoint_dir {
-                        write_checkpoint(dir, self.batches, &self.checkpoint)?;
+                        self.checkpoint.write(dir)?;
                     }
                     if self.options.checkpoint_every.is_none() && !self.batch_time.is_zero() {
                         // Checkpoints under their share of training time.
@@ -475,58 +504,99 @@ impl Model for Resilient<'_> {
     }
 }
 
-/// The checkpoint's file in `dir`.
-pub fn checkpoint_path(dir: &Path) -> PathBuf {
-    dir.join("checkpoint.mixnn")
-}
-
 const CHECKPOINT_MAGIC: &[u8; 8] = b"MIXNNCK1";
 
-/// Writes `states` after `batches` batches to `dir` atomically: a temporary file, synced,
-/// renamed over the last one.
-fn write_checkpoint(dir: &Path, batches: u64, states: &[Vec<u8>]) -> Result<(), RecoveryError> {
-    let path = checkpoint_path(dir);
-    let failed = |source| RecoveryError::Checkpoint {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(failed)?;
-    let mut bytes = Vec::with_capacity(16 + states.iter().map(|s| 8 + s.len()).sum::<usize>());
-    bytes.extend_from_slice(CHECKPOINT_MAGIC);
-    bytes.extend_from_slice(&batches.to_le_bytes());
-    bytes.extend_from_slice(&(states.len() as u64).to_le_bytes());
-    for state in states {
-        bytes.extend_from_slice(&(state.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(state);
+impl Checkpoint {
+    /// Its file in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("checkpoint.mixnn")
     }
-    let tmp = dir.join("checkpoint.mixnn.tmp");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp).map_err(failed)?;
-        file.write_all(&bytes).map_err(failed)?;
-        file.sync_all().map_err(failed)?;
+
+    /// Writes it to `dir` atomically: a temporary file, synced, renamed over the last one.
+    pub fn write(&self, dir: &Path) -> Result<(), RecoveryError> {
+        let path = Self::path(dir);
+        let failed = |source| RecoveryError::Checkpoint {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let mut bytes =
+            Vec::with_capacity(24 + self.states.iter().map(|s| 8 + s.len()).sum::<usize>());
+        bytes.extend_from_slice(CHECKPOINT_MAGIC);
+        bytes.extend_from_slice(&self.batches.to_le_bytes());
+        bytes.extend_from_slice(&(self.states.len() as u64).to_le_bytes());
+        for state in &self.states {
+            bytes.extend_from_slice(&(state.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(state);
+        }
+        let tmp = dir.join("checkpoint.mixnn.tmp");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp).map_err(failed)?;
+            file.write_all(&bytes).map_err(failed)?;
+            file.sync_all().map_err(failed)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(failed)
     }
-    std::fs::rename(&tmp, &path).map_err(failed)
+
+    /// The checkpoint in `dir`, as [`Checkpoint::write`] left it.
+    pub fn read(dir: &Path) -> Result<Self, RecoveryError> {
+        let path = Self::path(dir);
+        let bytes = std::fs::read(&path).map_err(|source| RecoveryError::Checkpoint {
+            path: path.clone(),
+            source,
+        })?;
+        Self::decode(&bytes).ok_or(RecoveryError::NotACheckpoint(path))
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = mixnn_wire::reader::Reader::new(bytes);
+        if r.take(8).ok()? != CHECKPOINT_MAGIC {
+            return None;
+        }
+        let batches = r.take_array().ok().map(u64::from_le_bytes)?;
+        let count = r.take_array().ok().map(u64::from_le_bytes)?;
+        let mut states = Vec::new();
+        for _ in 0..count {
+            let len = usize::try_from(r.take_array().ok().map(u64::from_le_bytes)?).ok()?;
+            states.push(r.take(len).ok()?.to_vec());
+        }
+        r.should_be_exhausted().ok()?;
+        Some(Checkpoint { batches, states })
+    }
 }
 
-/// A checkpoint read back: the batches done and every layer's state.
-pub fn read_checkpoint(dir: &Path) -> std::io::Result<(u64, Vec<Vec<u8>>)> {
-    let bytes = std::fs::read(checkpoint_path(dir))?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a mixnn checkpoint");
-    let mut r = mixnn_wire::reader::Reader::new(&bytes);
-    if r.take(8).map_err(|_| bad())? != CHECKPOINT_MAGIC {
-        return Err(bad());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_round_trip_through_their_file_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint {
+            batches: 77,
+            states: vec![vec![1, 2, 3], Vec::new(), vec![9; 1000]],
+        };
+        checkpoint.write(dir.path()).unwrap();
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), checkpoint);
+        let bytes = std::fs::read(Checkpoint::path(dir.path())).unwrap();
+        for cut in [0, 7, 8, 16, 23, bytes.len() - 1] {
+            assert!(Checkpoint::decode(&bytes[..cut]).is_none(), "{cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(Checkpoint::decode(&long).is_none());
+        // A count that promises more states than there are bytes.
+        let mut lying = bytes[..16].to_vec();
+        lying.extend(u64::MAX.to_le_bytes());
+        assert!(Checkpoint::decode(&lying).is_none());
     }
-    let u64_of = |r: &mut mixnn_wire::reader::Reader<'_>| -> std::io::Result<u64> {
-        Ok(u64::from_le_bytes(r.take_array().map_err(|_| bad())?))
-    };
-    let batches = u64_of(&mut r)?;
-    let count = u64_of(&mut r)?;
-    let mut states = Vec::new();
-    for _ in 0..count {
-        let len = usize::try_from(u64_of(&mut r)?).map_err(|_| bad())?;
-        states.push(r.take(len).map_err(|_| bad())?.to_vec());
+
+    #[test]
+    fn the_interval_keeps_checkpoints_under_their_share() {
+        let ms = Duration::from_millis;
+        assert_eq!(interval_for(ms(100), ms(10), 0.05), 200);
+        assert_eq!(interval_for(ms(1), ms(10), 0.05), MIN_INTERVAL);
+        assert_eq!(interval_for(ms(100_000), ms(1), 0.05), MAX_INTERVAL);
     }
-    r.should_be_exhausted().map_err(|_| bad())?;
-    Ok((batches, states))
 }

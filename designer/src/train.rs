@@ -108,15 +108,35 @@ pub fn train<M: Model>(
     cascade: &mut M,
     data: &Splits,
     options: &TrainOptions,
+    on_epoch: impl FnMut(&EpochReport),
+) -> Result<Vec<EpochReport>, M::Error> {
+    train_from(cascade, data, options, 0, on_epoch)
+}
+
+/// As [`train`], for a model that has already trained the first `done` batches of the run
+/// (a resumed one): epochs those batches complete are skipped, and the epoch they end in
+/// goes on from the next batch (its report covers the batches trained here).
+pub fn train_from<M: Model>(
+    cascade: &mut M,
+    data: &Splits,
+    options: &TrainOptions,
+    done: u64,
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<Vec<EpochReport>, M::Error> {
     options
         .order
         .check(options.epochs, data.train.len())
         .map_err(CascadeError::from)?;
+    let per_epoch = data.train.len().div_ceil(options.batch_size.max(1)).max(1) as u64;
     let mut reports = Vec::with_capacity(options.epochs);
     for epoch in 1..=options.epochs {
-        let report = train_epoch(cascade, data, options, epoch)?;
+        let before = (epoch as u64 - 1) * per_epoch;
+        let skip = done.saturating_sub(before);
+        if skip >= per_epoch {
+            continue;
+        }
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let report = train_epoch_from(cascade, data, options, epoch, skip)?;
         on_epoch(&report);
         reports.push(report);
     }
@@ -131,9 +151,20 @@ pub fn train_epoch<M: Model>(
     options: &TrainOptions,
     epoch: usize,
 ) -> Result<EpochReport, M::Error> {
+    train_epoch_from(cascade, data, options, epoch, 0)
+}
+
+/// As [`train_epoch`], from batch `skip` of the epoch on.
+fn train_epoch_from<M: Model>(
+    cascade: &mut M,
+    data: &Splits,
+    options: &TrainOptions,
+    epoch: usize,
+    skip: usize,
+) -> Result<EpochReport, M::Error> {
     let batch_size = options.batch_size.max(1);
     let order = options.order.epoch(options.seed, epoch, data.train.len());
-    let batches = order.len().div_ceil(batch_size);
+    let batches = order.len().div_ceil(batch_size) - skip.min(order.len().div_ceil(batch_size));
     let bar = if options.progress {
         ProgressBar::new(batches as u64)
     } else {
@@ -149,7 +180,7 @@ pub fn train_epoch<M: Model>(
     bar.set_message(format!("{epoch}/{}", options.epochs));
     let started = Instant::now();
     let mut loss_sum = 0.0f64;
-    for chunk in order.chunks(batch_size) {
+    for chunk in order.chunks(batch_size).skip(skip) {
         let (x, y) = batch(&data.train, chunk)?;
         loss_sum += f64::from(cascade.train_step(x, y)?);
         bar.inc(1);

@@ -23,7 +23,7 @@ use mixnn_designer::{
     cascade::Cascade,
     data::Splits,
     local_cluster::LocalCluster,
-    recovery::{Event, RecoveryOptions, Resilient},
+    recovery::{Checkpoint, Event, RecoveryOptions, Resilient},
     remote::RemoteOptions,
     train::{self, Model},
 };
@@ -138,7 +138,7 @@ fn a_host_killed_mid_training_is_named_replaced_and_the_run_ends_bit_identical()
             sandbox,
             &remote,
             &[BATCH, 784],
-            &[],
+            Checkpoint::default(),
             recovery(),
         )
         .unwrap();
@@ -219,7 +219,7 @@ fn hosts_dying_during_setup_backward_export_and_test_are_each_replaced_bit_ident
             sandbox,
             &remote,
             &[BATCH, 784],
-            &[],
+            Checkpoint::default(),
             recovery(),
             dying,
         )
@@ -267,4 +267,110 @@ fn host_fingerprint(cluster: &LocalCluster, i: usize) -> [u8; 32] {
     let keys =
         mixnn_host::keys::HostKeys::load(&cluster.host_dir(i).unwrap().join("keys")).unwrap();
     keys.tls.fingerprint()
+}
+
+/// `mixnn train` (a real designer process) over a local cluster.
+fn mixnn_train(cluster: &LocalCluster, extra: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mixnn"));
+    let data = std::env::var_os(mixnn_designer::data::DATA_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::workspace().join("../shared/data/mnist"));
+    let model = common::workspace().join("models/paper-mlp.toml");
+    let fingerprint = mixnn_host::daemon::hex_fingerprint::format(&cluster.directory_fingerprint);
+    cmd.arg("train")
+        .arg("--model")
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--train-limit",
+            "3200",
+            "--test-limit",
+            "128",
+            "--epochs",
+            "2",
+        ])
+        .args(["--json", "--dummies", "0", "--directory"])
+        .arg(cluster.directory_addr.to_string())
+        .args(["--directory-fingerprint", &fingerprint])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    cmd
+}
+
+#[test]
+fn a_designer_killed_mid_run_resumes_from_its_checkpoint_bit_identically() {
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_mixnn").as_ref(), 5).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let (whole, resumed) = (
+        dir.path().join("whole.safetensors"),
+        dir.path().join("resumed.safetensors"),
+    );
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    // Uninterrupted, over the same cluster.
+    let status = mixnn_train(&cluster, &["--save-weights", &path(&whole)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Killed with SIGKILL after its second checkpoint (50 batches per epoch, one every 20),
+    // so in the middle of the first epoch.
+    let mut designer = mixnn_train(
+        &cluster,
+        &[
+            "--checkpoint",
+            &path(&checkpoints),
+            "--checkpoint-every",
+            "20",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let file = Checkpoint::path(&checkpoints);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let killed_after = loop {
+        if let Ok(c) = Checkpoint::read(&checkpoints)
+            && c.batches >= 40
+        {
+            kill(designer.id());
+            break c.batches;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint in {}",
+            file.display()
+        );
+        assert!(
+            designer.try_wait().unwrap().is_none(),
+            "the designer ended before its kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = designer.wait();
+    let at = Checkpoint::read(&checkpoints).unwrap().batches;
+    assert!((40..100).contains(&at), "{at}");
+    eprintln!("designer killed after checkpoint {killed_after}; resuming from batch {at}");
+    let out = mixnn_train(
+        &cluster,
+        &[
+            "--resume",
+            &path(&checkpoints),
+            "--save-weights",
+            &path(&resumed),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    // The epochs it reports: the one it resumed in, and the next.
+    let epochs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"epoch\""))
+        .count();
+    assert_eq!(epochs, if at >= 50 { 1 } else { 2 });
+    assert!(
+        std::fs::read(&whole).unwrap() == std::fs::read(&resumed).unwrap(),
+        "the resumed run's weights differ from the uninterrupted run's"
+    );
 }
