@@ -79,6 +79,11 @@ enum BenchCommand {
     /// host's memory idle, with one session and with all; one line per check, a final JSON
     /// line and report.json.
     Load(bench::load::LoadArgs),
+    /// The paper's experiment while hosts of the cascade are killed with SIGKILL at random
+    /// moments (training, the test pass, a recovery's op=0): each must be noticed, named and
+    /// recovered from, and the weights must end bit for bit as in this process; one line per
+    /// event, a final JSON line and report.json.
+    Chaos(bench::chaos::ChaosArgs),
 }
 
 /// Over remote hosts: where the directory is and how to build the cascade (defaults: the
@@ -329,6 +334,7 @@ pub(crate) fn print_event(event: &Event) {
         ),
         Event::Recovered {
             replaced,
+            hosts,
             replayed,
             seconds,
         } => eprintln!(
@@ -337,15 +343,11 @@ pub(crate) fn print_event(event: &Event) {
             if replaced.is_empty() {
                 "no position".to_owned()
             } else {
-                format!(
-                    "position{} {}",
-                    if replaced.len() == 1 { "" } else { "s" },
-                    replaced
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                replaced
+                    .iter()
+                    .map(|&p| format!("hop {p} ({})", hosts.get(p).map_or("?", String::as_str)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         ),
         Event::Checkpoint { .. } => {}
@@ -368,6 +370,7 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Paper(args)) => bench::paper::run(args),
         Command::Bench(BenchCommand::Scale(args)) => bench::scale::run(args),
         Command::Bench(BenchCommand::Load(args)) => bench::load::run(args),
+        Command::Bench(BenchCommand::Chaos(args)) => bench::chaos::run(args),
         Command::ServeHost {
             config,
             stop_on_stdin_eof,

@@ -77,6 +77,8 @@ pub enum Event {
     Failed {
         /// Training batches done when it failed.
         batches: u64,
+        /// The step under way (setup, forward, backward, test, export), where known.
+        step: Option<&'static str>,
         /// The failed hop's position, where the designer can tell.
         hop: Option<usize>,
         /// Its host.
@@ -91,6 +93,8 @@ pub enum Event {
     Recovered {
         /// The positions that got a new host.
         replaced: Vec<usize>,
+        /// The hosts of the new session, first to last.
+        hosts: Vec<String>,
         /// Batches replayed.
         replayed: usize,
         /// From the failure to the session caught up.
@@ -172,6 +176,9 @@ pub struct Resilient<'s> {
     session: Option<RemoteCascade>,
     /// The hosts of the session (or of the last one tried), first to last.
     hosts: Vec<HostRef>,
+    /// The hosts of the last session that worked (what a recovery's replacements are
+    /// counted against).
+    last_good: Vec<HostRef>,
     /// Where the next session's hosts go: kept survivors, excluded failures.
     placement: Placement,
     /// Every layer's state at the last checkpoint.
@@ -242,6 +249,7 @@ impl<'s> Resilient<'s> {
             plan,
             session: None,
             hosts: Vec::new(),
+            last_good: Vec::new(),
             placement: Placement {
                 keep: first.into_iter().map(Some).collect(),
                 exclude: HashSet::new(),
@@ -337,9 +345,6 @@ impl<'s> Resilient<'s> {
                 fingerprint: c.descriptor.fingerprint,
             })
             .collect();
-        let replaced: Vec<usize> = (0..hosts.len())
-            .filter(|&i| self.hosts.get(i) != hosts.get(i))
-            .collect();
         self.hosts = hosts;
         let mut session = RemoteCascade::connect_on(
             &self.spec,
@@ -352,9 +357,14 @@ impl<'s> Resilient<'s> {
         for batch in &self.since {
             session.train_step(batch.input.clone(), batch.target.clone())?;
         }
+        let replaced: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| self.last_good.get(i) != self.hosts.get(i))
+            .collect();
+        self.last_good.clone_from(&self.hosts);
         if let Some(at) = self.failed_at.take() {
             let event = Event::Recovered {
                 replaced,
+                hosts: self.hosts.iter().map(|h| h.address.clone()).collect(),
                 replayed: self.since.len(),
                 seconds: at.elapsed().as_secs_f64(),
             };
@@ -378,6 +388,7 @@ impl<'s> Resilient<'s> {
         tracing::info!(%error, ?hop, host = ?host.as_ref().map(|h| &h.address), "session failed");
         self.emit(Event::Failed {
             batches: self.batches,
+            step: error.step(),
             hop,
             host: host.as_ref().map(|h| h.address.clone()),
             error: error.to_string(),

@@ -213,6 +213,19 @@ impl RemoteError {
         }
     }
 
+    /// The step that failed (setup, forward, backward, test, export), where one was under way.
+    pub fn step(&self) -> Option<&'static str> {
+        match self {
+            RemoteError::Refused { step, .. }
+            | RemoteError::LinkBroke { step, .. }
+            | RemoteError::HopLost { step, .. }
+            | RemoteError::Peer { step, .. }
+            | RemoteError::Timeout { step, .. } => Some(step),
+            RemoteError::Unreachable { .. } => Some("setup"),
+            _ => None,
+        }
+    }
+
     /// Whether the hosts (or the network) failed, so that a session on other hosts may
     /// succeed; not a plan that cannot work, a local layer's failure, or misuse.
     pub fn is_hosts_fault(&self) -> bool {

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+pub(crate) mod chaos;
 pub(crate) mod load;
 pub(crate) mod paper;
 pub(crate) mod plot;
