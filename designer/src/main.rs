@@ -350,7 +350,32 @@ pub(crate) fn print_event(event: &Event) {
                     .join(", ")
             }
         ),
-        Event::Checkpoint { .. } => {}
+        Event::Caught {
+            batches,
+            by,
+            hop,
+            host,
+            probes,
+            ..
+        } => eprintln!(
+            "after {batches} batches: {} lied (caught by {}{}); rolling back to the last \
+             checkpoint without it",
+            match (hop, host) {
+                (Some(hop), Some(host)) => format!("hop {hop} ({host})"),
+                _ => "a hop that could not be named".to_owned(),
+            },
+            if *by == "audit" {
+                "an audit of its state"
+            } else {
+                "a check of the test outputs"
+            },
+            if *probes > 0 {
+                format!(", named after {probes} probe sessions")
+            } else {
+                String::new()
+            }
+        ),
+        Event::Checkpoint { .. } | Event::Audit { .. } => {}
     }
 }
 

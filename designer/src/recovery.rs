@@ -22,10 +22,12 @@ use std::{
 
 use mixnn_host::{Sandbox, transport::Fingerprint};
 use mixnn_layer_sdk::Tensor;
+use rand_core::Rng;
 use serde::Serialize;
 
 use crate::{
-    cascade::CascadeError,
+    backend::Backend,
+    cascade::{Cascade, CascadeError},
     remote::{HostRef, Placement, Plan, RemoteCascade, RemoteError, RemoteOptions, fetch_pool},
     spec::ModelSpec,
     train::Model,
@@ -47,6 +49,11 @@ pub struct RecoveryOptions {
     pub max_recoveries: usize,
     /// Where the latest checkpoint is written (atomically), if anywhere.
     pub checkpoint_dir: Option<PathBuf>,
+    /// The share of training time audits may take (0: none). An audit recomputes the window
+    /// since the last checkpoint in this process and compares every layer's state bit for
+    /// bit; windows are audited at random, each as likely as this share allows (all of them
+    /// while the cascade is that much slower than this process).
+    pub audit_share: f64,
 }
 
 impl Default for RecoveryOptions {
@@ -56,6 +63,7 @@ impl Default for RecoveryOptions {
             checkpoint_share: 0.05,
             max_recoveries: 16,
             checkpoint_dir: None,
+            audit_share: 0.10,
         }
     }
 }
@@ -89,6 +97,33 @@ pub enum Event {
         #[serde(skip)]
         at: Instant,
     },
+    /// A window between two checkpoints was recomputed in this process and compared.
+    Audit {
+        /// Training batches done at its end.
+        batches: u64,
+        /// Batches it covered.
+        window: usize,
+        /// What it took.
+        seconds: f64,
+        /// Whether every layer's state was bit for bit the recomputed one.
+        passed: bool,
+    },
+    /// A host computed something other than its layer: an audit (or a test-pass check)
+    /// disagreed, and the designer rolls back to the last checkpoint without it.
+    Caught {
+        /// Training batches done when it was caught.
+        batches: u64,
+        /// What disagreed: "audit" (states) or "test" (a test batch's outputs).
+        by: &'static str,
+        /// The lying hop's position, where the designer could tell.
+        hop: Option<usize>,
+        /// Its host.
+        host: Option<String>,
+        /// The layers whose states differed.
+        layers: Vec<usize>,
+        /// Extra sessions it took to name the hop.
+        probes: usize,
+    },
     /// A new session runs from the last checkpoint, caught up with the batches since.
     Recovered {
         /// The positions that got a new host.
@@ -117,6 +152,12 @@ pub enum RecoveryError {
         recoveries: usize,
         /// The last failure.
         last: RemoteError,
+    },
+    /// Hosts kept lying.
+    #[error("gave up after {recoveries} recoveries: hosts kept lying")]
+    Lied {
+        /// Recoveries made.
+        recoveries: usize,
     },
     /// A file that is not a checkpoint.
     #[error("{0} is not a mixnn checkpoint")]
@@ -158,6 +199,8 @@ impl Checkpoint {
 struct Batch {
     input: Tensor,
     target: Tensor,
+    /// The loss the cascade reported for it (the last time it ran).
+    loss: f32,
 }
 
 impl Batch {
@@ -192,6 +235,13 @@ pub struct Resilient<'s> {
     recoveries: usize,
     /// When the current failure was noticed and the batches to replay, during a recovery.
     failed_at: Option<Instant>,
+    /// This process's time per batch, from the audits (zero before the first).
+    local_batch_time: Duration,
+    /// For the test pass: this process's copy of the model at its start, and its time per
+    /// test batch, here and over the cascade.
+    test_copy: Option<Cascade>,
+    test_times: (Duration, Duration),
+    rng: rand_chacha::ChaCha20Rng,
     events: Vec<Event>,
     on_event: Box<dyn FnMut(&Event) + 's>,
 }
@@ -262,6 +312,10 @@ impl<'s> Resilient<'s> {
             batch_time: Duration::ZERO,
             recoveries: 0,
             failed_at: None,
+            local_batch_time: Duration::ZERO,
+            test_copy: None,
+            test_times: (Duration::ZERO, Duration::ZERO),
+            rng: crate::pool::system_rng(),
             events: Vec::new(),
             on_event: Box::new(|_| {}),
         };
@@ -345,6 +399,10 @@ impl<'s> Resilient<'s> {
                 fingerprint: c.descriptor.fingerprint,
             })
             .collect();
+        if self.last_good.is_empty() {
+            // The first session: its replacements are counted against its first try.
+            self.last_good.clone_from(&hosts);
+        }
         self.hosts = hosts;
         let mut session = RemoteCascade::connect_on(
             &self.spec,
@@ -354,8 +412,8 @@ impl<'s> Resilient<'s> {
             &self.checkpoint.states,
             chosen,
         )?;
-        for batch in &self.since {
-            session.train_step(batch.input.clone(), batch.target.clone())?;
+        for batch in &mut self.since {
+            batch.loss = session.train_step(batch.input.clone(), batch.target.clone())?;
         }
         let replaced: Vec<usize> = (0..self.hosts.len())
             .filter(|&i| self.last_good.get(i) != self.hosts.get(i))
@@ -419,12 +477,19 @@ impl<'s> Resilient<'s> {
 
     /// Collects every layer's state; on a failure, recovers and tries again.
     fn take_checkpoint(&mut self) -> Result<(), RecoveryError> {
+        if self.since.is_empty() && !self.checkpoint.states.is_empty() {
+            // Nothing trained since the last one.
+            return Ok(());
+        }
         loop {
             let started = Instant::now();
             let exported = self.session()?.export_states();
             match exported {
                 Ok(states) => {
                     let seconds = started.elapsed();
+                    if !self.audit(&states)? {
+                        continue;
+                    }
                     self.checkpoint = Checkpoint {
                         batches: self.batches,
                         states,
@@ -454,6 +519,309 @@ impl<'s> Resilient<'s> {
     }
 }
 
+impl Resilient<'_> {
+    /// Whether to check this window (or test batch): as often as the audit share allows,
+    /// given what a check costs here against what the cascade takes for the same work.
+    fn draw(&mut self, local: Duration, cascade: Duration) -> bool {
+        let share = self.options.audit_share;
+        if share <= 0.0 {
+            return false;
+        }
+        if local.is_zero() {
+            return true;
+        }
+        let q = (share * cascade.as_secs_f64() / local.as_secs_f64()).min(1.0);
+        // 53 random bits as a uniform number in [0, 1).
+        ((self.rng.next_u64() >> 11) as f64) / ((1u64 << 53) as f64) < q
+    }
+
+    /// This process's copy of the model from `states`.
+    fn local_copy(&self, states: &[Vec<u8>]) -> Result<Cascade, RecoveryError> {
+        let mut local = Cascade::build(&self.spec, Backend::Wasm, Some(self.sandbox))?;
+        local.import_states(states)?;
+        Ok(local)
+    }
+
+    /// The states `batches` of training give from `start`, computed here.
+    fn recompute(
+        &self,
+        start: &[Vec<u8>],
+        batches: &[Batch],
+    ) -> Result<(Vec<Vec<u8>>, Vec<f32>), RecoveryError> {
+        let mut local = self.local_copy(start)?;
+        let mut losses = Vec::with_capacity(batches.len());
+        for batch in batches {
+            losses.push(local.train_step(batch.input.clone(), batch.target.clone())?);
+        }
+        Ok((local.export_states()?, losses))
+    }
+
+    /// Audits the window since the checkpoint, if drawn, against the cascade's `states`
+    /// after it. False if a hop lied: the session is dropped, the liar (where it can be
+    /// named) excluded, and the window is to be replayed from the checkpoint.
+    fn audit(&mut self, states: &[Vec<u8>]) -> Result<bool, RecoveryError> {
+        let window = self.since.len();
+        let cascade_time = self.batch_time * u32::try_from(window).unwrap_or(u32::MAX);
+        let local_time = self.local_batch_time * u32::try_from(window).unwrap_or(u32::MAX);
+        if window == 0 || !self.draw(local_time, cascade_time) {
+            return Ok(true);
+        }
+        let started = Instant::now();
+        let (honest, losses) = self.recompute(&self.checkpoint.states, &self.since)?;
+        let seconds = started.elapsed();
+        self.local_batch_time = seconds / u32::try_from(window).unwrap_or(u32::MAX);
+        let differ = differing(&honest, states);
+        // A loss the cascade reported that is not the batch's: a lie on the way forward
+        // that left the gradients alone (after the last layer with weights, say).
+        let wrong_loss = self
+            .since
+            .iter()
+            .zip(&losses)
+            .position(|(b, l)| b.loss.to_bits() != l.to_bits());
+        let passed = differ.is_empty() && wrong_loss.is_none();
+        self.emit(Event::Audit {
+            batches: self.batches,
+            window,
+            seconds: seconds.as_secs_f64(),
+            passed,
+        });
+        if !passed {
+            // Probes replay one batch: the first whose loss was wrong (a liar may lie only
+            // about some), else the window's first; from the honest states before it.
+            let j = wrong_loss.unwrap_or(0);
+            let start = if j == 0 {
+                self.checkpoint.states.clone()
+            } else {
+                self.recompute(&self.checkpoint.states, &self.since[..j])?.0
+            };
+            let (honest, loss) = self.recompute(&start, &self.since[j..=j])?;
+            let batch = &self.since[j];
+            let check = Check::Train {
+                start,
+                input: batch.input.clone(),
+                target: batch.target.clone(),
+                honest,
+                loss: loss.first().copied().unwrap_or(f32::NAN),
+            };
+            self.caught("audit", differ, check)?;
+        }
+        Ok(passed)
+    }
+
+    /// A hop lied: names it where it can (by `check`), and readies a session without it.
+    fn caught(
+        &mut self,
+        by: &'static str,
+        layers: Vec<usize>,
+        check: Check,
+    ) -> Result<(), RecoveryError> {
+        let (hop, probes) = match self.one_hop(&layers) {
+            Some(hop) => (Some(hop), 0),
+            None => self.localize(&check)?,
+        };
+        let host = hop.and_then(|h| self.hosts.get(h).cloned());
+        let event = Event::Caught {
+            batches: self.batches,
+            by,
+            hop,
+            host: host.as_ref().map(|h| h.address.clone()),
+            layers,
+            probes,
+        };
+        tracing::info!(?event, "a host lied");
+        self.emit(event);
+        if let Some(session) = self.session.take() {
+            drop(session);
+        }
+        if self.recoveries >= self.options.max_recoveries {
+            return Err(RecoveryError::Lied {
+                recoveries: self.recoveries,
+            });
+        }
+        self.recoveries += 1;
+        self.failed_at.get_or_insert_with(Instant::now);
+        self.placement.keep = match &host {
+            Some(liar) => {
+                self.placement.exclude.insert(liar.fingerprint);
+                self.hosts
+                    .iter()
+                    .map(|h| (h != liar).then_some(h.fingerprint))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        Ok(())
+    }
+
+    /// Which hop lied, by running `check` on sessions from the checkpoint: first on the same
+    /// hosts (a hop that lies about its own update then shows alone among the layers); then
+    /// group testing, with half the suspects on fresh hosts each time (a hop that lies about
+    /// what it passes on spoils every layer after one batch). Returns the hop and the
+    /// sessions it took.
+    fn localize(&mut self, check: &Check) -> Result<(Option<usize>, usize), RecoveryError> {
+        if let Some(session) = self.session.take() {
+            drop(session);
+        }
+        let all: Vec<usize> = (0..self.hosts.len()).collect();
+        let Some(found) = self.probe(&all, &[], check)? else {
+            return Ok((None, 1));
+        };
+        let mut probes = 1;
+        match found {
+            // A liar that lies only now and then: not this time.
+            Found::Same => return Ok((None, probes)),
+            Found::Layers(layers) => {
+                if let Some(hop) = self.one_hop(&layers) {
+                    return Ok((Some(hop), probes));
+                }
+            }
+            Found::Output => {}
+        }
+        let mut suspects = all;
+        while suspects.len() > 1 {
+            let (fresh, rest) = suspects.split_at(suspects.len() / 2);
+            let Some(found) = self.probe(rest, fresh, check)? else {
+                return Ok((None, probes + 1));
+            };
+            probes += 1;
+            suspects = if matches!(found, Found::Same) {
+                fresh.to_vec()
+            } else {
+                rest.to_vec()
+            };
+        }
+        Ok((suspects.first().copied(), probes))
+    }
+
+    /// The hop that runs every layer in `layers`, if one does.
+    fn one_hop(&self, layers: &[usize]) -> Option<usize> {
+        let hops: HashSet<Option<usize>> = layers.iter().map(|&l| self.plan.hop_of(l)).collect();
+        match hops.into_iter().collect::<Vec<_>>()[..] {
+            [Some(hop)] => Some(hop),
+            _ => None,
+        }
+    }
+
+    /// Runs `check` on a session from the checkpoint with the hosts at `keep` kept and those
+    /// at `fresh` replaced (by hosts never in this cascade); none if the probe itself failed.
+    fn probe(
+        &mut self,
+        keep: &[usize],
+        fresh: &[usize],
+        check: &Check,
+    ) -> Result<Option<Found>, RecoveryError> {
+        let mut placement = Placement {
+            keep: (0..self.hosts.len())
+                .map(|i| keep.contains(&i).then(|| self.hosts[i].fingerprint))
+                .collect(),
+            exclude: self.placement.exclude.clone(),
+        };
+        for &i in fresh {
+            placement.exclude.insert(self.hosts[i].fingerprint);
+        }
+        let run = || -> Result<Found, RemoteError> {
+            let chosen = placement.choose(fetch_pool(&self.remote)?, self.plan.len())?;
+            let mut session = RemoteCascade::connect_on(
+                &self.spec,
+                self.sandbox,
+                &self.remote,
+                &self.plan,
+                check.start(),
+                chosen,
+            )?;
+            let found = match check {
+                Check::Train {
+                    start: _,
+                    input,
+                    target,
+                    honest,
+                    loss,
+                } => {
+                    let got = session.train_step(input.clone(), target.clone())?;
+                    let layers = differing(honest, &session.export_states()?);
+                    if !layers.is_empty() {
+                        Found::Layers(layers)
+                    } else if got.to_bits() != loss.to_bits() {
+                        Found::Output
+                    } else {
+                        Found::Same
+                    }
+                }
+                Check::Test { input, honest, .. } => {
+                    if same_bits(&session.predict(input.clone())?, honest) {
+                        Found::Same
+                    } else {
+                        Found::Output
+                    }
+                }
+            };
+            session.close();
+            Ok(found)
+        };
+        match run() {
+            Ok(found) => Ok(Some(found)),
+            Err(e) if e.is_hosts_fault() => {
+                tracing::info!(error = %e, "a probe failed");
+                Ok(None)
+            }
+            Err(e) => Err(RecoveryError::Session(e)),
+        }
+    }
+}
+
+/// What a probe runs, and the honest result, computed here.
+enum Check {
+    /// One training batch from `start`; every layer's state after it, and its loss.
+    Train {
+        start: Vec<Vec<u8>>,
+        input: Tensor,
+        target: Tensor,
+        honest: Vec<Vec<u8>>,
+        loss: f32,
+    },
+    /// One test batch at `start`; its outputs.
+    Test {
+        start: Vec<Vec<u8>>,
+        input: Tensor,
+        honest: Tensor,
+    },
+}
+
+impl Check {
+    /// The states the probe's session starts from.
+    fn start(&self) -> &[Vec<u8>] {
+        match self {
+            Check::Train { start, .. } | Check::Test { start, .. } => start,
+        }
+    }
+}
+
+/// What a probe found.
+enum Found {
+    /// The honest result.
+    Same,
+    /// These layers' states differ.
+    Layers(Vec<usize>),
+    /// The outputs (or the loss) differ.
+    Output,
+}
+
+/// Whether two tensors hold the same bits.
+fn same_bits(a: &Tensor, b: &Tensor) -> bool {
+    a.shape() == b.shape()
+        && a.data()
+            .iter()
+            .zip(b.data())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// The layers whose states differ.
+fn differing(a: &[Vec<u8>], b: &[Vec<u8>]) -> Vec<usize> {
+    (0..a.len().max(b.len()))
+        .filter(|&i| a.get(i) != b.get(i))
+        .collect()
+}
+
 /// Batches between checkpoints that each take `checkpoint` so that they cost `share` of the
 /// training time at `batch` per batch.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -479,6 +847,8 @@ impl Model for Resilient<'_> {
     }
 
     fn train_step(&mut self, input: Tensor, target: Tensor) -> Result<f32, RecoveryError> {
+        // A test pass is over.
+        self.test_copy = None;
         loop {
             let started = Instant::now();
             let step = self.session()?.train_step(input.clone(), target.clone());
@@ -492,7 +862,11 @@ impl Model for Resilient<'_> {
                         (self.batch_time * 7 + took) / 8
                     };
                     self.batches += 1;
-                    let batch = Batch { input, target };
+                    let batch = Batch {
+                        input,
+                        target,
+                        loss,
+                    };
                     self.since_bytes += batch.bytes();
                     self.since.push(batch);
                     if self.since.len() >= self.interval || self.since_bytes >= MAX_REPLAY_BYTES {
@@ -505,12 +879,46 @@ impl Model for Resilient<'_> {
         }
     }
 
+    /// The cascade's output, checked at random against this process's copy of the model
+    /// as the test pass began (the paper's check in the test phase): as often as the audit
+    /// share allows.
     fn predict(&mut self, input: Tensor) -> Result<Tensor, RecoveryError> {
+        if self.test_copy.is_none() && self.options.audit_share > 0.0 {
+            // The states the test pass runs on, audited as any checkpoint.
+            self.take_checkpoint()?;
+            self.test_copy = Some(self.local_copy(&self.checkpoint.states)?);
+        }
         loop {
-            match self.session()?.predict(input.clone()) {
-                Ok(out) => return Ok(out),
-                Err(e) => self.failed(e)?,
+            let started = Instant::now();
+            let out = match self.session()?.predict(input.clone()) {
+                Ok(out) => out,
+                Err(e) => {
+                    self.failed(e)?;
+                    continue;
+                }
+            };
+            self.test_times.1 = started.elapsed();
+            if !self.draw(self.test_times.0, self.test_times.1) {
+                return Ok(out);
             }
+            let started = Instant::now();
+            let honest = match self.test_copy.as_mut() {
+                Some(copy) => copy.predict(input.clone())?,
+                None => return Ok(out),
+            };
+            self.test_times.0 = started.elapsed();
+            if same_bits(&out, &honest) {
+                return Ok(out);
+            }
+            self.caught(
+                "test",
+                Vec::new(),
+                Check::Test {
+                    start: self.checkpoint.states.clone(),
+                    input: input.clone(),
+                    honest,
+                },
+            )?;
         }
     }
 }

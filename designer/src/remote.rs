@@ -768,6 +768,11 @@ impl Plan {
     pub fn describe(&self) -> Vec<String> {
         self.hops.iter().map(|h| h.description.clone()).collect()
     }
+
+    /// The hop that runs layer `layer` of the spec, if a host runs it.
+    pub fn hop_of(&self, layer: usize) -> Option<usize> {
+        self.hops.iter().position(|h| h.layers.contains(&layer))
+    }
 }
 
 /// Which hosts a session may use: at each position, a host it must take if the pool still

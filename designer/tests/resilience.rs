@@ -374,3 +374,116 @@ fn a_designer_killed_mid_run_resumes_from_its_checkpoint_bit_identically() {
         "the resumed run's weights differ from the uninterrupted run's"
     );
 }
+
+/// Trains and tests over a cluster whose host 0 lies as `lie` says (TOML of its `[faults]`),
+/// the first session placed with host 0 at position `at` (and hosts 1-4 elsewhere); returns
+/// the outcome and the events.
+fn with_a_liar(lie: &'static str, at: usize) -> (Outcome, Outcome, Vec<Event>) {
+    let cluster = LocalCluster::start_each(env!("CARGO_BIN_EXE_mixnn").as_ref(), 9, |i| {
+        if i == 0 {
+            format!("[faults]\n{lie}\n")
+        } else {
+            String::new()
+        }
+    })
+    .unwrap();
+    let remote = remote_options(&cluster);
+    let mut first: Vec<[u8; 32]> = (1..5).map(|i| host_fingerprint(&cluster, i)).collect();
+    first.insert(at, host_fingerprint(&cluster, 0));
+    let data = data();
+    on_worker(move |sandbox| {
+        let expected = in_process(sandbox, &data);
+        let mut model = Resilient::connect_on(
+            &paper_spec(),
+            sandbox,
+            &remote,
+            &[BATCH, 784],
+            Checkpoint::default(),
+            RecoveryOptions {
+                // Every window and test batch checked.
+                audit_share: 1e9,
+                ..recovery()
+            },
+            first,
+        )
+        .unwrap();
+        let (losses, outputs) = run(&mut model, &data, |_| {});
+        let got = Outcome {
+            losses,
+            outputs,
+            states: model.export_states().unwrap(),
+        };
+        let events = model.events().to_vec();
+        model.close();
+        (expected, got, events)
+    })
+}
+
+/// The one `Caught` event, its hop and probes.
+fn caught(events: &[Event]) -> (Option<usize>, &'static str, usize) {
+    let caught: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Caught {
+                hop, by, probes, ..
+            } => Some((*hop, *by, *probes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(caught.len(), 1, "{events:#?}");
+    caught[0]
+}
+
+#[test]
+fn a_host_that_skips_its_updates_is_caught_by_an_audit_named_and_rolled_back() {
+    // It lies from its sixth batch on: the audit of batches 5-8 catches it.
+    let (expected, got, events) = with_a_liar("lie = \"skip-update\"\nlie_from = 6", 1);
+    let (hop, by, probes) = caught(&events);
+    eprintln!("skip-update caught by {by}, hop {hop:?}, {probes} probes");
+    assert_eq!((hop, by), (Some(1), "audit"));
+    // The losses of the batches it spoiled were returned before the audit: from batch 6
+    // (index 5) to the audit's end they are the liar's; all later ones are honest.
+    assert_eq!(got.losses[..5], expected.losses[..5]);
+    assert_eq!(got.losses[8..], expected.losses[8..]);
+    assert_eq!(got.outputs, expected.outputs);
+    assert!(got.states == expected.states, "the final states differ");
+}
+
+#[test]
+fn a_host_that_perturbs_its_activations_is_caught_and_named_by_group_testing() {
+    let (expected, got, events) = with_a_liar("lie = \"perturb-forward\"\nlie_from = 6", 1);
+    let (hop, by, probes) = caught(&events);
+    eprintln!("perturb-forward caught by {by}, hop {hop:?}, {probes} probes");
+    assert_eq!((hop, by), (Some(1), "audit"));
+    assert!(probes >= 2, "{probes}");
+    assert_eq!(got.losses[..5], expected.losses[..5]);
+    assert_eq!(got.losses[8..], expected.losses[8..]);
+    assert_eq!(got.outputs, expected.outputs);
+    assert!(got.states == expected.states, "the final states differ");
+}
+
+#[test]
+fn a_host_that_lies_about_the_loss_alone_is_caught_by_an_audit_of_the_losses() {
+    // The log-softmax hop perturbs its output: NLL's gradient does not depend on it, so
+    // every state is honest, but the losses the designer was told are not.
+    let (expected, got, events) = with_a_liar("lie = \"perturb-forward\"\nlie_from = 6", 3);
+    let (hop, by, probes) = caught(&events);
+    eprintln!("loss liar caught by {by}, hop {hop:?}, {probes} probes");
+    assert_eq!((hop, by), (Some(3), "audit"));
+    assert_eq!(got.losses[..5], expected.losses[..5]);
+    assert_eq!(got.losses[8..], expected.losses[8..]);
+    assert_eq!(got.outputs, expected.outputs);
+    assert!(got.states == expected.states, "the final states differ");
+}
+
+#[test]
+fn a_host_that_lies_only_in_the_test_pass_is_caught_by_the_test_check() {
+    // Twelve forward frames of training, then every test frame perturbed.
+    let (expected, got, events) = with_a_liar("lie = \"perturb-forward\"\nlie_from = 13", 2);
+    let (hop, by, probes) = caught(&events);
+    eprintln!("test-pass liar caught by {by}, hop {hop:?}, {probes} probes");
+    assert_eq!((hop, by), (Some(2), "test"));
+    assert_eq!(got.losses, expected.losses);
+    assert_eq!(got.outputs, expected.outputs);
+    assert!(got.states == expected.states, "the final states differ");
+}

@@ -23,6 +23,16 @@ use crate::{
     wit::{LayerInfo, Mode, Tensor},
 };
 
+/// How a hop lies, for fault drills (a host's `[faults]`): a host that wants to cheat can
+/// always do so; these let the designer's audits be tested against real cheating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lie {
+    /// Adds 0.01 to the first value of every forward output (training and test).
+    PerturbForward,
+    /// Computes every backward honestly but keeps its weights (and momentum) as they were.
+    SkipUpdate,
+}
+
 /// Which neighbour a frame comes from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Toward {
@@ -128,6 +138,11 @@ pub struct Hop<E> {
     failed: bool,
     /// The operation of the last frame that opened.
     last_op: Option<Op>,
+    /// How it lies, from which forward or test frame on (1-based, counted by the shared
+    /// counter: over all the host's sessions), in fault drills.
+    lie: Option<(Lie, u64, std::sync::Arc<std::sync::atomic::AtomicU64>)>,
+    /// Whether the frame in hand is past that point.
+    lying_now: bool,
     reported_rejection: bool,
     entropy: E,
     observer: Option<Observer>,
@@ -181,6 +196,8 @@ impl<E: Entropy> Hop<E> {
             export: None,
             failed: false,
             last_op: None,
+            lie: None,
+            lying_now: false,
             reported_rejection: false,
             entropy,
             observer: None,
@@ -276,6 +293,29 @@ impl<E: Entropy> Hop<E> {
         if let Some(observer) = &mut self.observer {
             observer(seen);
         }
+    }
+
+    /// Makes the hop lie as `lie` says from its `from`th forward or test frame on
+    /// (1-based): for fault drills only (see [`Lie`]).
+    pub fn lie(
+        &mut self,
+        lie: Lie,
+        from: u64,
+        frames: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        self.lie = Some((lie, from, frames));
+    }
+
+    /// Counts a forward or test frame towards the lie's start.
+    fn count_frame(&mut self) {
+        if let Some((_, from, frames)) = &self.lie {
+            let seen = frames.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            self.lying_now = seen >= *from;
+        }
+    }
+
+    fn lying(&self, how: Lie) -> bool {
+        self.lying_now && self.lie.as_ref().is_some_and(|(lie, ..)| *lie == how)
     }
 
     /// The operation of the last frame that opened (what the hop is doing).
@@ -379,12 +419,16 @@ impl<E: Entropy> Hop<E> {
                 "a forward frame before the last backward",
             ));
         }
+        self.count_frame();
         let mut x = tensor(body.tensor)?;
         for layer in self.layers.iter_mut().filter(|l| !l.info.is_loss) {
             x = layer
                 .session
                 .forward(&x, Mode::Train)
                 .map_err(layer_failure("forward"))?;
+        }
+        if self.lying(Lie::PerturbForward) {
+            perturb(&mut x);
         }
         if self.layers.last().is_some_and(|l| l.info.is_loss) {
             let labels = blob::open(&self.designer_key, Recipient::Host, &body.blob)
@@ -426,11 +470,28 @@ impl<E: Entropy> Hop<E> {
             Some(loss_grad) => loss_grad,
             None => tensor(body.tensor)?,
         };
+        let skip = self.lying(Lie::SkipUpdate);
         for layer in self.layers.iter_mut().rev().filter(|l| !l.info.is_loss) {
+            let before = if skip {
+                Some(
+                    layer
+                        .session
+                        .export_state()
+                        .map_err(layer_failure("export-state"))?,
+                )
+            } else {
+                None
+            };
             g = layer
                 .session
                 .backward(&g)
                 .map_err(layer_failure("backward"))?;
+            if let Some(before) = before {
+                layer
+                    .session
+                    .import_state(&before)
+                    .map_err(layer_failure("import-state"))?;
+            }
         }
         let prev = FrameBody {
             op: Op::BACKWARD,
@@ -451,12 +512,16 @@ impl<E: Entropy> Hop<E> {
             out.push(self.seal(Toward::Next, &body)?);
             return Ok(());
         };
+        self.count_frame();
         let mut x = tensor(Some(input))?;
         for layer in self.layers.iter_mut().filter(|l| !l.info.is_loss) {
             x = layer
                 .session
                 .forward(&x, Mode::Test)
                 .map_err(layer_failure("test"))?;
+        }
+        if self.lying(Lie::PerturbForward) {
+            perturb(&mut x);
         }
         if self.flags & HopSetup::TEST_END != 0 {
             let sealed = self.sealed_blob(&Report::Output(wire(x)), self.blob_len)?;
@@ -595,6 +660,13 @@ impl<E: Entropy> Hop<E> {
             Ok(frame) => out.push(frame),
             Err(e) => tracing::error!(error = %e, "a failure report did not fit its blob (a bug)"),
         }
+    }
+}
+
+/// A lie too small to see in the loss at a glance.
+fn perturb(x: &mut Tensor) {
+    if let Some(v) = x.data.first_mut() {
+        *v += 0.01;
     }
 }
 

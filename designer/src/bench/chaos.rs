@@ -211,7 +211,11 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
                     s.recovering = false;
                     s.hosts.clone_from(hosts);
                 }
-                Event::Checkpoint { .. } => {}
+                Event::Caught { .. } => {
+                    s.recovering = true;
+                    s.failures += 1;
+                }
+                Event::Checkpoint { .. } | Event::Audit { .. } => {}
             }
         });
         let steps = Arc::new(AtomicU64::new(0));

@@ -140,13 +140,15 @@ pub struct HostConfig {
 
 /// Misbehaviour on purpose, for tests and chaos drills, never for a host that serves anyone:
 /// the host dies at a chosen moment, as a crashed or killed machine would (SIGKILL to itself:
-/// no goodbye on any link). A host's operator can always do worse; this only makes a
+/// no goodbye on any link), or lies about its computation. A host's operator can always do worse; this only makes a
 /// designer's recovery testable at moments no outside `kill` can hit.
 ///
 /// ```toml
 /// [faults]
 /// die_on = "backward"   # setup | forward | backward | test | export
 /// die_at = 3            # the third frame of that operation (1-based); setups: the third
+/// lie = "skip-update"   # or "perturb-forward": every session lies so...
+/// lie_from = 10         # ...from its tenth forward frame on
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +160,23 @@ pub struct Faults {
     /// Which of those frames (1-based).
     #[serde(default = "one")]
     pub die_at: u64,
+    /// Every session lies so (see [`crate::hop::Lie`]).
+    #[serde(default)]
+    pub lie: Option<FaultLie>,
+    /// From its this-many-th forward or test frame on (1-based), counted over the host's
+    /// sessions.
+    #[serde(default = "one")]
+    pub lie_from: u64,
+}
+
+/// How a host lies in a fault drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultLie {
+    /// Adds 0.01 to the first value of every forward output.
+    PerturbForward,
+    /// Keeps its weights as they were after every backward.
+    SkipUpdate,
 }
 
 fn one() -> u64 {

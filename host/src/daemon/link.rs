@@ -19,12 +19,12 @@ use mixnn_wire::{
 use tokio::sync::mpsc;
 
 use super::{
-    FaultOp, Inner, SessionSlot,
+    FaultLie, FaultOp, Inner, SessionSlot,
     audit::{SessionAudit, StreamTap},
     guard::bump,
 };
 use crate::{
-    hop::{Hop, HopError, Observer, Outgoing, Toward},
+    hop::{Hop, HopError, Lie, Observer, Outgoing, Toward},
     transport::TransportError,
 };
 
@@ -462,6 +462,13 @@ fn work(
     let mut hop = match started_hop {
         Ok((mut hop, out)) => {
             hop.set_route_key(Arc::clone(&inner.onion_key));
+            if let Some(lie) = inner.faults.lie {
+                let lie = match lie {
+                    FaultLie::PerturbForward => Lie::PerturbForward,
+                    FaultLie::SkipUpdate => Lie::SkipUpdate,
+                };
+                hop.lie(lie, inner.faults.lie_from, Arc::clone(&inner.lie_frames));
+            }
             links.send(out);
             if let Some(observer) = observer {
                 hop.observe(observer);

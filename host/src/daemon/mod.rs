@@ -29,8 +29,8 @@ use std::{
 };
 
 pub use config::{
-    ConfigError, DirectoryConfig, FaultOp, Faults, HostConfig, Limits, LimitsError, SandboxLimits,
-    hex_fingerprint,
+    ConfigError, DirectoryConfig, FaultLie, FaultOp, Faults, HostConfig, Limits, LimitsError,
+    SandboxLimits, hex_fingerprint,
 };
 pub use guard::{
     Counters, DaemonStats, MAX_REPLAY_TAGS, Quota, QuotaFull, QuotaSlot, RateLimiter, ReplayCache,
@@ -157,6 +157,8 @@ pub(crate) struct Inner {
     faults: Faults,
     /// Frames (or setups) of the fault's operation seen so far.
     fault_count: std::sync::atomic::AtomicU64,
+    /// Forward and test frames seen so far, for a lie's start.
+    lie_frames: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Inner {
@@ -273,6 +275,7 @@ impl Daemon {
             sessions_accepted: std::sync::atomic::AtomicU64::new(0),
             faults: config.faults.clone(),
             fault_count: std::sync::atomic::AtomicU64::new(0),
+            lie_frames: Arc::default(),
         });
         Ok(Daemon {
             inner,
