@@ -279,7 +279,7 @@ impl<'s> Resilient<'s> {
     }
 
     /// As [`Resilient::connect`], the first session on the hosts `first` (by position; a
-    /// host the pool lacks, or a missing position, is picked at random).
+    /// host the pool lacks, a position given none, or a missing one is picked at random).
     pub fn connect_on(
         spec: &ModelSpec,
         sandbox: &'s Sandbox,
@@ -287,7 +287,7 @@ impl<'s> Resilient<'s> {
         input_shape: &[usize],
         start: Checkpoint,
         options: RecoveryOptions,
-        first: Vec<Fingerprint>,
+        first: Vec<Option<Fingerprint>>,
     ) -> Result<Self, RecoveryError> {
         let plan = Plan::new(spec, sandbox, remote, input_shape).map_err(RecoveryError::Session)?;
         let interval = options.checkpoint_every.unwrap_or(INITIAL_INTERVAL).max(1);
@@ -301,7 +301,7 @@ impl<'s> Resilient<'s> {
             hosts: Vec::new(),
             last_good: Vec::new(),
             placement: Placement {
-                keep: first.into_iter().map(Some).collect(),
+                keep: first,
                 exclude: HashSet::new(),
             },
             batches: start.batches,
@@ -392,13 +392,7 @@ impl<'s> Resilient<'s> {
     fn start_session(&mut self) -> Result<RemoteCascade, RemoteError> {
         let pool = fetch_pool(&self.remote)?;
         let chosen = self.placement.choose(pool, self.plan.len())?;
-        let hosts: Vec<HostRef> = chosen
-            .iter()
-            .map(|c| HostRef {
-                address: c.descriptor.address.clone(),
-                fingerprint: c.descriptor.fingerprint,
-            })
-            .collect();
+        let hosts: Vec<HostRef> = chosen.iter().map(HostRef::from).collect();
         if self.last_good.is_empty() {
             // The first session: its replacements are counted against its first try.
             self.last_good.clone_from(&hosts);

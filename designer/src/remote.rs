@@ -537,6 +537,15 @@ pub struct HostRef {
     pub fingerprint: Fingerprint,
 }
 
+impl From<&Candidate> for HostRef {
+    fn from(c: &Candidate) -> Self {
+        HostRef {
+            address: c.descriptor.address.clone(),
+            fingerprint: c.descriptor.fingerprint,
+        }
+    }
+}
+
 impl std::fmt::Display for HostRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.address)
@@ -1035,13 +1044,7 @@ impl RemoteCascade {
                 "attach",
                 End::Last,
             ))?;
-            let refs: Vec<HostRef> = chosen
-                .iter()
-                .map(|c| HostRef {
-                    address: c.descriptor.address.clone(),
-                    fingerprint: c.descriptor.fingerprint,
-                })
-                .collect();
+            let refs: Vec<HostRef> = chosen.iter().map(HostRef::from).collect();
             let keys: Vec<OnionPublicKey> = chosen.into_iter().map(|c| c.onion_key).collect();
             Ok::<_, RemoteError>((
                 refs,

@@ -210,7 +210,9 @@ fn hosts_dying_during_setup_backward_export_and_test_are_each_replaced_bit_ident
     })
     .unwrap();
     let remote = remote_options(&cluster);
-    let dying: Vec<[u8; 32]> = (0..5).map(|i| host_fingerprint(&cluster, i)).collect();
+    let dying: Vec<Option<[u8; 32]>> = (0..5)
+        .map(|i| Some(host_fingerprint(&cluster, i)))
+        .collect();
     let data = data();
     let (expected, got, events) = on_worker(move |sandbox| {
         let expected = in_process(sandbox, &data);
@@ -388,8 +390,10 @@ fn with_a_liar(lie: &'static str, at: usize) -> (Outcome, Outcome, Vec<Event>) {
     })
     .unwrap();
     let remote = remote_options(&cluster);
-    let mut first: Vec<[u8; 32]> = (1..5).map(|i| host_fingerprint(&cluster, i)).collect();
-    first.insert(at, host_fingerprint(&cluster, 0));
+    let mut first: Vec<Option<[u8; 32]>> = (1..5)
+        .map(|i| Some(host_fingerprint(&cluster, i)))
+        .collect();
+    first.insert(at, Some(host_fingerprint(&cluster, 0)));
     let data = data();
     on_worker(move |sandbox| {
         let expected = in_process(sandbox, &data);

@@ -35,7 +35,13 @@ pub(crate) struct ChaosArgs {
     /// Hosts of the cascade to kill, one after the other.
     #[arg(long, default_value_t = 10, value_name = "N")]
     kills: usize,
-    /// Host processes [default: the cascade's hosts, one per kill, and one spare].
+    /// Hosts of the first cascade that lie, each from a random frame on: the first skips its
+    /// updates (at the first hop, which has weights), the others perturb their activations
+    /// (anywhere); they are never the ones killed.
+    #[arg(long, default_value_t = 0, value_name = "L")]
+    liars: usize,
+    /// Host processes [default: the cascade's hosts, one per kill and liar, and one spare;
+    /// group testing of a liar draws a few more].
     #[arg(long, value_name = "M")]
     hosts: Option<usize>,
     /// Every this many kills, one lands in the op=0 of a recovery (0: none).
@@ -56,6 +62,19 @@ pub(crate) struct ChaosArgs {
     /// Where to write report.json.
     #[arg(long, default_value = "bench-results/chaos", value_name = "DIR")]
     out: PathBuf,
+}
+
+/// A liar, and what the designer made of it.
+#[derive(Debug, Clone, Serialize)]
+struct Liar {
+    host: String,
+    lie: String,
+    /// It lies from its this-many-th forward or test frame on.
+    from_frame: usize,
+    /// Its position in the first cascade.
+    position: usize,
+    caught_after_batches: Option<u64>,
+    named_hop: Option<usize>,
 }
 
 /// A kill, and what the designer made of it.
@@ -85,6 +104,12 @@ struct Report {
     epochs: usize,
     kills: usize,
     recovered: usize,
+    liars: usize,
+    /// Liars caught and named.
+    caught: usize,
+    /// Audits run, and the share of the training time they took.
+    audits: usize,
+    audit_share: f64,
     /// Failures beyond one per kill (a dead host picked again from a stale pool, say).
     other_failures: usize,
     lost_batches: u64,
@@ -97,6 +122,7 @@ struct Report {
     checkpoint_s_total: f64,
     train_s: f64,
     kill_log: Vec<Kill>,
+    liar_log: Vec<Liar>,
 }
 
 /// What the killer and the training thread share.
@@ -141,7 +167,12 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     spec.cascade.dummies = args.dummies;
     let splits = args.data.load()?;
     let positions = spec.hosts().len() + args.dummies;
-    let hosts = args.hosts.unwrap_or(positions + args.kills + 1);
+    let hosts = args
+        .hosts
+        .unwrap_or(positions + args.kills + 4 * args.liars + 1);
+    if args.liars > positions {
+        bail!("{} liars do not fit a {positions}-hop cascade", args.liars);
+    }
     if hosts < positions + args.kills {
         bail!(
             "{} kills of a {positions}-hop cascade need at least {} hosts (killed hosts do not \
@@ -152,7 +183,57 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     }
     let exe = std::env::current_exe().context("finding the mixnn binary")?;
     println!("starting a directory and {hosts} hosts...");
-    let cluster = LocalCluster::start(&exe, hosts)?;
+    let per_epoch = splits.train.len().div_ceil(spec.training.batch_size)
+        + splits.test.len().div_ceil(spec.training.batch_size);
+    let total_steps = (per_epoch * args.epochs) as u64;
+    // Liars are hosts 0..liars, each lying its own way from a random frame of the run on.
+    let mut rng = pool::system_rng();
+    let lies: Vec<(&str, usize)> = (0..args.liars)
+        .map(|i| {
+            let kind = if i == 0 {
+                "skip-update"
+            } else {
+                "perturb-forward"
+            };
+            let from = 10 + pool::below(&mut rng, usize::try_from(total_steps / 2).unwrap_or(10));
+            (kind, from)
+        })
+        .collect();
+    let configs: Vec<String> = lies
+        .iter()
+        .map(|(kind, from)| format!("[faults]\nlie = \"{kind}\"\nlie_from = {from}\n"))
+        .collect();
+    let cluster =
+        LocalCluster::start_each(&exe, hosts, |i| configs.get(i).cloned().unwrap_or_default())?;
+    let liar_hosts: Vec<(String, [u8; 32])> = (0..args.liars)
+        .map(|i| {
+            let dir = cluster.host_dir(i).ok_or_else(|| anyhow!("no host {i}"))?;
+            let keys = mixnn_host::keys::HostKeys::load(&dir.join("keys"))?;
+            Ok((cluster.host_addrs[i].to_string(), keys.tls.fingerprint()))
+        })
+        .collect::<Result<_>>()?;
+    // The first cascade: the first liar at the first hop (layer 0, with weights: dummies go
+    // between actual hops), the others at random positions of their own.
+    let mut first: Vec<Option<[u8; 32]>> = vec![None; positions];
+    let mut liar_log = Vec::new();
+    for (i, (address, fingerprint)) in liar_hosts.iter().enumerate() {
+        let free: Vec<usize> = (0..positions).filter(|&p| first[p].is_none()).collect();
+        let at = if i == 0 {
+            0
+        } else {
+            free[pool::below(&mut rng, free.len())]
+        };
+        first[at] = Some(*fingerprint);
+        liar_log.push(Liar {
+            host: address.clone(),
+            lie: lies[i].0.to_owned(),
+            from_frame: lies[i].1,
+            position: at,
+            caught_after_batches: None,
+            named_hop: None,
+        });
+    }
+    let liar_addrs: Vec<String> = liar_hosts.iter().map(|(a, _)| a.clone()).collect();
     let pids: HashMap<String, u32> = (0..hosts)
         .filter_map(|i| Some((cluster.host_addrs[i].to_string(), cluster.host_pid(i)?)))
         .collect();
@@ -173,9 +254,6 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         max_recoveries: 2 * args.kills + 8,
         ..RecoveryOptions::default()
     };
-    let per_epoch = splits.train.len().div_ceil(options.batch_size)
-        + splits.test.len().div_ceil(options.batch_size);
-    let total_steps = (per_epoch * options.epochs) as u64;
     let (kills, setup_every) = (args.kills, args.setup_kill_every);
     let report = run_in_sandbox_worker(move |sandbox| {
         let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
@@ -184,13 +262,14 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         let local_reports = train::train(&mut local, &splits, &options, |_| {})?;
         let local_states = local.export_states()?;
         let input = [options.batch_size, splits.train.pixels];
-        let mut model = Resilient::connect(
+        let mut model = Resilient::connect_on(
             &spec,
             sandbox,
             &remote,
             &input,
             Checkpoint::default(),
             recovery,
+            first,
         )?;
         let cascade = model.describe();
         println!("cascade: {}", cascade.join(" -> "));
@@ -223,6 +302,11 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         let killer = {
             let (shared, steps, done) =
                 (Arc::clone(&shared), Arc::clone(&steps), Arc::clone(&done));
+            // Liars are caught, not killed.
+            let pids: HashMap<String, u32> = pids
+                .into_iter()
+                .filter(|(a, _)| !liar_addrs.contains(a))
+                .collect();
             std::thread::spawn(move || {
                 killer(
                     kills,
@@ -261,6 +345,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
             kill_log,
             &events,
             OutcomeFacts {
+                liars: liar_log,
                 hosts,
                 cascade,
                 epochs: options.epochs,
@@ -287,8 +372,10 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         serde_json::json!({
             "kills": report.kills,
             "recovered": report.recovered,
-            "liars": 0,
-            "caught": 0,
+            "liars": report.liars,
+            "caught": report.caught,
+            "audits": report.audits,
+            "audit_share": report.audit_share,
             "lost_batches": report.lost_batches,
             "repeated_batches": report.repeated_batches,
             "weights_identical": report.weights_identical,
@@ -309,11 +396,16 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
             args.kills
         );
     }
-    if report.recovered != report.kills || !report.weights_identical {
+    if report.recovered != report.kills
+        || report.caught != report.liars
+        || !report.weights_identical
+    {
         bail!(
-            "{} of {} kills recovered; weights {}",
+            "{} of {} kills recovered, {} of {} liars caught; weights {}",
             report.recovered,
             report.kills,
+            report.caught,
+            report.liars,
             if report.weights_identical {
                 "identical"
             } else {
@@ -365,7 +457,7 @@ fn killer(
         let candidates: Vec<String> = lock(shared)
             .hosts
             .iter()
-            .filter(|h| !killed.contains(h))
+            .filter(|h| !killed.contains(h) && pids.contains_key(*h))
             .cloned()
             .collect();
         let Some(host) = candidates
@@ -412,6 +504,7 @@ fn killer(
 }
 
 struct OutcomeFacts {
+    liars: Vec<Liar>,
     hosts: usize,
     cascade: Vec<String>,
     epochs: usize,
@@ -451,8 +544,31 @@ fn outcome(mut kills: Vec<Kill>, events: &[Event], facts: OutcomeFacts) -> Repor
         Event::Checkpoint { seconds, .. } => (n + 1, s + seconds),
         _ => (n, s),
     });
+    let mut liars = facts.liars;
+    for liar in &mut liars {
+        if let Some(Event::Caught { batches, hop, .. }) = events
+            .iter()
+            .find(|e| matches!(e, Event::Caught { host: Some(h), .. } if *h == liar.host))
+        {
+            liar.caught_after_batches = Some(*batches);
+            liar.named_hop = *hop;
+        }
+    }
+    let caught = liars
+        .iter()
+        .filter(|l| l.caught_after_batches.is_some())
+        .count();
+    let (audits, audit_s) = events.iter().fold((0, 0.0), |(n, s), e| match e {
+        Event::Audit { seconds, .. } => (n + 1, s + seconds),
+        _ => (n, s),
+    });
     Report {
         machine: Machine::this(),
+        liars: liars.len(),
+        caught,
+        liar_log: liars,
+        audits,
+        audit_share: audit_s / facts.train_s.max(1e-9),
         hosts: facts.hosts,
         cascade: facts.cascade,
         epochs: facts.epochs,
