@@ -1566,3 +1566,107 @@ impl Model for RemoteCascade {
         Ok(y)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mixnn_wire::crypto::OnionPrivateKey;
+
+    use super::*;
+
+    /// A pool of `n` candidates, fingerprints `[i; 32]` (one onion key for all: the pick does
+    /// not look at it).
+    fn pool(n: u8) -> Vec<Candidate> {
+        let der = OnionPrivateKey::generate()
+            .unwrap()
+            .public_key()
+            .unwrap()
+            .der()
+            .to_vec();
+        (0..n)
+            .map(|i| Candidate {
+                descriptor: mixnn_wire::descriptor::Descriptor {
+                    identity: [i; 32],
+                    address: format!("127.0.0.1:{}", 7000 + u16::from(i)),
+                    onion_key: Vec::new(),
+                    fingerprint: [i; 32],
+                    published_at: 0,
+                    metadata: Default::default(),
+                },
+                onion_key: OnionPublicKey::from_der(&der).unwrap(),
+            })
+            .collect()
+    }
+
+    fn fingerprints(chosen: &[Candidate]) -> Vec<u8> {
+        chosen.iter().map(|c| c.descriptor.fingerprint[0]).collect()
+    }
+
+    #[test]
+    fn a_placement_keeps_survivors_in_place_and_never_picks_the_excluded() {
+        // Survivors at positions 0, 1, 3; position 2 failed (host 2, excluded); host 9, at
+        // position 4, has left the pool.
+        let placement = Placement {
+            keep: vec![
+                Some([0; 32]),
+                Some([1; 32]),
+                None,
+                Some([3; 32]),
+                Some([9; 32]),
+            ],
+            exclude: [[2; 32]].into_iter().collect(),
+        };
+        for _ in 0..20 {
+            let chosen = fingerprints(&placement.choose(pool(6), 5).unwrap());
+            assert_eq!(chosen[0..2], [0, 1]);
+            assert_eq!(chosen[3], 3);
+            // Positions 2 and 4 from the rest: hosts 4 and 5.
+            let mut fresh = [chosen[2], chosen[4]];
+            fresh.sort_unstable();
+            assert_eq!(fresh, [4, 5], "{chosen:?}");
+        }
+        // Not enough hosts once the excluded are out.
+        let err = placement.choose(pool(4), 5).unwrap_err();
+        assert!(
+            matches!(err, PlanError::PoolTooSmall { needed: 5, .. }),
+            "{err}"
+        );
+        // No placement: distinct hosts at random.
+        let chosen = fingerprints(&Placement::default().choose(pool(8), 8).unwrap());
+        let mut sorted = chosen.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..8).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn deadlines_adapt_to_the_steps_once_a_few_are_timed() {
+        let mut options = RemoteOptions::new(SocketAddr::from(([127, 0, 0, 1], 1)), [0; 32]);
+        options.step_timeout = Duration::from_secs(60);
+        let mut deadlines = Deadlines::new(&options);
+        let ms = Duration::from_millis;
+        for _ in 0..DEADLINE_SAMPLES.0 - 1 {
+            deadlines.took("forward", ms(10));
+        }
+        // Too few timed: the bound.
+        assert_eq!(deadlines.of("forward"), Duration::from_secs(60));
+        deadlines.took("forward", ms(500));
+        // The median (10 ms) times 20, but at least MIN_DEADLINE.
+        assert_eq!(deadlines.of("forward"), MIN_DEADLINE);
+        for _ in 0..DEADLINE_SAMPLES.1 {
+            deadlines.took("forward", ms(400));
+        }
+        assert_eq!(deadlines.of("forward"), ms(400) * DEADLINE_FACTOR);
+        for _ in 0..DEADLINE_SAMPLES.1 {
+            deadlines.took("forward", Duration::from_secs(10));
+        }
+        // Never past the bound; other steps keep theirs.
+        assert_eq!(deadlines.of("forward"), Duration::from_secs(60));
+        assert_eq!(deadlines.of("backward"), Duration::from_secs(60));
+        // A fixed deadline does not adapt.
+        options.adaptive_deadline = false;
+        let mut fixed = Deadlines::new(&options);
+        for _ in 0..DEADLINE_SAMPLES.1 {
+            fixed.took("forward", ms(10));
+        }
+        assert_eq!(fixed.of("forward"), Duration::from_secs(60));
+    }
+}
