@@ -21,7 +21,7 @@ use mixnn_wire::{
     crypto::{OnionPrivateKey, OnionPublicKey, SystemEntropy},
     export,
     frame::{FrameBody, Op, WireTensor},
-    report::Report,
+    report::{Neighbour, Report},
     route,
     setup::{Freshness, HopLayer, HopSetup, MIN_BLOB_LEN, Peer, peel},
 };
@@ -342,6 +342,35 @@ fn hops_start_from_the_states_their_setup_carries() {
             }
             other => panic!("{other:?}"),
         }
+    });
+}
+
+#[test]
+fn a_hop_that_loses_a_neighbour_reports_it_to_the_designer_through_the_other_side() {
+    on_worker(|sandbox| {
+        let (mut s, ready) = start(sandbox, &[]);
+        let out = s.run(0, ready);
+        assert_eq!(s.report_from_last(&out[0].1), (2, Report::Ready));
+        // The middle hop loses its next neighbour (hop 2 died): the report goes back through
+        // hop 0, which relays it; the designer opens it as hop 1's, naming its next.
+        let lost = s.hops[1].lost(Toward::Next);
+        assert!(s.hops[1].has_failed());
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].to, Toward::Prev);
+        let out = s.run(1, lost);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, Toward::Prev);
+        let body = s.designer.first.open(&out[0].1).unwrap();
+        assert_eq!(body.op, Op::REPORT);
+        assert_eq!(
+            s.designer.open_from_first(&body.blob).unwrap(),
+            (1, Report::LinkLost(Neighbour::Next))
+        );
+        // A failed hop reports once: losing the other link too says nothing more.
+        assert!(s.hops[1].lost(Toward::Prev).is_empty());
+        // The first hop losing its previous neighbour (the designer's link) reports forward.
+        let lost = s.hops[0].lost(Toward::Prev);
+        assert_eq!(lost[0].to, Toward::Next);
     });
 }
 
