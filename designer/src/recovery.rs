@@ -429,9 +429,7 @@ impl<'s> Resilient<'s> {
     /// A failure of the session: gives up, or readies the placement of the next one.
     fn failed(&mut self, error: RemoteError) -> Result<(), RecoveryError> {
         let at = Instant::now();
-        if let Some(session) = self.session.take() {
-            drop(session);
-        }
+        self.session = None;
         if !error.is_hosts_fault() {
             return Err(RecoveryError::Session(error));
         }
@@ -454,19 +452,23 @@ impl<'s> Resilient<'s> {
         }
         self.recoveries += 1;
         self.failed_at.get_or_insert(at);
-        self.placement.keep = match &host {
-            // Survivors stay; the failed host never comes back.
-            Some(failed) => {
-                self.placement.exclude.insert(failed.fingerprint);
+        self.replace(host.as_ref());
+        Ok(())
+    }
+
+    /// Readies the next session's placement: survivors stay and `culprit` never comes back;
+    /// with no culprit, any host may be at fault: a whole new draw.
+    fn replace(&mut self, culprit: Option<&HostRef>) {
+        self.placement.keep = match culprit {
+            Some(culprit) => {
+                self.placement.exclude.insert(culprit.fingerprint);
                 self.hosts
                     .iter()
-                    .map(|h| (h != failed).then_some(h.fingerprint))
+                    .map(|h| (h != culprit).then_some(h.fingerprint))
                     .collect()
             }
-            // Any of them may be at fault: a whole new draw.
             None => Vec::new(),
         };
-        Ok(())
     }
 
     /// Collects every layer's state; on a failure, recovers and tries again.
@@ -624,9 +626,7 @@ impl Resilient<'_> {
         };
         tracing::info!(?event, "a host lied");
         self.emit(event);
-        if let Some(session) = self.session.take() {
-            drop(session);
-        }
+        self.session = None;
         if self.recoveries >= self.options.max_recoveries {
             return Err(RecoveryError::Lied {
                 recoveries: self.recoveries,
@@ -634,16 +634,7 @@ impl Resilient<'_> {
         }
         self.recoveries += 1;
         self.failed_at.get_or_insert_with(Instant::now);
-        self.placement.keep = match &host {
-            Some(liar) => {
-                self.placement.exclude.insert(liar.fingerprint);
-                self.hosts
-                    .iter()
-                    .map(|h| (h != liar).then_some(h.fingerprint))
-                    .collect()
-            }
-            None => Vec::new(),
-        };
+        self.replace(host.as_ref());
         Ok(())
     }
 
@@ -653,9 +644,7 @@ impl Resilient<'_> {
     /// what it passes on spoils every layer after one batch). Returns the hop and the
     /// sessions it took.
     fn localize(&mut self, check: &Check) -> Result<(Option<usize>, usize), RecoveryError> {
-        if let Some(session) = self.session.take() {
-            drop(session);
-        }
+        self.session = None;
         let all: Vec<usize> = (0..self.hosts.len()).collect();
         let Some(found) = self.probe(&all, &[], check)? else {
             return Ok((None, 1));

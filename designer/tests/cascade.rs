@@ -12,7 +12,7 @@
     clippy::cast_possible_truncation
 )]
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use mixnn_designer::{
     backend::Backend,
@@ -23,7 +23,7 @@ use mixnn_designer::{
     train::{self, EpochReport, TrainOptions},
     weights::Layout,
 };
-use mixnn_host::{Sandbox, SandboxConfig, daemon::unix_now, keys::HostKeys};
+use mixnn_host::{daemon::unix_now, keys::HostKeys};
 use mixnn_wire::{
     circuit::{self, HopPlan, SessionParams},
     crypto::SystemEntropy,
@@ -33,7 +33,7 @@ use mixnn_wire::{
 
 mod common;
 
-use common::{mnist, paper_spec};
+use common::{mnist, on_worker, paper_spec};
 
 fn cluster(hosts: usize) -> LocalCluster {
     LocalCluster::start(env!("CARGO_BIN_EXE_mixnn").as_ref(), hosts).unwrap()
@@ -59,17 +59,6 @@ fn options() -> TrainOptions {
         progress: false,
         order: Default::default(),
     }
-}
-
-/// Runs `job` on a sandbox worker thread.
-fn on_worker<R: Send + 'static>(job: impl FnOnce(&Sandbox) -> R + Send + 'static) -> R {
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
-    let worker = Arc::clone(&sandbox);
-    sandbox
-        .spawn_worker("test", move || job(&worker))
-        .unwrap()
-        .join()
-        .unwrap()
 }
 
 type Run = (Vec<EpochReport>, Vec<Vec<u8>>);

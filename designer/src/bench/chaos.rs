@@ -27,7 +27,7 @@ use mixnn_designer::{
 use mixnn_layer_sdk::Tensor;
 use serde::Serialize;
 
-use super::{Machine, median};
+use super::{Machine, median, write_report};
 use crate::{DataArgs, model_spec, run_in_sandbox_worker};
 
 #[derive(Debug, clap::Args)]
@@ -362,11 +362,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     });
     cluster.shutdown()?;
     let report = report?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let path = args.out.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let path = write_report(&args.out, &report)?;
     println!(
         "{}",
         serde_json::json!({

@@ -19,7 +19,7 @@ use mixnn_designer::{
 use mixnn_layer_sdk::Tensor;
 use serde::Serialize;
 
-use super::{Machine, median, rss_mb};
+use super::{Machine, median, rss_mb, write_report};
 use crate::{DataArgs, model_spec, run_in_sandbox_worker};
 
 #[derive(Debug, clap::Args)]
@@ -216,11 +216,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
         report.sessions,
         report.rss_mb_per_session
     );
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let path = args.out.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let path = write_report(&args.out, &report)?;
     println!(
         "{}",
         serde_json::json!({

@@ -1,6 +1,9 @@
 //! `mixnn bench`: benchmarks that measure side by side in one run, print tables, and write
 //! JSON reports and plots.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 pub(crate) mod chaos;
@@ -58,4 +61,13 @@ pub(crate) fn rss_mb(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
+}
+
+/// Writes `report` as `out/report.json` (creating `out`); returns the file's path.
+pub(crate) fn write_report(out: &Path, report: &impl Serialize) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }

@@ -13,7 +13,7 @@ use mixnn_designer::{
     spec::ModelSpec,
 };
 use mixnn_host::{
-    directory_service,
+    Sandbox, SandboxConfig, directory_service,
     transport::{Endpoint, TlsIdentity},
 };
 
@@ -33,6 +33,17 @@ pub fn mnist(train: usize, test: usize) -> Splits {
     splits.train = splits.train.truncate(train);
     splits.test = splits.test.truncate(test);
     splits
+}
+
+/// Runs `job` on a sandbox worker thread.
+pub fn on_worker<R: Send + 'static>(job: impl FnOnce(&Sandbox) -> R + Send + 'static) -> R {
+    let sandbox = std::sync::Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    let worker = std::sync::Arc::clone(&sandbox);
+    sandbox
+        .spawn_worker("test", move || job(&worker))
+        .unwrap()
+        .join()
+        .unwrap()
 }
 
 /// The paper's model spec.
