@@ -235,6 +235,9 @@ pub struct Resilient<'s> {
     recoveries: usize,
     /// When the current failure was noticed and the batches to replay, during a recovery.
     failed_at: Option<Instant>,
+    /// Sessions that failed to start in a row (a directory down, hosts that keep failing):
+    /// the next try waits [`backoff`] of it.
+    failed_starts: u32,
     /// This process's time per batch, from the audits (zero before the first).
     local_batch_time: Duration,
     /// For the test pass: this process's copy of the model at its start, and its time per
@@ -312,6 +315,7 @@ impl<'s> Resilient<'s> {
             batch_time: Duration::ZERO,
             recoveries: 0,
             failed_at: None,
+            failed_starts: 0,
             local_batch_time: Duration::ZERO,
             test_copy: None,
             test_times: (Duration::ZERO, Duration::ZERO),
@@ -377,9 +381,23 @@ impl<'s> Resilient<'s> {
     /// The live session: a new one from the checkpoint, caught up, if there is none.
     fn session(&mut self) -> Result<&mut RemoteCascade, RecoveryError> {
         while self.session.is_none() {
+            if let Some(wait) = backoff(self.failed_starts) {
+                tracing::info!(
+                    ?wait,
+                    tries = self.failed_starts,
+                    "waiting before the next try"
+                );
+                std::thread::sleep(wait);
+            }
             match self.start_session() {
-                Ok(session) => self.session = Some(session),
-                Err(e) => self.failed(e)?,
+                Ok(session) => {
+                    self.failed_starts = 0;
+                    self.session = Some(session);
+                }
+                Err(e) => {
+                    self.failed_starts += 1;
+                    self.failed(e)?;
+                }
             }
         }
         self.session
@@ -908,6 +926,18 @@ impl Model for Resilient<'_> {
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"MIXNNCK1";
 
+/// The first wait after a session failed to start, doubled at each failure after it.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait: sixteen recoveries ride out a directory down for about 1.5 minutes.
+const BACKOFF_MAX: Duration = Duration::from_secs(8);
+
+/// How long to wait before a new session after `failed_starts` failed to start in a row:
+/// none after a session that ran (recovery stays quick), then exponentially longer.
+fn backoff(failed_starts: u32) -> Option<Duration> {
+    let doublings = failed_starts.checked_sub(1)?.min(16);
+    Some((BACKOFF_FIRST * 2u32.pow(doublings)).min(BACKOFF_MAX))
+}
+
 impl Checkpoint {
     /// Its file in `dir`.
     pub fn path(dir: &Path) -> PathBuf {
@@ -971,6 +1001,25 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_starts_back_off_exponentially_to_a_bound() {
+        let waits: Vec<Option<Duration>> = (0..7).map(backoff).collect();
+        let ms = |m| Some(Duration::from_millis(m));
+        assert_eq!(
+            waits,
+            [
+                None,
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(8000)
+            ]
+        );
+        assert_eq!(backoff(u32::MAX), Some(BACKOFF_MAX));
+    }
 
     #[test]
     fn checkpoints_round_trip_through_their_file_and_garbage_is_refused() {
