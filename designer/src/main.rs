@@ -15,7 +15,8 @@ use mixnn_designer::{
     train::{self, EpochReport, TrainOptions},
     weights::Layout,
 };
-use mixnn_host::{Sandbox, SandboxConfig, daemon::hex_fingerprint};
+use mixnn_host::{Sandbox, SandboxConfig};
+use mixnn_transport::{directory_client, hex_fingerprint};
 
 mod bench;
 mod demo;
@@ -115,7 +116,7 @@ struct CascadeArgs {
     step_timeout: Option<u64>,
     /// The most hosts to take from the directory: a larger pool is refused, and the
     /// directory's answer is read no further than this many descriptors.
-    #[arg(long, default_value_t = mixnn_host::directory_service::DEFAULT_MAX_POOL, value_name = "N")]
+    #[arg(long, default_value_t = directory_client::DEFAULT_MAX_POOL, value_name = "N")]
     max_pool: usize,
 }
 

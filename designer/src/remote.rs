@@ -13,12 +13,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use mixnn_host::{
-    Sandbox, SandboxError,
-    directory_service::{self, DirectoryClientError},
-    transport::{Endpoint, Fingerprint, TlsIdentity, TransportError},
-};
+use mixnn_host::{Sandbox, SandboxError};
 use mixnn_layer_sdk::{InitConfig, LayerInfo, Mode, SgdConfig, Tensor};
+use mixnn_transport::{
+    Endpoint, Fingerprint, TlsIdentity, TransportError,
+    directory_client::{self as directory_service, DirectoryClientError},
+};
 use mixnn_wire::{
     blob::SEAL_OVERHEAD,
     circuit::{self, DesignerCircuit, HopPlan, ReportError, SessionParams},

@@ -36,8 +36,8 @@ use mixnn_designer::{
 use mixnn_host::{
     Sandbox, SandboxConfig,
     daemon::{DaemonStats, unix_now},
-    transport::{Endpoint, TlsIdentity},
 };
+use mixnn_transport::{Endpoint, TlsIdentity};
 use mixnn_wire::{
     crypto::{Entropy, Key, SystemEntropy},
     frame::{Op, WireTensor},

@@ -31,7 +31,6 @@ mod sandbox;
 pub mod serve;
 mod session;
 mod stats;
-pub mod transport;
 pub mod wit;
 
 pub use config::SandboxConfig;

@@ -30,13 +30,16 @@ use std::{
 
 pub use config::{
     ConfigError, DirectoryConfig, FaultLie, FaultOp, Faults, HostConfig, Limits, LimitsError,
-    SandboxLimits, hex_fingerprint,
+    SandboxLimits,
 };
 pub use guard::{
     Counters, DaemonStats, MAX_REPLAY_TAGS, Quota, QuotaFull, QuotaSlot, RateLimiter, ReplayCache,
     Source,
 };
 use guard::{bump, lock};
+use mixnn_transport::{
+    self as transport, Endpoint, Fingerprint, HeaderError, TransportError, directory_client,
+};
 use mixnn_wire::{
     crypto::{OnionPrivateKey, SystemEntropy},
     descriptor::{Descriptor, IdentityKey},
@@ -46,9 +49,8 @@ use mixnn_wire::{
 use tokio::sync::oneshot;
 
 use crate::{
-    Sandbox, SandboxError, directory_service,
+    Sandbox, SandboxError,
     keys::{HostKeys, KeyError},
-    transport::{self, Endpoint, Fingerprint, HeaderError, TransportError},
 };
 use link::Streams;
 
@@ -373,7 +375,7 @@ async fn register_loop(
         let mut descriptor = template.clone();
         descriptor.published_at = now;
         match sign(&identity, descriptor) {
-            Ok(signed) => match directory_service::publish(
+            Ok(signed) => match directory_client::publish(
                 &endpoint,
                 directory.address,
                 directory.fingerprint,
