@@ -15,7 +15,7 @@ use mixnn_designer::{
     train::{self, EpochReport, TrainOptions},
     weights::Layout,
 };
-use mixnn_host::{Sandbox, SandboxConfig};
+use mixnn_sandbox::{Sandbox, SandboxConfig};
 use mixnn_transport::{directory_client, hex_fingerprint};
 
 mod bench;

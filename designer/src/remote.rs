@@ -13,8 +13,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use mixnn_host::{Sandbox, SandboxError};
 use mixnn_layer_sdk::{InitConfig, LayerInfo, Mode, SgdConfig, Tensor};
+use mixnn_sandbox::{Sandbox, SandboxError};
 use mixnn_transport::{
     Endpoint, Fingerprint, TlsIdentity, TransportError,
     directory_client::{self as directory_service, DirectoryClientError},

@@ -26,10 +26,10 @@ use mixnn_designer::{
     train::{self, TrainOptions},
 };
 use mixnn_host::{
-    Sandbox, SandboxConfig,
     daemon::audit::{self, Record},
     keys::HostKeys,
 };
+use mixnn_sandbox::{Sandbox, SandboxConfig};
 use mixnn_wire::frame::Op;
 use serde_json::Value;
 

@@ -24,7 +24,7 @@ use mixnn_designer::{
     remote::RemoteOptions,
     train::{self, Model},
 };
-use mixnn_host::Sandbox;
+use mixnn_sandbox::Sandbox;
 
 mod common;
 

@@ -12,7 +12,7 @@ use mixnn_designer::{
     pool::{self, Candidate},
     spec::ModelSpec,
 };
-use mixnn_host::{Sandbox, SandboxConfig};
+use mixnn_sandbox::{Sandbox, SandboxConfig};
 use mixnn_transport::{Endpoint, TlsIdentity, directory_client};
 
 /// The workspace root.

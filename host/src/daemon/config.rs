@@ -45,11 +45,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+use mixnn_sandbox::SandboxConfig;
 use mixnn_transport::{Fingerprint, hex_fingerprint};
 use mixnn_wire::setup::MAX_SESSION_LIFETIME_S;
 
 use super::guard::{MAX_REPLAY_TAGS, Source};
-use crate::SandboxConfig;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -362,12 +362,12 @@ impl Default for SandboxLimits {
 impl SandboxLimits {
     /// The sandbox configuration these limits give.
     pub fn sandbox_config(&self) -> SandboxConfig {
-        SandboxConfig {
-            max_memory_bytes: self.max_memory_mib << 20,
-            max_total_memory_bytes: self.max_total_memory_mib << 20,
-            call_timeout: Duration::from_millis(self.call_timeout_ms),
-            ..SandboxConfig::default()
-        }
+        // A struct literal would not do: the configuration is `non_exhaustive` in its crate.
+        let mut config = SandboxConfig::default();
+        config.max_memory_bytes = self.max_memory_mib << 20;
+        config.max_total_memory_bytes = self.max_total_memory_mib << 20;
+        config.call_timeout = Duration::from_millis(self.call_timeout_ms);
+        config
     }
 }
 

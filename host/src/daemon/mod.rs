@@ -37,6 +37,7 @@ pub use guard::{
     Source,
 };
 use guard::{bump, lock};
+use mixnn_sandbox::{Sandbox, SandboxError};
 use mixnn_transport::{
     self as transport, Endpoint, Fingerprint, HeaderError, TransportError, directory_client,
 };
@@ -48,10 +49,7 @@ use mixnn_wire::{
 };
 use tokio::sync::oneshot;
 
-use crate::{
-    Sandbox, SandboxError,
-    keys::{HostKeys, KeyError},
-};
+use crate::keys::{HostKeys, KeyError};
 use link::Streams;
 
 /// Why the daemon could not start.
