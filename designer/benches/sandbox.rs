@@ -19,8 +19,8 @@ use mixnn_designer::{
     spec::ModelSpec,
     train::{self, TrainOptions},
 };
-use mixnn_host::{Sandbox, SandboxConfig};
 use mixnn_layer_sdk::{Init, InitConfig, Mode, SgdConfig, Tensor};
+use mixnn_sandbox::{Sandbox, SandboxConfig};
 
 const PYTORCH_EPOCH_S: f64 = 0.32;
 

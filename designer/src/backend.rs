@@ -1,8 +1,8 @@
 //! How a layer of the in-process cascade runs: in the host's sandbox (the very code path a
 //! host uses), or natively (the same layer code without wasm, as the baseline).
 
-use mixnn_host::{LayerSession, SandboxError, wit};
 use mixnn_layer_sdk::{LayerError, LayerInfo, LayerRuntime, LossOutput, Mode, Tensor};
+use mixnn_sandbox::{LayerSession, SandboxError, wit};
 
 /// Where the layers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

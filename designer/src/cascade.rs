@@ -1,8 +1,8 @@
 //! The in-process cascade: the model's layers called one after another, each through its own
 //! backend (a sandbox session, exactly as a host runs it, or native code).
 
-use mixnn_host::{Sandbox, SandboxError};
 use mixnn_layer_sdk::{LayerInfo, Mode, Tensor};
+use mixnn_sandbox::{Sandbox, SandboxError};
 
 use crate::{
     backend::{Backend, LayerBackend, LayerFailure, NativeLayer, WasmLayer},

@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod cascade;
 pub mod data;
+#[cfg(feature = "local-hosts")]
 pub mod local_cluster;
 pub mod metrics;
 pub mod order;

@@ -14,10 +14,11 @@ use std::{
 };
 
 use mixnn_host::{
-    daemon::{DaemonStats, hex_fingerprint},
-    directory_service,
+    daemon::DaemonStats,
     keys::{HostKeys, KeyError},
-    transport::{Endpoint, Fingerprint, TlsIdentity, TransportError},
+};
+use mixnn_transport::{
+    Endpoint, Fingerprint, TlsIdentity, TransportError, directory_client, hex_fingerprint,
 };
 
 /// Why the cluster could not start or stop.
@@ -268,11 +269,11 @@ impl LocalCluster {
             let endpoint = Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0)), identity)?;
             let deadline = Instant::now() + timeout;
             loop {
-                let have = directory_service::fetch_pool(
+                let have = directory_client::fetch_pool(
                     &endpoint,
                     addr,
                     fp,
-                    directory_service::DEFAULT_MAX_POOL,
+                    directory_client::DEFAULT_MAX_POOL,
                 )
                 .await
                 .map_or(0, |pool| pool.len());

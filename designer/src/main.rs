@@ -15,9 +15,12 @@ use mixnn_designer::{
     train::{self, EpochReport, TrainOptions},
     weights::Layout,
 };
-use mixnn_host::{Sandbox, SandboxConfig, daemon::hex_fingerprint};
+use mixnn_sandbox::{Sandbox, SandboxConfig};
+use mixnn_transport::{directory_client, hex_fingerprint};
 
+#[cfg(feature = "local-hosts")]
 mod bench;
+#[cfg(feature = "local-hosts")]
 mod demo;
 
 /// Train deep-learning models whose layers run as sandboxed WebAssembly components.
@@ -36,11 +39,14 @@ enum Command {
     /// Start a directory and hosts as processes on loopback, train the model over a random
     /// cascade of them and in this process with the same seed, and compare accuracy, time and
     /// the final weights. Everything stops and is removed at the end.
+    #[cfg(feature = "local-hosts")]
     Demo(DemoArgs),
     /// Benchmarks, measured side by side in one run.
+    #[cfg(feature = "local-hosts")]
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Run a host daemon (as `mixnn-host run`; used by `demo`).
+    #[cfg(feature = "local-hosts")]
     #[command(hide = true)]
     ServeHost {
         #[arg(long)]
@@ -49,6 +55,7 @@ enum Command {
         stop_on_stdin_eof: bool,
     },
     /// Run a directory (as `mixnn-host directory`; used by `demo`).
+    #[cfg(feature = "local-hosts")]
     #[command(hide = true)]
     ServeDirectory {
         #[arg(long)]
@@ -64,6 +71,7 @@ enum Command {
     },
 }
 
+#[cfg(feature = "local-hosts")]
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// The paper's experiment (DESIGN.md section 6) in several modes, epoch by epoch in turn,
@@ -115,7 +123,7 @@ struct CascadeArgs {
     step_timeout: Option<u64>,
     /// The most hosts to take from the directory: a larger pool is refused, and the
     /// directory's answer is read no further than this many descriptors.
-    #[arg(long, default_value_t = mixnn_host::directory_service::DEFAULT_MAX_POOL, value_name = "N")]
+    #[arg(long, default_value_t = directory_client::DEFAULT_MAX_POOL, value_name = "N")]
     max_pool: usize,
 }
 
@@ -140,6 +148,7 @@ impl CascadeArgs {
     }
 }
 
+#[cfg(feature = "local-hosts")]
 #[derive(Debug, clap::Args)]
 struct DemoArgs {
     /// Model spec (TOML) [default: the paper's MLP, models/paper-mlp.toml].
@@ -224,6 +233,7 @@ impl OrderArgs {
 }
 
 /// The cascade's shape in the demo.
+#[cfg(feature = "local-hosts")]
 #[derive(Debug, clap::Args)]
 struct DemoCascadeArgs {
     /// Dummy hosts interleaved at random between the actual ones.
@@ -391,11 +401,17 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Train(args) => train_command(args),
+        #[cfg(feature = "local-hosts")]
         Command::Demo(args) => demo::run(args),
+        #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Paper(args)) => bench::paper::run(args),
+        #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Scale(args)) => bench::scale::run(args),
+        #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Load(args)) => bench::load::run(args),
+        #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Chaos(args)) => bench::chaos::run(args),
+        #[cfg(feature = "local-hosts")]
         Command::ServeHost {
             config,
             stop_on_stdin_eof,
@@ -403,6 +419,7 @@ fn main() -> Result<()> {
             mixnn_alloc::for_many_sessions();
             Ok(mixnn_host::serve::host(&config, stop_on_stdin_eof)?)
         }
+        #[cfg(feature = "local-hosts")]
         Command::ServeDirectory {
             listen,
             state,
@@ -557,6 +574,7 @@ fn read_weights(layout: &Layout, path: &std::path::Path) -> Result<Vec<Vec<u8>>>
 }
 
 /// The model spec at `path`, or the paper's model (models/paper-mlp.toml, built in).
+#[cfg(feature = "local-hosts")]
 pub(crate) fn model_spec(path: Option<&std::path::Path>) -> Result<ModelSpec> {
     const PAPER_MODEL: &str = include_str!("../../models/paper-mlp.toml");
     Ok(match path {

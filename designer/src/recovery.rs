@@ -20,8 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mixnn_host::{Sandbox, transport::Fingerprint};
 use mixnn_layer_sdk::Tensor;
+use mixnn_sandbox::Sandbox;
+use mixnn_transport::Fingerprint;
 use rand_core::Rng;
 use serde::Serialize;
 

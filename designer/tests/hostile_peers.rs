@@ -33,11 +33,9 @@ use mixnn_designer::{
     remote::{RemoteCascade, RemoteError, RemoteOptions},
     train::{self, Model},
 };
-use mixnn_host::{
-    Sandbox, SandboxConfig,
-    daemon::{DaemonStats, unix_now},
-    transport::{Endpoint, TlsIdentity},
-};
+use mixnn_host::daemon::{DaemonStats, unix_now};
+use mixnn_sandbox::{Sandbox, SandboxConfig};
+use mixnn_transport::{Endpoint, TlsIdentity};
 use mixnn_wire::{
     crypto::{Entropy, Key, SystemEntropy},
     frame::{Op, WireTensor},

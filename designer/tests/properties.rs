@@ -26,10 +26,10 @@ use mixnn_designer::{
     train::{self, TrainOptions},
 };
 use mixnn_host::{
-    Sandbox, SandboxConfig,
     daemon::audit::{self, Record},
     keys::HostKeys,
 };
+use mixnn_sandbox::{Sandbox, SandboxConfig};
 use mixnn_wire::frame::Op;
 use serde_json::Value;
 
@@ -302,7 +302,7 @@ fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
             let neighbour =
                 (k > 0 && views[k - 1].host == other) || (k + 1 < n && views[k + 1].host == other);
             let address = cluster.host_addrs[other].to_string();
-            let hex = mixnn_host::daemon::hex_fingerprint::format(fp);
+            let hex = mixnn_transport::hex_fingerprint::format(fp);
             let named = setup.contains(&format!("\"{address}\"")) || setup.contains(&hex);
             assert_eq!(named, neighbour, "hop {k} and host {other}");
             if !neighbour {

@@ -24,7 +24,7 @@ use mixnn_designer::{
     remote::RemoteOptions,
     train::{self, Model},
 };
-use mixnn_host::Sandbox;
+use mixnn_sandbox::Sandbox;
 
 mod common;
 
@@ -273,7 +273,7 @@ fn mixnn_train(cluster: &LocalCluster, extra: &[&str]) -> std::process::Command 
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| common::workspace().join("../shared/data/mnist"));
     let model = common::workspace().join("models/paper-mlp.toml");
-    let fingerprint = mixnn_host::daemon::hex_fingerprint::format(&cluster.directory_fingerprint);
+    let fingerprint = mixnn_transport::hex_fingerprint::format(&cluster.directory_fingerprint);
     cmd.arg("train")
         .arg("--model")
         .arg(model)

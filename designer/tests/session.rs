@@ -27,12 +27,10 @@ use mixnn_designer::{
     },
     train,
 };
-use mixnn_host::{
-    Sandbox,
-    hop::{Hop, Outgoing, Toward},
-    transport::IDLE_TIMEOUT,
-};
+use mixnn_host::hop::{Hop, Outgoing, Toward};
 use mixnn_layer_sdk::Tensor;
+use mixnn_sandbox::Sandbox;
+use mixnn_transport::IDLE_TIMEOUT;
 use mixnn_wire::{
     crypto::{OnionPrivateKey, SystemEntropy},
     descriptor::Descriptor,

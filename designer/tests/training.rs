@@ -19,7 +19,7 @@ use mixnn_designer::{
     spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
 };
-use mixnn_host::{Sandbox, SandboxConfig};
+use mixnn_sandbox::{Sandbox, SandboxConfig};
 use safetensors::SafeTensors;
 
 mod common;

@@ -36,10 +36,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use mixnn_components::{
     IDENTITY, LINEAR, LINEAR_RELU, LOG_SOFTMAX, NLL_LOSS, SOFTMAX_CROSS_ENTROPY,
 };
-use mixnn_host::{
-    Sandbox, SandboxConfig,
-    hop::{Decrypted, Hop, HopError, Outgoing, Toward},
-};
+use mixnn_host::hop::{Decrypted, Hop, HopError, Outgoing, Toward};
+use mixnn_sandbox::{Sandbox, SandboxConfig};
 use mixnn_wire::{
     blob::{self, Recipient},
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},

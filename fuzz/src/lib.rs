@@ -4,8 +4,8 @@
 //! The regression tests (`wire/tests/fuzz_regressions.rs`, `host/tests/fuzz_regressions.rs`)
 //! include these modules by `#[path]` rather than depend on this crate (which lives in its
 //! own workspace, and may not be added to theirs): so each module uses only `std`,
-//! `mixnn_wire`, and for the hop `mixnn_host` and `mixnn_components`, and names its siblings
-//! by `crate::`.
+//! `mixnn_wire`, and for the hop `mixnn_host`, `mixnn_sandbox` and `mixnn_components`, and names
+//! its siblings by `crate::`.
 
 #![forbid(unsafe_code)]
 

@@ -7,6 +7,10 @@
 //! A failure (a layer's error, a frame out of order) ends the session with a report sealed
 //! for the designer; a frame that does not open is dropped, and the first one is reported.
 
+use mixnn_sandbox::{
+    LayerSession, Sandbox, SandboxError,
+    wit::{LayerInfo, Mode, Tensor},
+};
 use mixnn_wire::{
     blob::{self, Recipient},
     crypto::{Entropy, Key, OnionPrivateKey},
@@ -16,11 +20,6 @@ use mixnn_wire::{
     report::{Neighbour, Report},
     route,
     setup::{HopSetup, Peer},
-};
-
-use crate::{
-    LayerSession, Sandbox, SandboxError,
-    wit::{LayerInfo, Mode, Tensor},
 };
 
 /// How a hop lies, for fault drills (a host's `[faults]`): a host that wants to cheat can

@@ -9,13 +9,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use mixnn_transport::{TlsIdentity, TransportError};
 use mixnn_wire::{
     crypto::{CryptoError, OnionPrivateKey, OnionPublicKey},
     descriptor::{DescriptorError, IdentityKey},
 };
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
-
-use crate::transport::{TlsIdentity, TransportError};
 
 /// The identity key (PKCS#8 PEM, owner-only).
 pub const IDENTITY_KEY_FILE: &str = "identity-key.pem";

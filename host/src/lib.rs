@@ -1,41 +1,14 @@
-//! The mixnn host: runs designers' layer components in a hardened wasmtime sandbox.
-//!
-//! A host never trusts the components it is given. The [`Sandbox`] compiles each component
-//! once (cached by content hash), refuses any that imports a capability (files, network,
-//! clock, randomness, or anything unknown), and runs every session in its own store with a
-//! memory cap, a deadline on every call, and a bounded wasm stack. Heavy arithmetic runs in
-//! trusted native kernels the component imports (`mixnn:layer/kernels`).
-//!
-//! ```no_run
-//! # fn demo(component: &[u8], config: &[u8], input: mixnn_host::wit::Tensor) -> Result<(), mixnn_host::SandboxError> {
-//! use mixnn_host::{Sandbox, SandboxConfig, wit::Mode};
-//! let sandbox = Sandbox::new(SandboxConfig::default())?;
-//! let module = sandbox.load(component)?;
-//! let mut session = sandbox.start(&module)?;
-//! session.init(config)?;
-//! let output = session.forward(&input, Mode::Train)?;
-//! # Ok(()) }
-//! ```
+//! The mixnn host: the daemon that runs designers' layer components (in the sandbox of
+//! [`mixnn_sandbox`]) as hops of onion-routed training sessions, relays their frames between
+//! neighbours over the pinned QUIC of [`mixnn_transport`], and keeps itself registered with
+//! the directory; the sans-IO hop, the host's keys, and the directory's server.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod config;
 pub mod daemon;
 pub mod directory;
 pub mod directory_service;
-mod error;
 pub mod hop;
 pub mod keys;
-mod sandbox;
 pub mod serve;
-mod session;
-mod stats;
-pub mod transport;
-pub mod wit;
-
-pub use config::SandboxConfig;
-pub use error::{BadTensor, SandboxError, TrapReason};
-pub use sandbox::{ALLOWED_IMPORTS, LayerModule, Sandbox};
-pub use session::LayerSession;
-pub use stats::SandboxStats;

@@ -5,10 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mixnn_host::{
-    daemon::hex_fingerprint,
     keys::{HostKeys, ONION_PUBLIC_FILE, TLS_CERT_FILE},
     serve,
 };
+use mixnn_transport::hex_fingerprint;
 
 /// A mixnn host: runs designers' layer components in a sandbox and relays onion-routed
 /// messages of their training sessions.

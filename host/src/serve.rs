@@ -7,11 +7,12 @@
 
 use std::{net::SocketAddr, path::Path, path::PathBuf};
 
+use mixnn_transport::{Fingerprint, TransportError, hex_fingerprint};
+
 use crate::{
-    daemon::{ConfigError, Daemon, DaemonError, HostConfig, hex_fingerprint, stopped},
+    daemon::{ConfigError, Daemon, DaemonError, HostConfig, stopped},
     directory_service::{DirectoryServer, DirectoryServerError},
     keys::{HostKeys, KeyError},
-    transport::{Fingerprint, TransportError},
 };
 
 /// Why a daemon could not run.

@@ -10,11 +10,10 @@
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
-use mixnn_host::{
-    daemon::unix_now,
-    directory_service::{self, DirectoryClientError, DirectoryServer},
-    keys::HostKeys,
-    transport::{Endpoint, TlsIdentity},
+use mixnn_host::{daemon::unix_now, directory_service::DirectoryServer, keys::HostKeys};
+use mixnn_transport::{
+    Endpoint, TlsIdentity,
+    directory_client::{self, DirectoryClientError},
 };
 use mixnn_wire::{
     descriptor::{self, Descriptor},
@@ -58,7 +57,7 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
     let hosts: Vec<HostKeys> = (0..3).map(|_| HostKeys::generate().unwrap()).collect();
     let descriptors: Vec<Vec<u8>> = (0..3).map(|i| signed(&hosts[i], 7000 + i as u16)).collect();
     for d in &descriptors {
-        directory_service::publish(&client, addr, fp, d)
+        directory_client::publish(&client, addr, fp, d)
             .await
             .unwrap();
     }
@@ -66,7 +65,7 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
     let mut forged = descriptors[0].clone();
     let at = forged.len() - 60;
     forged[at] ^= 1;
-    let refused = directory_service::publish(&client, addr, fp, &forged).await;
+    let refused = directory_client::publish(&client, addr, fp, &forged).await;
     assert!(
         matches!(
             refused,
@@ -75,7 +74,7 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
         "{refused:?}"
     );
     // So is a replay of a descriptor the directory already holds.
-    let replayed = directory_service::publish(&client, addr, fp, &descriptors[1]).await;
+    let replayed = directory_client::publish(&client, addr, fp, &descriptors[1]).await;
     assert!(
         matches!(
             replayed,
@@ -84,12 +83,12 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
         "{replayed:?}"
     );
 
-    let pool = directory_service::fetch_pool(&client, addr, fp, 3)
+    let pool = directory_client::fetch_pool(&client, addr, fp, 3)
         .await
         .unwrap();
     assert_eq!(pool.len(), 3);
     // A client that takes two hosts at most refuses a pool of three from its count.
-    let too_many = directory_service::fetch_pool(&client, addr, fp, 2).await;
+    let too_many = directory_client::fetch_pool(&client, addr, fp, 2).await;
     assert!(
         matches!(
             too_many,
@@ -112,7 +111,7 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
 
     // A client pinning another certificate refuses the directory.
     assert!(
-        directory_service::fetch_pool(&client, addr, [0; 32], 3)
+        directory_client::fetch_pool(&client, addr, [0; 32], 3)
             .await
             .is_err()
     );
@@ -121,7 +120,7 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
     stop.send(()).unwrap();
     task.await.unwrap();
     let (addr, fp, stop, task) = start(identity);
-    let mut again = directory_service::fetch_pool(&client, addr, fp, 3)
+    let mut again = directory_client::fetch_pool(&client, addr, fp, 3)
         .await
         .unwrap();
     let mut before = pool;
@@ -175,7 +174,7 @@ async fn a_hostile_directorys_answer_is_read_no_further_than_the_pool_the_client
     let before = peak_rss_mib();
     // A pool of four billion hosts: refused from the five bytes that announce it.
     let (addr, fp) = hostile_directory(vec![0, 0xff, 0xff, 0xff, 0xff], 256 << 20).await;
-    let answer = directory_service::fetch_pool(&client, addr, fp, 100).await;
+    let answer = directory_client::fetch_pool(&client, addr, fp, 100).await;
     assert!(
         matches!(
             answer,
@@ -187,7 +186,7 @@ async fn a_hostile_directorys_answer_is_read_no_further_than_the_pool_the_client
     );
     // Three hosts announced, then 256 MiB: the client stops after three descriptors' worth.
     let (addr, fp) = hostile_directory(vec![0, 0, 0, 0, 3], 256 << 20).await;
-    let answer = directory_service::fetch_pool(&client, addr, fp, 100).await;
+    let answer = directory_client::fetch_pool(&client, addr, fp, 100).await;
     assert!(
         matches!(answer, Err(DirectoryClientError::Stream { .. })),
         "{answer:?}"

@@ -9,9 +9,9 @@
 )]
 
 use mixnn_components::{IDENTITY, LINEAR, LINEAR_RELU, LOG_SOFTMAX, NLL_LOSS};
-use mixnn_host::{
+use mixnn_host::hop::{Hop, Outgoing, Toward};
+use mixnn_sandbox::{
     LayerSession, Sandbox, SandboxConfig,
-    hop::{Hop, Outgoing, Toward},
     wit::{Mode, Tensor},
 };
 use std::sync::Arc;

@@ -22,11 +22,8 @@ use mixnn_designer::{
     remote::{RemoteCascade, RemoteOptions},
     train::{self, Model},
 };
-use mixnn_host::{
-    directory::Directory,
-    directory_service::{self, DirectoryServer},
-    transport::{Endpoint, TlsIdentity},
-};
+use mixnn_host::{directory::Directory, directory_service::DirectoryServer};
+use mixnn_transport::{Endpoint, TlsIdentity, directory_client};
 use mixnn_wire::{
     crypto::OnionPrivateKey,
     descriptor::{Descriptor, IdentityKey},
@@ -429,7 +426,7 @@ fn pool_growth(sizes: &[usize]) -> Result<Vec<PoolRow>> {
             let (mut fetch, mut verify, mut pick, mut bytes) = (vec![], vec![], vec![], 0);
             for _ in 0..5 {
                 let started = Instant::now();
-                let pool = directory_service::fetch_pool(&endpoint, addr, fingerprint, n).await?;
+                let pool = directory_client::fetch_pool(&endpoint, addr, fingerprint, n).await?;
                 fetch.push(started.elapsed().as_secs_f64() * 1e3);
                 bytes = pool.iter().map(|d| d.len() + 4).sum::<usize>() + 5;
                 let started = Instant::now();

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use mixnn_host::directory_service::DirectoryClientError;
-use mixnn_host::transport::TransportError;
+use mixnn_transport::{TransportError, directory_client::DirectoryClientError};
 use mixnn_wire::{
     circuit::ReportError, frame::FrameError, setup::BuildError, stream::StreamRefusal,
 };

@@ -16,8 +16,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use mixnn_host::{Sandbox, directory_service, transport::Fingerprint};
 use mixnn_layer_sdk::{LayerInfo, Mode, Tensor};
+use mixnn_sandbox::Sandbox;
+use mixnn_transport::{Fingerprint, directory_client};
 use mixnn_wire::{crypto::SystemEntropy, frame::WireTensor};
 
 use crate::{
@@ -95,7 +96,7 @@ impl RemoteOptions {
             session_ttl: Duration::from_secs(24 * 3600),
             per_message_rsa: false,
             byte_inputs: true,
-            max_pool: directory_service::DEFAULT_MAX_POOL,
+            max_pool: directory_client::DEFAULT_MAX_POOL,
         }
     }
 }

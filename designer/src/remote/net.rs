@@ -5,10 +5,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use mixnn_host::{
-    directory_service,
-    transport::{Endpoint, TlsIdentity},
-};
+use mixnn_transport::{Endpoint, TlsIdentity, directory_client};
 use tokio::sync::mpsc;
 
 use super::{
@@ -226,7 +223,7 @@ pub fn fetch_pool(options: &RemoteOptions) -> Result<Vec<Candidate>, RemoteError
             SocketAddr::from(([0, 0, 0, 0], 0)),
             TlsIdentity::generate()?,
         )?;
-        let signed = directory_service::fetch_pool(
+        let signed = directory_client::fetch_pool(
             &endpoint,
             options.directory,
             options.directory_fingerprint,

@@ -2,8 +2,9 @@
 //! blobs and exported states, and which hosts of the pool take which positions. Nothing here
 //! touches the network; the sizes come from running the model once on zeros in the sandbox.
 
-use mixnn_host::{Sandbox, SandboxError, transport::Fingerprint};
 use mixnn_layer_sdk::{InitConfig, SgdConfig, Tensor};
+use mixnn_sandbox::{Sandbox, SandboxError};
+use mixnn_transport::Fingerprint;
 use mixnn_wire::{
     blob::SEAL_OVERHEAD,
     export,

@@ -12,10 +12,8 @@ use mixnn_designer::{
     pool::{self, Candidate},
     spec::ModelSpec,
 };
-use mixnn_host::{
-    Sandbox, SandboxConfig, directory_service,
-    transport::{Endpoint, TlsIdentity},
-};
+use mixnn_sandbox::{Sandbox, SandboxConfig};
+use mixnn_transport::{Endpoint, TlsIdentity, directory_client};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -58,11 +56,11 @@ pub async fn endpoint_and_pool(cluster: &LocalCluster) -> (Endpoint, Vec<Candida
         TlsIdentity::generate().unwrap(),
     )
     .unwrap();
-    let signed = directory_service::fetch_pool(
+    let signed = directory_client::fetch_pool(
         &endpoint,
         cluster.directory_addr,
         cluster.directory_fingerprint,
-        directory_service::DEFAULT_MAX_POOL,
+        directory_client::DEFAULT_MAX_POOL,
     )
     .await
     .unwrap();

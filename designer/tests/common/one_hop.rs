@@ -4,7 +4,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use mixnn_designer::pool::Candidate;
-use mixnn_host::{daemon::unix_now, transport::Endpoint};
+use mixnn_host::daemon::unix_now;
+use mixnn_transport::Endpoint;
 use mixnn_wire::{
     blob::SEAL_OVERHEAD,
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},

@@ -17,13 +17,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use mixnn_transport::hex_fingerprint;
 use mixnn_wire::{
     frame::WireTensor,
     reader::{ReadError, Reader, put_lp32},
     setup::{HopSetup, Peer},
 };
 
-use super::hex_fingerprint;
 use crate::hop::{Decrypted, Observer, Toward};
 
 /// Largest record [`read`] accepts.

@@ -45,10 +45,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+use mixnn_sandbox::SandboxConfig;
+use mixnn_transport::{Fingerprint, hex_fingerprint};
 use mixnn_wire::setup::MAX_SESSION_LIFETIME_S;
 
 use super::guard::{MAX_REPLAY_TAGS, Source};
-use crate::{SandboxConfig, transport::Fingerprint};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -361,12 +362,12 @@ impl Default for SandboxLimits {
 impl SandboxLimits {
     /// The sandbox configuration these limits give.
     pub fn sandbox_config(&self) -> SandboxConfig {
-        SandboxConfig {
-            max_memory_bytes: self.max_memory_mib << 20,
-            max_total_memory_bytes: self.max_total_memory_mib << 20,
-            call_timeout: Duration::from_millis(self.call_timeout_ms),
-            ..SandboxConfig::default()
-        }
+        // A struct literal would not do: the configuration is `non_exhaustive` in its crate.
+        let mut config = SandboxConfig::default();
+        config.max_memory_bytes = self.max_memory_mib << 20;
+        config.max_total_memory_bytes = self.max_total_memory_mib << 20;
+        config.call_timeout = Duration::from_millis(self.call_timeout_ms);
+        config
     }
 }
 
@@ -394,35 +395,5 @@ impl HostConfig {
         config.stats_file = config.stats_file.map(|p| base.join(p));
         config.audit_dir = config.audit_dir.map(|p| base.join(p));
         Ok(config)
-    }
-}
-
-/// Hex encoding of fingerprints in config files.
-pub mod hex_fingerprint {
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    use crate::transport::Fingerprint;
-
-    /// Parses 64 hex digits.
-    pub fn parse(text: &str) -> Option<Fingerprint> {
-        let text = text.trim();
-        if text.len() != 64 || !text.is_ascii() {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(out)
-    }
-
-    /// Formats as hex digits (64 for a fingerprint).
-    pub fn format(fingerprint: &[u8]) -> String {
-        fingerprint.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Fingerprint, D::Error> {
-        let text = String::deserialize(d)?;
-        parse(&text).ok_or_else(|| D::Error::custom("a fingerprint is 64 hex digits"))
     }
 }

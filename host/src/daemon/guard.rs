@@ -63,7 +63,7 @@ counters! {
     /// Microseconds the hops spent on the frames they processed: opening, the layers,
     /// sealing (not the network).
     frame_us,
-    /// Of which, microseconds inside the layers' components ([`crate::SandboxStats`];
+    /// Of which, microseconds inside the layers' components ([`mixnn_sandbox::SandboxStats`];
     /// approximate while sessions overlap).
     layer_us,
     /// Frames that did not open (tampered, replayed, reordered, mis-sized).

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mixnn_transport::TransportError;
 use mixnn_wire::{
     crypto::SystemEntropy,
     frame::Op,
@@ -23,10 +24,7 @@ use super::{
     audit::{SessionAudit, StreamTap},
     guard::bump,
 };
-use crate::{
-    hop::{Hop, HopError, Lie, Observer, Outgoing, Toward},
-    transport::TransportError,
-};
+use crate::hop::{Hop, HopError, Lie, Observer, Outgoing, Toward};
 
 /// Bytes of frames queued between the network and a session's worker, each way: a flooding
 /// peer fills a queue, not the host's memory.

@@ -30,13 +30,17 @@ use std::{
 
 pub use config::{
     ConfigError, DirectoryConfig, FaultLie, FaultOp, Faults, HostConfig, Limits, LimitsError,
-    SandboxLimits, hex_fingerprint,
+    SandboxLimits,
 };
 pub use guard::{
     Counters, DaemonStats, MAX_REPLAY_TAGS, Quota, QuotaFull, QuotaSlot, RateLimiter, ReplayCache,
     Source,
 };
 use guard::{bump, lock};
+use mixnn_sandbox::{Sandbox, SandboxError};
+use mixnn_transport::{
+    self as transport, Endpoint, Fingerprint, HeaderError, TransportError, directory_client,
+};
 use mixnn_wire::{
     crypto::{OnionPrivateKey, SystemEntropy},
     descriptor::{Descriptor, IdentityKey},
@@ -45,11 +49,7 @@ use mixnn_wire::{
 };
 use tokio::sync::oneshot;
 
-use crate::{
-    Sandbox, SandboxError, directory_service,
-    keys::{HostKeys, KeyError},
-    transport::{self, Endpoint, Fingerprint, HeaderError, TransportError},
-};
+use crate::keys::{HostKeys, KeyError};
 use link::Streams;
 
 /// Why the daemon could not start.
@@ -373,7 +373,7 @@ async fn register_loop(
         let mut descriptor = template.clone();
         descriptor.published_at = now;
         match sign(&identity, descriptor) {
-            Ok(signed) => match directory_service::publish(
+            Ok(signed) => match directory_client::publish(
                 &endpoint,
                 directory.address,
                 directory.fingerprint,

@@ -17,7 +17,7 @@ use std::{
 };
 
 use mixnn_components::{HOSTILE, IDENTITY, LINEAR, READS_FILE};
-use mixnn_host::{
+use mixnn_sandbox::{
     Sandbox, SandboxConfig, SandboxError,
     wit::{Mode, Tensor},
 };

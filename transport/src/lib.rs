@@ -1,8 +1,17 @@
-//! QUIC between hosts (and with the designer), with each peer's certificate pinned to the
-//! fingerprint published in its descriptor, in both directions: a client checks the server's
-//! certificate against the fingerprint it expects; a server requires a client certificate and
-//! reports its fingerprint, so a host can accept a circuit's frames only from the neighbour
-//! named for it at setup.
+//! What mixnn's hosts and designers both use to talk: QUIC between hosts (and with the
+//! designer), with each peer's certificate pinned to the fingerprint published in its
+//! descriptor, in both directions: a client checks the server's certificate against the
+//! fingerprint it expects; a server requires a client certificate and reports its fingerprint,
+//! so a host can accept a circuit's frames only from the neighbour named for it at setup.
+//!
+//! Also the client's half of the directory ([`directory_client`]: publishing a descriptor,
+//! fetching the pool) and fingerprints as hex ([`hex_fingerprint`]).
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod directory_client;
+pub mod hex_fingerprint;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -435,7 +444,7 @@ pub fn peer_fingerprint(connection: &quinn::Connection) -> Option<Fingerprint> {
     certs.first().map(|c| fingerprint(c))
 }
 
-// ok: unwrap/expect below are test code only (never built into the host); a failure is a
+// ok: unwrap/expect below are test code only (never built into a binary); a failure is a
 // failed test.
 #[cfg(test)]
 mod tests {
