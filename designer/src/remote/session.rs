@@ -365,7 +365,9 @@ impl<E: Entropy> DesignerSession<E> {
         let sent = blobs
             .into_iter()
             .map(|blob| self.seal(End::First, Op::EXPORT, None, blob, Vec::new()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>();
+        // Frames sealed before the one that failed are lost with it: the link is past them.
+        let sent = sent.map_err(|e| self.fail(e))?;
         self.state = State::Export {
             left,
             parts: vec![Vec::new(); self.hops.len()],
