@@ -188,13 +188,6 @@ impl RemoteCascade {
         states: &[Vec<u8>],
         chosen: Vec<Candidate>,
     ) -> Result<Self, RemoteError> {
-        if chosen.len() != plan.len() {
-            return Err(PlanError::PoolTooSmall {
-                needed: plan.len(),
-                available: chosen.len(),
-            }
-            .into());
-        }
         let groups = spec.hosts();
         let local = |group: Option<&Vec<usize>>| -> Result<Vec<LocalLayer>, CascadeError> {
             group
@@ -224,8 +217,6 @@ impl RemoteCascade {
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let n = chosen.len();
-        let (first, last) = (HostRef::from(&chosen[0]), HostRef::from(&chosen[n - 1]));
         let (session, opening) = DesignerSession::start(
             plan,
             plan.hop_layers(spec, states)?,
@@ -235,7 +226,8 @@ impl RemoteCascade {
             unix_now,
             Instant::now(),
         )?;
-        let net = net::Net::open(&first, &last, n, opening, plan.frame_len)?;
+        let hosts = session.hosts();
+        let net = net::Net::open(&hosts, opening, plan.frame_len)?;
         let mut cascade = RemoteCascade {
             session,
             net: Some(net),
@@ -245,7 +237,7 @@ impl RemoteCascade {
         };
         cascade.drive()?;
         tracing::info!(
-            hops = n,
+            hops = hosts.len(),
             frame_len = plan.frame_len,
             blob_len = plan.blob_len,
             "session set up"

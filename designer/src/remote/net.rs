@@ -9,7 +9,7 @@ use mixnn_transport::{Endpoint, TlsIdentity, directory_client};
 use tokio::sync::mpsc;
 
 use super::{
-    End, HostRef, LinkError, PeerFault, RemoteError, RemoteOptions,
+    End, HostRef, LinkError, PeerFault, PlanError, RemoteError, RemoteOptions,
     error::link_failed,
     session::{Opening, Transmit},
 };
@@ -88,15 +88,17 @@ pub(super) struct Net {
 }
 
 impl Net {
-    /// Connects to the first hop (hop 0) and the last (hop `n - 1`) and writes `opening`'s
-    /// bytes into each.
+    /// Connects to the first and the last of `hosts` (the cascade's, first to last) and
+    /// writes `opening`'s bytes into each.
     pub(super) fn open(
-        first: &HostRef,
-        last: &HostRef,
-        n: usize,
+        hosts: &[HostRef],
         opening: Opening,
         frame_len: usize,
     ) -> Result<Self, RemoteError> {
+        let (Some(first), Some(last)) = (hosts.first(), hosts.last()) else {
+            return Err(PlanError::NoLayerLeft.into());
+        };
+        let last_hop = hosts.len() - 1;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -108,7 +110,15 @@ impl Net {
                 TlsIdentity::generate()?,
             )?;
             let first = stream(&endpoint, first, 0, End::First, "setup", &opening.first).await?;
-            let last = stream(&endpoint, last, n - 1, End::Last, "attach", &opening.last).await?;
+            let last = stream(
+                &endpoint,
+                last,
+                last_hop,
+                End::Last,
+                "attach",
+                &opening.last,
+            )
+            .await?;
             Ok::<_, RemoteError>((first, last))
         })?;
         let (first, last) = {

@@ -387,10 +387,7 @@ impl<E: Entropy> DesignerSession<E> {
             .cover
             .filter(|_| !matches!(self.state, State::SettingUp))
             .map(|(_, at)| at);
-        match (deadline, cover) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        deadline.into_iter().chain(cover).min()
     }
 
     /// The time is `now`: a step past its deadline fails, naming the step; a cover message
