@@ -53,8 +53,28 @@ pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1
 /// ends by the host's `session_idle_s`. A ping is a few dozen bytes.
 pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(400);
 
+/// The largest UDP payload a link's packets grow to (MTU discovery probes up to it): a
+/// frame of the paper's model (52 KB) then crosses loopback, or any path that carries jumbo
+/// datagrams, as one packet instead of 37. It must stay under IPv4's 65,507; on an Ethernet
+/// path discovery stops at the path's MTU, so a high bound is safe anywhere (quinn's docs).
+pub const MAX_DATAGRAM: u16 = 65_000;
+/// The congestion window a connection starts with. quinn never sends a packet larger than the
+/// free window, so it must hold a large datagram (the default, 14,720 bytes, keeps frames in
+/// 1.2 KB packets until the window has grown). A session has one or two frames in flight
+/// per link, so this bounds a burst, not a rate.
+pub const INITIAL_WINDOW: u64 = 1 << 20;
+/// Ack-eliciting packets a peer may receive before it must acknowledge (ACK frequency): a
+/// link's frames are answered by frames the other way, which carry the ACKs, so fewer
+/// ACK-only packets wake the sender.
+pub const ACK_EVERY: u32 = 16;
+/// Bytes of datagrams the kernel queues for us before it drops them: several large
+/// datagrams (a 64 KB datagram costs about 128 KB of the buffer). The kernel caps it at
+/// `net.core.rmem_max`.
+pub const SOCKET_RECEIVE_BUFFER: usize = 4 << 20;
+
 /// The QUIC transport both ends use: streams and windows bounded (a peer's buffered bytes
-/// cost us memory), no unidirectional streams, no datagrams.
+/// cost us memory), no unidirectional streams, no datagrams; large packets where the path
+/// carries them, a large initial window and infrequent ACKs (DESIGN.md section 8).
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into())
@@ -68,6 +88,17 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     if let Ok(idle) = IDLE_TIMEOUT.try_into() {
         t.max_idle_timeout(Some(idle));
     }
+    // The initial MTU stays quinn's safe 1,200 (handshake packets are padded to min_mtu, and
+    // a large one panics in quinn-proto 0.11): discovery raises it right after the handshake.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_DATAGRAM);
+    t.mtu_discovery_config(Some(mtu));
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cubic));
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(ACK_EVERY.into());
+    t.ack_frequency_config(Some(ack));
     Arc::new(t)
 }
 
@@ -226,6 +257,17 @@ impl TlsIdentity {
     }
 }
 
+/// A UDP socket bound to `addr`, with a receive buffer that holds several large datagrams
+/// (best effort: the kernel may cap it, and the default still works, only with more losses).
+fn bind_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, TransportError> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    if let Err(e) = state.set_recv_buffer_size((&socket).into(), SOCKET_RECEIVE_BUFFER) {
+        tracing::debug!(error = %e, "cannot enlarge the UDP receive buffer");
+    }
+    Ok(socket)
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -352,7 +394,17 @@ impl Endpoint {
             // No 0-RTT: nothing but the first packet needs buffering before a handshake.
             .incoming_buffer_size(64 << 10)
             .incoming_buffer_size_total(4 << 20);
-        let inner = quinn::Endpoint::server(config, addr)?;
+        let mut endpoint = quinn::EndpointConfig::default();
+        // What we accept, told to peers (their discovery stops at it); a bug if out of range.
+        endpoint
+            .max_udp_payload_size(MAX_DATAGRAM)
+            .map_err(|_| TransportError::Endpoint(std::io::Error::other("max datagram size")))?;
+        let inner = quinn::Endpoint::new(
+            endpoint,
+            Some(config),
+            bind_socket(addr)?,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         Ok(Endpoint {
             inner,
             identity: Arc::new(identity),
