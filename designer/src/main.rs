@@ -69,6 +69,15 @@ enum Command {
         #[arg(long)]
         stop_on_stdin_eof: bool,
     },
+    /// A relay of `bench floor`'s rings: passes messages on until its stdin closes.
+    #[cfg(feature = "local-hosts")]
+    #[command(hide = true)]
+    FloorRelay {
+        #[arg(long, value_enum)]
+        transport: bench::floor::Transport,
+        #[arg(long)]
+        frame_bytes: usize,
+    },
 }
 
 #[cfg(feature = "local-hosts")]
@@ -92,6 +101,12 @@ enum BenchCommand {
     /// recovered from, and the weights must end bit for bit as in this process; one line per
     /// event, a final JSON line and report.json.
     Chaos(bench::chaos::ChaosArgs),
+    /// The floor of a link on this machine, beside the cascade's cost per link: a ring of
+    /// plain UDP relay processes and one over QUIC (mixnn's own transport) passing a message
+    /// of the session's frame length, each process touching every byte, and a training
+    /// session over host processes timed beside the same model in this process; one line per
+    /// measurement (medians and quartiles over rounds), a final JSON line and report.json.
+    Floor(bench::floor::FloorArgs),
 }
 
 /// Over remote hosts: where the directory is and how to build the cascade (defaults: the
@@ -411,6 +426,13 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Load(args)) => bench::load::run(args),
         #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Chaos(args)) => bench::chaos::run(args),
+        #[cfg(feature = "local-hosts")]
+        Command::Bench(BenchCommand::Floor(args)) => bench::floor::run(args),
+        #[cfg(feature = "local-hosts")]
+        Command::FloorRelay {
+            transport,
+            frame_bytes,
+        } => bench::floor::relay(transport, frame_bytes),
         #[cfg(feature = "local-hosts")]
         Command::ServeHost {
             config,

@@ -1,0 +1,159 @@
+//! The cascade's side of `mixnn bench floor`: the frame length of a session, and a real
+//! training session over host processes timed batch by batch beside the same model in this
+//! process (through the sandbox), so that what the cascade adds per link can be read off.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use mixnn_designer::{
+    backend::Backend,
+    cascade::Cascade,
+    data::Dataset,
+    remote::{RemoteCascade, RemoteOptions},
+    spec::ModelSpec,
+    train::{self, Model},
+};
+use mixnn_layer_sdk::Tensor;
+use mixnn_sandbox::Sandbox;
+use mixnn_wire::{
+    blob::SEAL_OVERHEAD,
+    crypto::TAG_LEN,
+    frame::{BODY_OVERHEAD, CIRCUIT_ID_LEN, MIN_FRAME_LEN, byte_tensor_len},
+    report::MAX_MESSAGE_LEN,
+};
+
+/// Bytes of a tensor of `shape` as `f32`s on the wire.
+fn encoded_len(shape: &[usize]) -> usize {
+    1 + 4 * shape.len() + 4 * shape.iter().product::<usize>()
+}
+
+/// The frame length of a session of `spec` for batches of `input_shape`, with the defaults
+/// this bench's cascade uses (inputs as bytes, no layer kept by the designer, no
+/// per-message RSA): the sum `Plan::new` (designer/src/remote/plan.rs) makes, which it keeps
+/// to itself. The largest tensor on a link (the first hop's input, as bytes, or another
+/// hop's), the blob (the labels, a failure report or the test output, sealed), the circuit
+/// id, the frame's own fields and its tag.
+pub(crate) fn session_frame_len(
+    spec: &ModelSpec,
+    sandbox: &Sandbox,
+    input_shape: &[usize],
+) -> Result<usize> {
+    let mut probe = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
+    let outputs = probe.shapes(Tensor::zeros(input_shape.to_vec()))?;
+    let groups = spec.hosts();
+    let max_tensor = groups
+        .iter()
+        .map(|g| match g.first() {
+            Some(0) | None => byte_tensor_len(input_shape),
+            Some(&first) => outputs.get(first - 1).map_or(0, |s| encoded_len(s)),
+        })
+        .max()
+        .unwrap_or(0);
+    let batch = input_shape.first().copied().unwrap_or(1);
+    let test_end = spec.layers.len().saturating_sub(2);
+    let mut payload = (1 + MAX_MESSAGE_LEN + 8).max(encoded_len(&[batch]));
+    if let Some(out) = outputs.get(test_end) {
+        payload = payload.max(1 + encoded_len(out));
+    }
+    let blob_len = SEAL_OVERHEAD + payload;
+    Ok((CIRCUIT_ID_LEN + TAG_LEN + BODY_OVERHEAD + max_tensor + blob_len).max(MIN_FRAME_LEN))
+}
+
+/// One batch of each model, timed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchTimes {
+    pub(crate) cascade_us: f64,
+    pub(crate) inproc_us: f64,
+}
+
+/// A session over host processes and the same model here, from the same weights, fed the
+/// same batches.
+pub(crate) struct CascadeRun {
+    remote: Option<RemoteCascade>,
+    inproc: Cascade,
+    batches: Vec<(Tensor, Tensor)>,
+    next: usize,
+    /// The hops, first to last.
+    pub(crate) hops: Vec<String>,
+    /// op=0 end to end.
+    pub(crate) setup_s: f64,
+}
+
+impl CascadeRun {
+    /// Sets a session up over `options`' directory (on a sandbox worker), with batches of
+    /// `batch_size` from the first examples of `train`.
+    pub(crate) fn connect(
+        spec: &ModelSpec,
+        sandbox: &Sandbox,
+        options: &RemoteOptions,
+        train: &Dataset,
+        batch_size: usize,
+    ) -> Result<Self> {
+        let count = (train.len() / batch_size.max(1)).min(64);
+        if count == 0 {
+            bail!("the training set holds fewer than {batch_size} examples");
+        }
+        let batches = (0..count)
+            .map(|b| {
+                let indices: Vec<usize> = (b * batch_size..(b + 1) * batch_size).collect();
+                train::batch(train, &indices)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let init = Cascade::build(spec, Backend::Wasm, Some(sandbox))?.export_states()?;
+        let mut inproc = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
+        inproc.import_states(&init)?;
+        let input = [batch_size, train.pixels];
+        let remote = RemoteCascade::connect_from(spec, sandbox, options, &input, &init)
+            .context("setting up the session over the host processes")?;
+        Ok(CascadeRun {
+            hops: remote.describe(),
+            setup_s: remote.setup_time().as_secs_f64(),
+            remote: Some(remote),
+            inproc,
+            batches,
+            next: 0,
+        })
+    }
+
+    /// Links on the critical path of one training batch, counted from the plan: forward, the
+    /// designer to the first hop, hop to hop, the last (the loss hop) to the designer; then
+    /// backward the same way back, the designer to the last hop and on to the designer.
+    pub(crate) fn links_per_batch(&self) -> usize {
+        2 * (self.hops.len() + 1)
+    }
+
+    /// Trains `n` batches, each over the cascade and then here; their times.
+    pub(crate) fn batches(&mut self, n: usize) -> Result<Vec<BatchTimes>> {
+        let remote = self
+            .remote
+            .as_mut()
+            .ok_or_else(|| anyhow!("session closed"))?;
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (x, y) = self.batches[self.next % self.batches.len()].clone();
+            self.next += 1;
+            let (x2, y2) = (x.clone(), y.clone());
+            let started = Instant::now();
+            remote
+                .train_step(x, y)
+                .context("a batch over the cascade")?;
+            let cascade_us = started.elapsed().as_secs_f64() * 1e6;
+            let started = Instant::now();
+            Model::train_step(&mut self.inproc, x2, y2)?;
+            let inproc_us = started.elapsed().as_secs_f64() * 1e6;
+            times.push(BatchTimes {
+                cascade_us,
+                inproc_us,
+            });
+        }
+        Ok(times)
+    }
+}
+
+impl Drop for CascadeRun {
+    fn drop(&mut self) {
+        if let Some(remote) = self.remote.take() {
+            remote.close();
+        }
+    }
+}
