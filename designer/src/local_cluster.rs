@@ -257,6 +257,21 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// As [`LocalCluster::start`], every host holding each frame it writes to a neighbour
+    /// `delay` (one way; a WAN's latency on loopback, for benchmarks). The designer's own
+    /// links take theirs from [`crate::remote::RemoteOptions::link_delay`].
+    pub fn start_with_link_delay(
+        exe: &Path,
+        hosts: usize,
+        delay: Duration,
+    ) -> Result<Self, ClusterError> {
+        if delay.is_zero() {
+            return Self::start(exe, hosts);
+        }
+        let ms = delay.as_secs_f64() * 1e3;
+        Self::start_configured(exe, hosts, &format!("[faults]\nlink_delay_ms = {ms:?}\n"))
+    }
+
     /// Waits until the directory serves at least `n` hosts.
     pub fn wait_for_pool(&self, n: usize, timeout: Duration) -> Result<(), ClusterError> {
         let runtime = tokio::runtime::Builder::new_current_thread()

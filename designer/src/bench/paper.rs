@@ -4,7 +4,12 @@
 //! does) and sees the same batches in the same order. The modes take turns epoch by epoch,
 //! and the first mode of each round rotates, so the machine's noise falls on all of them alike.
 
-use std::path::PathBuf;
+use std::{
+    io::{BufRead, BufReader, Lines, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::Duration,
+};
 
 use anyhow::{Context, Result, anyhow};
 use mixnn_designer::{
@@ -14,17 +19,22 @@ use mixnn_designer::{
     remote::{RemoteCascade, RemoteOptions},
     train::{self, EpochReport, TrainOptions},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Machine, median, plot};
 use crate::{DataArgs, model_spec, run_in_sandbox_worker};
 
-/// The time per epoch of PyTorch on this machine (DESIGN.md section 6: 2.15, one thread)...
+/// The fallback, when PyTorch cannot run here: its time per epoch once measured on this
+/// machine (DESIGN.md section 6: 2.15, one thread)...
 const PYTORCH_S: f64 = 0.32;
 /// ...over this many training examples (a shorter run is compared with its share).
 const PYTORCH_EXAMPLES: usize = 24_000;
-/// PyTorch's test accuracy after epochs 1, 2, 3 of the paper's model on all of that slice.
+/// The fallback's test accuracy after epochs 1, 2, 3 of the paper's model on all of that slice.
 const PYTORCH_ACCURACY: [f64; 3] = [0.886, 0.924, 0.933];
+/// The PyTorch reference (the paper's model), run with the Python that has torch.
+const PYTORCH_SCRIPT: &str = include_str!("../../../scripts/pytorch_paper.py");
+/// Where the reference's Python is named, if not by `--python`.
+const PYTHON_ENV: &str = "MIXNN_PYTHON";
 
 /// How a mode runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
@@ -86,10 +96,206 @@ pub(crate) struct PaperArgs {
     /// Where to write report.json, accuracy.svg and time.svg.
     #[arg(long, default_value = "bench-results/paper", value_name = "DIR")]
     out: PathBuf,
-    /// PyTorch's seconds per epoch of 24,000 examples on this machine, for the ratio (scaled
-    /// to the examples of the run).
+    /// The Python that runs the PyTorch reference (scripts/pytorch_paper.py) in this run, its
+    /// epochs taking turns with the modes' [default: $MIXNN_PYTHON, else the first of
+    /// .venv/bin/python (here, then in the repository) and python3 that imports torch].
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Do not run PyTorch: compare with the fallback, --pytorch-s.
+    #[arg(long, conflicts_with = "python")]
+    no_pytorch: bool,
+    /// The fallback when PyTorch is not run: its seconds per epoch of 24,000 examples,
+    /// measured once on this machine (scaled to the examples of the run).
     #[arg(long, default_value_t = PYTORCH_S, value_name = "SECONDS")]
     pytorch_s: f64,
+    /// A one-way delay on every link of the remote modes, in milliseconds: each host and the
+    /// designer hold every frame they write this long (a WAN's latency, on loopback).
+    #[arg(long, default_value_t = 0.0, value_name = "MS", value_parser = parse_delay_ms)]
+    link_delay_ms: f64,
+}
+
+fn parse_delay_ms(s: &str) -> Result<f64, String> {
+    let ms: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=10_000.0).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err("not between 0 and 10000 ms".into())
+    }
+}
+
+/// PyTorch's epoch, as the reference script reports it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+struct TorchEpoch {
+    epoch: usize,
+    train_s: f64,
+    test_acc: f64,
+    train_loss: f64,
+    test_s: f64,
+}
+
+/// The reference script's first line, once it has loaded the data.
+#[derive(Debug, Deserialize)]
+struct TorchReady {
+    torch: String,
+    threads: usize,
+    train_examples: usize,
+    test_examples: usize,
+}
+
+/// The PyTorch reference running beside the modes, one epoch per line written to it.
+struct Torch {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    python: PathBuf,
+    version: String,
+    threads: usize,
+}
+
+/// Whether `python` can import torch.
+fn has_torch(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import torch"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The Python to run the reference with: `explicit` or $MIXNN_PYTHON, which must import torch
+/// (an error if not), else the first candidate that does (`Err` says which were tried).
+fn find_python(explicit: Option<&Path>) -> Result<std::result::Result<PathBuf, String>> {
+    let named = explicit.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os(PYTHON_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(python) = named {
+        return if has_torch(&python) {
+            Ok(Ok(python))
+        } else {
+            Err(anyhow!(
+                "{} cannot import torch (see README.md, Benchmarks, for the venv)",
+                python.display()
+            ))
+        };
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        PathBuf::from(".venv/bin/python"),
+        repo.join(".venv/bin/python"),
+        PathBuf::from("python3"),
+    ];
+    Ok(candidates
+        .iter()
+        .find(|p| has_torch(p))
+        .cloned()
+        .ok_or_else(|| {
+            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            format!("no Python that imports torch (tried {})", tried.join(", "))
+        }))
+}
+
+impl Torch {
+    /// Starts the reference with `args`, and waits until it has loaded the `examples` (train,
+    /// test) the modes train and test on.
+    fn start(python: PathBuf, args: &[String], examples: (usize, usize)) -> Result<Self> {
+        let mut child = Command::new(&python)
+            .arg("-c")
+            .arg(PYTORCH_SCRIPT)
+            .args(args)
+            .arg("--step")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", python.display()))?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let stdout = stdout.ok_or_else(|| anyhow!("{}: no stdout", python.display()))?;
+        let mut torch = Torch {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            python,
+            version: String::new(),
+            threads: 0,
+        };
+        let ready: TorchReady = torch.line()?;
+        tracing::debug!(?ready, "PyTorch ready");
+        if (ready.train_examples, ready.test_examples) != examples {
+            return Err(anyhow!(
+                "the PyTorch reference loaded {} training and {} test examples, not {examples:?}",
+                ready.train_examples,
+                ready.test_examples
+            ));
+        }
+        torch.version = ready.torch;
+        torch.threads = ready.threads;
+        Ok(torch)
+    }
+
+    /// The next line of the script's output, as `T`.
+    fn line<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T> {
+        let line = self
+            .lines
+            .next()
+            .ok_or_else(|| anyhow!("the PyTorch reference ended early"))?
+            .context("reading the PyTorch reference")?;
+        serde_json::from_str(&line).with_context(|| format!("the PyTorch reference said {line:?}"))
+    }
+
+    /// Runs one epoch.
+    fn epoch(&mut self) -> Result<TorchEpoch> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow!("the PyTorch reference is closed"))?;
+        stdin
+            .write_all(b"\n")
+            .and_then(|()| stdin.flush())
+            .context("starting a PyTorch epoch")?;
+        self.line()
+    }
+
+    /// Lets the script print its summary and end.
+    fn close(mut self) {
+        self.stdin = None;
+        for line in self.lines.by_ref().map_while(|l| l.ok()) {
+            tracing::debug!(%line, "PyTorch");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Torch {
+    fn drop(&mut self) {
+        // A bench that failed half-way leaves no Python behind.
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What the "x PyTorch" ratios compare with.
+#[derive(Debug, Serialize)]
+struct PytorchReport {
+    /// Run here, in this run; else the fallback constant (or `--pytorch-s`), scaled.
+    measured: bool,
+    /// Seconds per epoch of `train_examples`: the measured median, or the fallback.
+    median_train_s: f64,
+    /// Why it was not measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback_because: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    python: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    torch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<usize>,
+    /// Every epoch, as measured.
+    rows: Vec<TorchEpoch>,
 }
 
 /// One mode's model.
@@ -163,8 +369,10 @@ struct Report {
     hosts: usize,
     dummies: usize,
     seed: u64,
-    /// PyTorch's seconds for an epoch of `train_examples`.
-    pytorch_s: f64,
+    /// One-way delay added to every link of the remote modes, milliseconds.
+    link_delay_ms: f64,
+    /// What the "x PyTorch" ratios compare with.
+    pytorch: PytorchReport,
     rows: Vec<Row>,
     summary: Vec<Summary>,
 }
@@ -196,18 +404,73 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         progress: false,
         order: Default::default(),
     };
+    // PyTorch first: when it cannot run, the fallback is known before the long part.
+    let (torch, fallback_because) = if args.no_pytorch {
+        (None, Some("--no-pytorch".to_owned()))
+    } else if spec.name != "paper-mlp" {
+        let why = format!("the reference is the paper's model, not {}", spec.name);
+        (None, Some(why))
+    } else {
+        match find_python(args.python.as_deref())? {
+            Ok(python) => {
+                let dir = mixnn_designer::data::resolve_dir(args.data.data.as_deref())?;
+                let t = &spec.training;
+                let script_args = [
+                    ("--data", dir.to_string_lossy().into_owned()),
+                    ("--train-limit", splits.train.len().to_string()),
+                    ("--test-limit", splits.test.len().to_string()),
+                    ("--epochs", args.epochs.to_string()),
+                    ("--seed", t.seed.to_string()),
+                    ("--batch-size", t.batch_size.to_string()),
+                    ("--lr", t.lr.to_string()),
+                    ("--momentum", t.momentum.to_string()),
+                ]
+                .into_iter()
+                .flat_map(|(k, v)| [k.to_owned(), v])
+                .collect::<Vec<_>>();
+                println!(
+                    "starting the PyTorch reference with {}...",
+                    python.display()
+                );
+                (
+                    Some(Torch::start(
+                        python,
+                        &script_args,
+                        (splits.train.len(), splits.test.len()),
+                    )?),
+                    None,
+                )
+            }
+            Err(why) => (None, Some(why)),
+        }
+    };
+    let torch_info = torch
+        .as_ref()
+        .map(|t| (t.python.display().to_string(), t.version.clone(), t.threads));
+    if let Some(why) = &fallback_because {
+        println!("PyTorch is not measured ({why}): the ratios use the fallback, --pytorch-s");
+    }
+    let link_delay = Duration::from_secs_f64(args.link_delay_ms / 1e3);
     let cluster = if modes.iter().any(|m| m.remote()) {
         let exe = std::env::current_exe().context("finding this program to start the hosts")?;
         println!(
-            "starting a directory and {} hosts on loopback...",
-            args.hosts
+            "starting a directory and {} hosts on loopback{}...",
+            args.hosts,
+            if link_delay.is_zero() {
+                String::new()
+            } else {
+                format!(", every link {} ms one way", args.link_delay_ms)
+            }
         );
-        Some(LocalCluster::start(&exe, args.hosts)?)
+        Some(LocalCluster::start_with_link_delay(
+            &exe, args.hosts, link_delay,
+        )?)
     } else {
         None
     };
     let remote = cluster.as_ref().map(|c| RemoteOptions {
         dummies: args.dummies,
+        link_delay,
         ..c.remote_options()
     });
     let run_modes = modes.clone();
@@ -216,6 +479,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         (spec.name.clone(), splits.train.len(), splits.test.len());
     let (batch_size, seed) = (options.batch_size, options.seed);
     let outcome = run_in_sandbox_worker(move |sandbox| {
+        let mut torch = torch;
         let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
         // The initial weights, drawn once.
         let init = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?.export_states()?;
@@ -256,14 +520,20 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
             "epoch", "mode", "test_acc", "acc-inproc", "train_s", "x native", "x inproc"
         );
         let mut rows: Vec<Row> = Vec::new();
+        let mut torch_rows: Vec<TorchEpoch> = Vec::new();
         for epoch in 1..=epochs {
-            // Rotate who goes first, so that no mode always follows the same one.
+            // Rotate who goes first, so that no mode always follows the same one; PyTorch
+            // (turn `n`) takes its turn among them.
             let n = run_modes.len();
+            let turns = n + usize::from(torch.is_some());
             let mut this_epoch = Vec::new();
-            for k in 0..n {
-                let i = (k + epoch - 1) % n;
-                let r = runners[i].epoch(&splits, &options, epoch)?;
-                this_epoch.push((i, r));
+            let mut torch_epoch = None;
+            for k in 0..turns {
+                let i = (k + epoch - 1) % turns;
+                match &mut torch {
+                    Some(t) if i == n => torch_epoch = Some(t.epoch()?),
+                    _ => this_epoch.push((i, runners[i].epoch(&splits, &options, epoch)?)),
+                }
             }
             this_epoch.sort_by_key(|(i, _)| *i);
             let find = |m: Mode| {
@@ -299,6 +569,27 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
                 );
                 rows.push(row);
             }
+            if let Some(t) = torch_epoch {
+                let ratio = |base: &Option<EpochReport>| {
+                    base.as_ref().map_or("-".to_owned(), |b| {
+                        format!("{:.2}", t.train_s / b.train_s.max(1e-9))
+                    })
+                };
+                println!(
+                    "{:>5}  {:>8}  {:>8.4}  {:>9}  {:>8.3}  {:>8}  {:>8}",
+                    epoch,
+                    "pytorch",
+                    t.test_acc,
+                    "-",
+                    t.train_s,
+                    ratio(&native),
+                    ratio(&inproc)
+                );
+                torch_rows.push(t);
+            }
+        }
+        if let Some(t) = torch.take() {
+            t.close();
         }
         let mut states = Vec::new();
         for runner in &mut runners {
@@ -309,13 +600,13 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
                 c.close();
             }
         }
-        Ok((rows, states, setup_s))
+        Ok((rows, states, setup_s, torch_rows))
     });
     let killed = match cluster {
         Some(c) => c.shutdown()?,
         None => 0,
     };
-    let (rows, states, setup_s) = outcome?;
+    let (rows, states, setup_s, torch_rows) = outcome?;
     if killed > 0 {
         tracing::warn!(killed, "host processes had to be killed");
     }
@@ -323,7 +614,27 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         .iter()
         .position(|&m| m == Mode::Inproc)
         .map(|i| &states[i]);
-    let pytorch_s = args.pytorch_s * train_examples as f64 / PYTORCH_EXAMPLES as f64;
+    let pytorch = match fallback_because {
+        None => PytorchReport {
+            measured: true,
+            median_train_s: median(torch_rows.iter().map(|r| r.train_s).collect()),
+            fallback_because: None,
+            python: torch_info.as_ref().map(|i| i.0.clone()),
+            torch: torch_info.as_ref().map(|i| i.1.clone()),
+            threads: torch_info.map(|i| i.2),
+            rows: torch_rows,
+        },
+        Some(why) => PytorchReport {
+            measured: false,
+            median_train_s: args.pytorch_s * train_examples as f64 / PYTORCH_EXAMPLES as f64,
+            fallback_because: Some(why),
+            python: None,
+            torch: None,
+            threads: None,
+            rows: Vec::new(),
+        },
+    };
+    let pytorch_s = pytorch.median_train_s;
     let median_of = |m: Mode| {
         median(
             rows.iter()
@@ -375,6 +686,25 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
             })
         );
     }
+    if pytorch.measured {
+        println!(
+            "{:>8}  {:>14.3}  (measured in this run: torch {}, {} thread(s), final acc {:.4})",
+            "pytorch",
+            pytorch_s,
+            pytorch.torch.as_deref().unwrap_or("?"),
+            pytorch.threads.unwrap_or(0),
+            pytorch.rows.last().map_or(f64::NAN, |r| r.test_acc)
+        );
+    } else {
+        println!(
+            "{:>8}  {:>14.3}  (NOT measured: the fallback, --pytorch-s {} s per 24,000 examples, \
+             scaled; {})",
+            "pytorch",
+            pytorch_s,
+            args.pytorch_s,
+            pytorch.fallback_because.as_deref().unwrap_or("")
+        );
+    }
     let report = Report {
         bench: "paper",
         model,
@@ -386,7 +716,8 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         hosts: args.hosts,
         dummies: args.dummies,
         seed,
-        pytorch_s,
+        link_delay_ms: args.link_delay_ms,
+        pytorch,
         rows,
         summary,
     };
@@ -395,9 +726,13 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         .with_context(|| format!("writing {}", json.display()))?;
     let accuracy = args.out.join("accuracy.svg");
     let time = args.out.join("time.svg");
-    // PyTorch's accuracy is known for the paper's model on the whole slice only.
+    // Measured, PyTorch's accuracy is this run's; the fallback's is known for the paper's
+    // model on the whole slice only.
+    let measured_acc: Vec<f64> = report.pytorch.rows.iter().map(|r| r.test_acc).collect();
     let reference = plot::Reference {
-        accuracy: if report.model == "paper-mlp" && train_examples == PYTORCH_EXAMPLES {
+        accuracy: if report.pytorch.measured {
+            &measured_acc
+        } else if report.model == "paper-mlp" && train_examples == PYTORCH_EXAMPLES {
             &PYTORCH_ACCURACY
         } else {
             &[]

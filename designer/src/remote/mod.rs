@@ -77,6 +77,10 @@ pub struct RemoteOptions {
     pub byte_inputs: bool,
     /// The most hosts taken from the directory: its answer is read no further.
     pub max_pool: usize,
+    /// For benchmarks: a one-way delay on every frame the designer writes into its two links
+    /// (a WAN's latency on loopback; the hosts' own is `link_delay_ms` in their `[faults]`).
+    /// Zero: none, at no cost.
+    pub link_delay: Duration,
 }
 
 impl RemoteOptions {
@@ -97,6 +101,7 @@ impl RemoteOptions {
             per_message_rsa: false,
             byte_inputs: true,
             max_pool: directory_client::DEFAULT_MAX_POOL,
+            link_delay: Duration::ZERO,
         }
     }
 }
@@ -227,7 +232,7 @@ impl RemoteCascade {
             Instant::now(),
         )?;
         let hosts = session.hosts();
-        let net = net::Net::open(&hosts, opening, plan.frame_len)?;
+        let net = net::Net::open(&hosts, opening, plan.frame_len, options.link_delay)?;
         let mut cascade = RemoteCascade {
             session,
             net: Some(net),

@@ -150,6 +150,7 @@ pub struct HostConfig {
 /// die_at = 3            # the third frame of that operation (1-based); setups: the third
 /// lie = "skip-update"   # or "perturb-forward": every session lies so...
 /// lie_from = 10         # ...from its tenth forward frame on
+/// link_delay_ms = 5     # every frame written to a neighbour leaves 5 ms late (benchmarks)
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +169,48 @@ pub struct Faults {
     /// sessions.
     #[serde(default = "one")]
     pub lie_from: u64,
+    /// A one-way delay on every frame this host writes to a neighbour (host or designer), in
+    /// milliseconds: a WAN's latency on loopback, for benchmarks. Each frame leaves this
+    /// long after it was queued, in order, without waiting behind the frames before it.
+    #[serde(default, rename = "link_delay_ms", deserialize_with = "delay_ms")]
+    pub link_delay: Duration,
+}
+
+/// The longest link delay taken: a typo must not stall a session for hours.
+const MAX_LINK_DELAY: Duration = Duration::from_secs(10);
+
+fn delay_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let ms = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(ms / 1e3)
+        .ok()
+        .filter(|&delay| delay <= MAX_LINK_DELAY)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "link_delay_ms {ms}: not between 0 and {}",
+                MAX_LINK_DELAY.as_millis()
+            ))
+        })
+}
+
+#[cfg(test)]
+mod link_delay_tests {
+    use super::*;
+
+    fn faults(toml: &str) -> Result<Faults, toml::de::Error> {
+        toml::from_str(toml)
+    }
+
+    #[test]
+    fn link_delay_is_read_in_milliseconds_and_bounded() {
+        assert_eq!(faults("").map(|f| f.link_delay).ok(), Some(Duration::ZERO));
+        let half = faults("link_delay_ms = 0.5").map(|f| f.link_delay).ok();
+        assert_eq!(half, Some(Duration::from_micros(500)));
+        let five = faults("link_delay_ms = 5").map(|f| f.link_delay).ok();
+        assert_eq!(five, Some(Duration::from_millis(5)));
+        assert!(faults("link_delay_ms = -1.0").is_err());
+        assert!(faults("link_delay_ms = 1e9").is_err());
+        assert!(faults("link_delay_ms = nan").is_err());
+    }
 }
 
 /// How a host lies in a fault drill.

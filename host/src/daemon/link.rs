@@ -125,6 +125,7 @@ pub(super) async fn run(
         Arc::clone(&traffic),
         inner.limits.max_session_bytes,
         (tap(Toward::Prev, true), tap(Toward::Prev, false)),
+        inner.faults.link_delay,
     ));
     tokio::spawn(watch_idle(
         inbox_tx.clone(),
@@ -196,6 +197,7 @@ pub(super) async fn run(
                 traffic,
                 inner.limits.max_session_bytes,
                 (tap(Toward::Next, true), tap(Toward::Next, false)),
+                inner.faults.link_delay,
             ));
         }
         Err(why) => {
@@ -244,6 +246,7 @@ async fn serve_link(
     traffic: Arc<Traffic>,
     max_bytes: u64,
     taps: (Option<StreamTap>, Option<StreamTap>),
+    delay: Duration,
 ) {
     tokio::join!(
         read_frames(
@@ -255,7 +258,7 @@ async fn serve_link(
             max_bytes,
             taps.0
         ),
-        write_frames(streams.send, outbox, taps.1),
+        write_frames(streams.send, outbox, taps.1, delay),
     );
     if let Some(connection) = streams.connection {
         connection.close(0u32.into(), b"session over");
@@ -363,11 +366,26 @@ async fn read_frames(
     }
 }
 
+/// Writes the frames a session's worker queues for a link, each `delay` after it was queued
+/// (a fault for benchmarks: see [`super::Faults`]).
 async fn write_frames(
     mut send: quinn::SendStream,
-    mut frames: mpsc::Receiver<Vec<u8>>,
+    frames: mpsc::Receiver<Vec<u8>>,
     mut tap: Option<StreamTap>,
+    delay: Duration,
 ) {
+    // No delay, no timer or thread on the path.
+    let mut frames = if delay.is_zero() {
+        frames
+    } else {
+        match delay_line(frames, delay) {
+            Ok(delayed) => delayed,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a link's delay line");
+                return;
+            }
+        }
+    };
     while let Some(frame) = frames.recv().await {
         if send.write_all(&frame).await.is_err() {
             return;
@@ -380,6 +398,52 @@ async fn write_frames(
     if send.finish().is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
     }
+}
+
+/// The frames of `frames`, each `delay` after it was queued there, in order. A task stamps each
+/// frame as it is queued (so none waits behind the delay of the one before); a thread holds it
+/// until then, since tokio's timer rounds up to whole milliseconds and a 1 ms delay would be
+/// about 1.5.
+fn delay_line(
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    delay: Duration,
+) -> std::io::Result<mpsc::Receiver<Vec<u8>>> {
+    let depth = frames.max_capacity();
+    let (stamped_tx, mut stamped) = mpsc::channel::<(Instant, Vec<u8>)>(depth);
+    let (due_tx, due) = mpsc::channel(depth);
+    std::thread::Builder::new()
+        .name("link-delay".into())
+        .spawn(move || {
+            // How late frames leave, beyond `delay` (a busy machine wakes sleepers late).
+            let (mut frames, mut late, mut latest) = (0u64, Duration::ZERO, Duration::ZERO);
+            while let Some((at, frame)) = stamped.blocking_recv() {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                let lateness = at.elapsed();
+                (frames, late, latest) = (frames + 1, late + lateness, latest.max(lateness));
+                if due_tx.blocking_send(frame).is_err() {
+                    break;
+                }
+            }
+            tracing::debug!(
+                frames,
+                delay_us = delay.as_micros(),
+                mean_late_us = late.as_micros() / u128::from(frames.max(1)),
+                max_late_us = latest.as_micros(),
+                "link delay line done"
+            );
+        })?;
+    tokio::spawn(async move {
+        while let Some(frame) = frames.recv().await {
+            if stamped_tx
+                .send((Instant::now() + delay, frame))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(due)
 }
 
 /// Runs `work` on a frame, adding its time, and the part of it in components, to the
