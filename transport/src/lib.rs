@@ -10,11 +10,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod delay;
 pub mod directory_client;
 pub mod hex_fingerprint;
 
 use std::{net::SocketAddr, sync::Arc};
 
+pub use delay::delay_line;
 use mixnn_wire::stream::StreamHeader;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::{

@@ -3,10 +3,7 @@
 //! move whole frames of bytes between them and the caller. It seals, opens and decides
 //! nothing: the session does.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use mixnn_transport::{Endpoint, TlsIdentity, directory_client};
 use tokio::sync::mpsc;
@@ -55,7 +52,7 @@ impl Link {
         let mut out_rx = if delay.is_zero() {
             out_rx
         } else {
-            delay_line(out_rx, delay).map_err(RemoteError::Runtime)?
+            mixnn_transport::delay_line(out_rx, delay).map_err(RemoteError::Runtime)?
         };
         let writer = tokio::spawn(async move {
             while let Some(frame) = out_rx.recv().await {
@@ -88,52 +85,6 @@ impl Link {
             writer: Some(writer),
         })
     }
-}
-
-/// The frames of `frames`, each `delay` after it was queued there, in order (as the hosts'
-/// delay line, `link_delay_ms` in their `[faults]`). A task stamps each frame as it is queued
-/// (so none waits behind the delay of the one before); a thread holds it until then, since
-/// tokio's timer rounds up to whole milliseconds and a 1 ms delay would be about 1.5.
-fn delay_line(
-    mut frames: mpsc::Receiver<Vec<u8>>,
-    delay: Duration,
-) -> std::io::Result<mpsc::Receiver<Vec<u8>>> {
-    let depth = frames.max_capacity();
-    let (stamped_tx, mut stamped) = mpsc::channel::<(Instant, Vec<u8>)>(depth);
-    let (due_tx, due) = mpsc::channel(depth);
-    std::thread::Builder::new()
-        .name("link-delay".into())
-        .spawn(move || {
-            // How late frames leave, beyond `delay` (a busy machine wakes sleepers late).
-            let (mut frames, mut late, mut latest) = (0u64, Duration::ZERO, Duration::ZERO);
-            while let Some((at, frame)) = stamped.blocking_recv() {
-                std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                let lateness = at.elapsed();
-                (frames, late, latest) = (frames + 1, late + lateness, latest.max(lateness));
-                if due_tx.blocking_send(frame).is_err() {
-                    break;
-                }
-            }
-            tracing::debug!(
-                frames,
-                delay_us = delay.as_micros(),
-                mean_late_us = late.as_micros() / u128::from(frames.max(1)),
-                max_late_us = latest.as_micros(),
-                "link delay line done"
-            );
-        })?;
-    tokio::spawn(async move {
-        while let Some(frame) = frames.recv().await {
-            if stamped_tx
-                .send((Instant::now() + delay, frame))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    Ok(due)
 }
 
 /// The designer's two links to its cascade.

@@ -260,6 +260,11 @@ impl Plan {
         self.hops.iter().position(|h| h.layers.contains(&layer))
     }
 
+    /// Bytes of every frame of the session, on every link.
+    pub fn frame_len(&self) -> usize {
+        self.frame_len
+    }
+
     /// What each hop's op=0 layer carries: its layers' components, configs and `states`
     /// (by layer; a missing or empty one: the layer's own init), or the identity for a dummy.
     pub fn hop_layers(

@@ -378,7 +378,7 @@ async fn write_frames(
     let mut frames = if delay.is_zero() {
         frames
     } else {
-        match delay_line(frames, delay) {
+        match mixnn_transport::delay_line(frames, delay) {
             Ok(delayed) => delayed,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start a link's delay line");
@@ -398,52 +398,6 @@ async fn write_frames(
     if send.finish().is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
     }
-}
-
-/// The frames of `frames`, each `delay` after it was queued there, in order. A task stamps each
-/// frame as it is queued (so none waits behind the delay of the one before); a thread holds it
-/// until then, since tokio's timer rounds up to whole milliseconds and a 1 ms delay would be
-/// about 1.5.
-fn delay_line(
-    mut frames: mpsc::Receiver<Vec<u8>>,
-    delay: Duration,
-) -> std::io::Result<mpsc::Receiver<Vec<u8>>> {
-    let depth = frames.max_capacity();
-    let (stamped_tx, mut stamped) = mpsc::channel::<(Instant, Vec<u8>)>(depth);
-    let (due_tx, due) = mpsc::channel(depth);
-    std::thread::Builder::new()
-        .name("link-delay".into())
-        .spawn(move || {
-            // How late frames leave, beyond `delay` (a busy machine wakes sleepers late).
-            let (mut frames, mut late, mut latest) = (0u64, Duration::ZERO, Duration::ZERO);
-            while let Some((at, frame)) = stamped.blocking_recv() {
-                std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                let lateness = at.elapsed();
-                (frames, late, latest) = (frames + 1, late + lateness, latest.max(lateness));
-                if due_tx.blocking_send(frame).is_err() {
-                    break;
-                }
-            }
-            tracing::debug!(
-                frames,
-                delay_us = delay.as_micros(),
-                mean_late_us = late.as_micros() / u128::from(frames.max(1)),
-                max_late_us = latest.as_micros(),
-                "link delay line done"
-            );
-        })?;
-    tokio::spawn(async move {
-        while let Some(frame) = frames.recv().await {
-            if stamped_tx
-                .send((Instant::now() + delay, frame))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    Ok(due)
 }
 
 /// Runs `work` on a frame, adding its time, and the part of it in components, to the

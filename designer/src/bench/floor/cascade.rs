@@ -1,6 +1,6 @@
-//! The cascade's side of `mixnn bench floor`: the frame length of a session, and a real
-//! training session over host processes timed batch by batch beside the same model in this
-//! process (through the sandbox), so that what the cascade adds per link can be read off.
+//! The cascade's side of `mixnn bench floor`: a real training session over host processes
+//! timed batch by batch beside the same model in this process (through the sandbox), so that
+//! what the cascade adds per link can be read off.
 
 use std::time::Instant;
 
@@ -15,49 +15,6 @@ use mixnn_designer::{
 };
 use mixnn_layer_sdk::Tensor;
 use mixnn_sandbox::Sandbox;
-use mixnn_wire::{
-    blob::SEAL_OVERHEAD,
-    crypto::TAG_LEN,
-    frame::{BODY_OVERHEAD, CIRCUIT_ID_LEN, MIN_FRAME_LEN, byte_tensor_len},
-    report::MAX_MESSAGE_LEN,
-};
-
-/// Bytes of a tensor of `shape` as `f32`s on the wire.
-fn encoded_len(shape: &[usize]) -> usize {
-    1 + 4 * shape.len() + 4 * shape.iter().product::<usize>()
-}
-
-/// The frame length of a session of `spec` for batches of `input_shape`, with the defaults
-/// this bench's cascade uses (inputs as bytes, no layer kept by the designer, no
-/// per-message RSA): the sum `Plan::new` (designer/src/remote/plan.rs) makes, which it keeps
-/// to itself. The largest tensor on a link (the first hop's input, as bytes, or another
-/// hop's), the blob (the labels, a failure report or the test output, sealed), the circuit
-/// id, the frame's own fields and its tag.
-pub(crate) fn session_frame_len(
-    spec: &ModelSpec,
-    sandbox: &Sandbox,
-    input_shape: &[usize],
-) -> Result<usize> {
-    let mut probe = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
-    let outputs = probe.shapes(Tensor::zeros(input_shape.to_vec()))?;
-    let groups = spec.hosts();
-    let max_tensor = groups
-        .iter()
-        .map(|g| match g.first() {
-            Some(0) | None => byte_tensor_len(input_shape),
-            Some(&first) => outputs.get(first - 1).map_or(0, |s| encoded_len(s)),
-        })
-        .max()
-        .unwrap_or(0);
-    let batch = input_shape.first().copied().unwrap_or(1);
-    let test_end = spec.layers.len().saturating_sub(2);
-    let mut payload = (1 + MAX_MESSAGE_LEN + 8).max(encoded_len(&[batch]));
-    if let Some(out) = outputs.get(test_end) {
-        payload = payload.max(1 + encoded_len(out));
-    }
-    let blob_len = SEAL_OVERHEAD + payload;
-    Ok((CIRCUIT_ID_LEN + TAG_LEN + BODY_OVERHEAD + max_tensor + blob_len).max(MIN_FRAME_LEN))
-}
 
 /// One batch of each model, timed.
 #[derive(Debug, Clone, Copy)]

@@ -11,11 +11,14 @@
 //!   batch trained in this process through the sandbox; per link, the difference over the
 //!   links a batch crosses.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use mixnn_designer::{local_cluster::LocalCluster, remote::RemoteOptions};
+use mixnn_designer::{
+    local_cluster::LocalCluster,
+    remote::{Plan, RemoteOptions},
+};
 use mixnn_host::daemon::DaemonStats;
 
 use super::{Machine, median, write_report};
@@ -166,8 +169,12 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
         let (bytes, from) = match (frame_flag, &splits) {
             (Some(b), _) => (b, "--frame-bytes".to_owned()),
             (None, Some(s)) => {
-                let b = cascade::session_frame_len(&spec, sandbox, &[batch_size, s.train.pixels])?;
-                (b, "session".to_owned())
+                // The plan never contacts the directory: any address sizes the same frames.
+                let options = remote.clone().unwrap_or_else(|| {
+                    RemoteOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), [0; 32])
+                });
+                let plan = Plan::new(&spec, sandbox, &options, &[batch_size, s.train.pixels])?;
+                (plan.frame_len(), "session".to_owned())
             }
             (None, None) => bail!("no data to size the session's frames"),
         };
