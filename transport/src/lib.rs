@@ -406,7 +406,7 @@ impl Endpoint {
         let inner = quinn::Endpoint::new_with_abstract_socket(
             endpoint,
             Some(config),
-            socket::BoundedGso::wrap(bind_socket(addr)?)?,
+            socket::BoundedGso::wrap(bind_socket(addr)?, MAX_DATAGRAM)?,
             Arc::new(quinn::TokioRuntime),
         )?;
         Ok(Endpoint {

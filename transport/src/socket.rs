@@ -8,6 +8,12 @@
 //! every batch of a bulk transfer (an op=0 onion of megabytes, an export) was lost: measured
 //! here, half the packets of a 2.3 MB setup message, which then took 140-250 ms instead of
 //! 10 ms. A frame of training (one packet) was never batched, so only bulk transfers paid.
+//!
+//! It also tells quinn how many segments a received buffer may hold so that quinn's receive
+//! buffer fits what the kernel can deliver: quinn sizes it as the largest datagram times the
+//! GRO segments (64) times its batch (32), 133 MB per endpoint at a 65,000-byte datagram,
+//! zeroed on every bind (300 ms where the allocator had to clear reused memory). A coalesced
+//! (GRO) datagram never exceeds 64 KB, so a buffer of two of our largest datagrams holds one.
 
 use std::{
     fmt,
@@ -24,16 +30,32 @@ use quinn::{AsyncUdpSocket, UdpPoller, udp::RecvMeta, udp::Transmit};
 /// its 20-byte header and UDP's 8.
 pub const MAX_SEND_BYTES: usize = 65_507;
 
+/// The most bytes the kernel hands over as one received (GRO-coalesced) datagram.
+const MAX_RECEIVE_BYTES: usize = 65_535;
+
 /// quinn's socket for the tokio runtime, its GSO batches split to fit [`MAX_SEND_BYTES`].
 pub(crate) struct BoundedGso {
     inner: Arc<dyn AsyncUdpSocket>,
+    /// Segments of the largest datagram that a received buffer must hold.
+    receive_segments: usize,
 }
 
 impl BoundedGso {
-    /// Wraps `socket` as quinn's tokio runtime would, then bounds its batches.
-    pub(crate) fn wrap(socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+    /// Wraps `socket` as quinn's tokio runtime would, then bounds its batches; `max_datagram`
+    /// is the endpoint's largest UDP payload (quinn's `max_udp_payload_size`).
+    pub(crate) fn wrap(
+        socket: std::net::UdpSocket,
+        max_datagram: u16,
+    ) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let inner = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
-        Ok(Arc::new(BoundedGso { inner }))
+        let receive_segments = MAX_RECEIVE_BYTES
+            .div_ceil(usize::from(max_datagram).max(1))
+            .min(inner.max_receive_segments())
+            .max(1);
+        Ok(Arc::new(BoundedGso {
+            inner,
+            receive_segments,
+        }))
     }
 }
 
@@ -103,7 +125,7 @@ impl AsyncUdpSocket for BoundedGso {
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        self.receive_segments
     }
 
     fn may_fragment(&self) -> bool {
@@ -156,5 +178,20 @@ mod tests {
             })
             .collect();
         assert_eq!(sent, bytes);
+    }
+
+    #[test]
+    fn a_received_buffer_holds_a_coalesced_datagram_and_no_more() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let wrapped = BoundedGso::wrap(socket, crate::MAX_DATAGRAM).unwrap();
+        let segments = wrapped.max_receive_segments();
+        // Two 65,000-byte datagrams (one where the kernel does not coalesce), not quinn's 64.
+        assert!(segments <= 2, "{segments}");
+        assert!(segments == 1 || segments * usize::from(crate::MAX_DATAGRAM) >= MAX_RECEIVE_BYTES);
     }
 }
