@@ -1,6 +1,10 @@
 //! The sandbox's limits, each with the reason for its default.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
+
+/// Bytes of compiled components a disk cache keeps by default (the seven standard components
+/// compile to about 5 MB together; strangers choose the components, so the bound is firm).
+pub const DEFAULT_MAX_DISK_CACHE_BYTES: u64 = 512 << 20;
 
 /// Limits that a [`Sandbox`](crate::Sandbox) enforces on every component and session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,12 @@ pub struct SandboxConfig {
     pub max_compiles_at_once: usize,
     /// Bytes of a component's stderr kept to explain a trap (panic messages).
     pub max_stderr_bytes: usize,
+    /// A directory where the sandbox keeps the components it compiled, so that a restarted
+    /// host does not compile them again (see the crate's docs). None (the default): compiled
+    /// components live in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the disk cache may hold; the oldest entries go first.
+    pub max_disk_cache_bytes: u64,
 }
 
 impl Default for SandboxConfig {
@@ -59,6 +69,8 @@ impl Default for SandboxConfig {
             max_cached_code_bytes: 256 << 20,
             max_compiles_at_once: 2,
             max_stderr_bytes: 4 << 10,
+            cache_dir: None,
+            max_disk_cache_bytes: DEFAULT_MAX_DISK_CACHE_BYTES,
         }
     }
 }

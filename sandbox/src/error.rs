@@ -55,6 +55,14 @@ pub enum SandboxError {
     /// An earlier trap ended this session.
     #[error("the session ended after an earlier failure")]
     SessionDead,
+    /// The disk cache's directory could not be created.
+    #[error("compilation cache {path}: {source}")]
+    CacheDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The engine could not be set up (a bug or a broken host, not the component's fault).
     #[error("sandbox engine: {0}")]
     Engine(Box<dyn std::error::Error + Send + Sync>),

@@ -19,6 +19,7 @@ use wasmtime_wasi::cli::WasiCli;
 
 use crate::{
     LayerSession, SandboxConfig, SandboxError,
+    disk_cache::{DiskCache, Lookup},
     session::SessionData,
     stats::{Counters, SandboxStats},
     wit::LayerComponentPre,
@@ -98,6 +99,8 @@ pub struct Sandbox {
     linker: Linker<SessionData>,
     config: SandboxConfig,
     cache: Mutex<ModuleCache>,
+    /// Compiled components on the host's own disk ([`SandboxConfig::cache_dir`]).
+    disk: Option<DiskCache>,
     compiling: CompileTurns,
     counters: Arc<Counters>,
     /// Linear memory left to all sessions ([`SandboxConfig::max_total_memory_bytes`]).
@@ -128,6 +131,17 @@ impl Sandbox {
             .max_wasm_stack(config.max_wasm_stack);
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let linker = Self::linker(&engine).map_err(engine_error)?;
+        let disk = match &config.cache_dir {
+            Some(dir) => Some(
+                DiskCache::open(dir, config.max_disk_cache_bytes, &engine).map_err(|source| {
+                    SandboxError::CacheDir {
+                        path: dir.clone(),
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
@@ -149,6 +163,7 @@ impl Sandbox {
             linker,
             config,
             cache: Mutex::new(ModuleCache::default()),
+            disk,
             compiling: CompileTurns::new(max_compiles),
             counters: Arc::default(),
             memory_left: Arc::new(AtomicUsize::new(max_total_memory)),
@@ -215,6 +230,11 @@ impl Sandbox {
         if !is_component_binary(bytes) {
             return Err(SandboxError::NotAComponent);
         }
+        // Our own earlier output, before waiting for a turn: loading it costs about a
+        // millisecond, and must not wait behind strangers' compiles.
+        if let Some(component) = self.compiled_on_disk(&hash) {
+            return self.finish(hash, &component, false);
+        }
         let _turn = self.compiling.wait_turn();
         // Compiled by another session while this one waited.
         if let Some(module) = lock(&self.cache).get(&hash) {
@@ -222,6 +242,33 @@ impl Sandbox {
         }
         let component =
             Component::from_binary(&self.engine, bytes).map_err(SandboxError::Invalid)?;
+        self.finish(hash, &component, true)
+    }
+
+    /// The disk cache's entry for `hash`, if there is a usable one.
+    fn compiled_on_disk(&self, hash: &[u8; 32]) -> Option<Component> {
+        match self.disk.as_ref()?.get(&self.engine, hash) {
+            Lookup::Hit(component) => {
+                self.counters.disk_hit();
+                Some(component)
+            }
+            Lookup::Miss => None,
+            Lookup::Corrupt(why) => {
+                self.counters.disk_corrupt();
+                tracing::warn!(%why, "compilation cache entry unusable; compiling again");
+                None
+            }
+        }
+    }
+
+    /// Checks a compiled component's imports and links it; one just `compiled` from source
+    /// (not loaded from the disk cache) is counted and, if it passes, written to the disk.
+    fn finish(
+        &self,
+        hash: [u8; 32],
+        component: &Component,
+        compiled: bool,
+    ) -> Result<LayerModule, SandboxError> {
         let image = component.image_range();
         let code_bytes = (image.end as usize).saturating_sub(image.start as usize);
         for (name, _) in component.component_type().imports(&self.engine) {
@@ -232,13 +279,26 @@ impl Sandbox {
         }
         let instance_pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(SandboxError::Invalid)?;
         let pre = LayerComponentPre::new(instance_pre).map_err(SandboxError::Invalid)?;
         let module = LayerModule { hash, pre };
+        if compiled {
+            self.counters.loaded();
+            if let Some(disk) = &self.disk
+                && let Err(why) = disk.put(&hash, component)
+            {
+                self.counters.disk_write_error();
+                tracing::warn!(%why, "cannot write to the compilation cache");
+            }
+        }
         lock(&self.cache).insert(&self.config, module.clone(), code_bytes);
-        self.counters.loaded();
         Ok(module)
+    }
+
+    /// Bytes of compiled components the disk cache holds now (0 without one).
+    pub fn disk_cache_bytes(&self) -> u64 {
+        self.disk.as_ref().map_or(0, DiskCache::disk_bytes)
     }
 
     /// Starts a session: a fresh store with its limits, and a new instance of `module`.

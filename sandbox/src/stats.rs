@@ -18,6 +18,9 @@ pub(crate) struct Counters {
     bad_outputs: AtomicU64,
     kernel_refusals: AtomicU64,
     call_us: AtomicU64,
+    disk_hits: AtomicU64,
+    disk_corrupt: AtomicU64,
+    disk_write_errors: AtomicU64,
 }
 
 /// A snapshot of the sandbox's counters.
@@ -44,6 +47,13 @@ pub struct SandboxStats {
     pub kernel_refusals: u64,
     /// Microseconds spent in component calls (their kernels included).
     pub call_us: u64,
+    /// Components loaded from the disk cache instead of compiled.
+    pub disk_hits: u64,
+    /// Disk cache entries that could not be used (truncated, corrupt, refused by wasmtime):
+    /// each was removed and its component compiled again.
+    pub disk_corrupt: u64,
+    /// Compiled components that could not be written to the disk cache.
+    pub disk_write_errors: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -53,6 +63,18 @@ fn bump(c: &AtomicU64) {
 impl Counters {
     pub(crate) fn loaded(&self) {
         bump(&self.loads);
+    }
+
+    pub(crate) fn disk_hit(&self) {
+        bump(&self.disk_hits);
+    }
+
+    pub(crate) fn disk_corrupt(&self) {
+        bump(&self.disk_corrupt);
+    }
+
+    pub(crate) fn disk_write_error(&self) {
+        bump(&self.disk_write_errors);
     }
 
     pub(crate) fn refused(&self) {
@@ -97,6 +119,9 @@ impl Counters {
             bad_outputs: get(&self.bad_outputs),
             kernel_refusals: get(&self.kernel_refusals),
             call_us: get(&self.call_us),
+            disk_hits: get(&self.disk_hits),
+            disk_corrupt: get(&self.disk_corrupt),
+            disk_write_errors: get(&self.disk_write_errors),
         }
     }
 }

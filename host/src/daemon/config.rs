@@ -6,6 +6,8 @@
 //! keys = "/var/lib/mixnn/keys"     # from `mixnn-host keygen`
 //! stats_file = "stats.json"        # counters, rewritten every second (optional)
 //! audit_dir = "audit"              # what every session showed this host (optional)
+//! cache_dir = "/var/cache/mixnn"   # compiled components kept on disk (default: none)
+//! cache_max_mib = 512              # the oldest go first past this
 //!
 //! [directory]                      # optional: where to register
 //! address = "198.51.100.7:7000"
@@ -131,6 +133,15 @@ pub struct HostConfig {
     /// its links ([`super::audit`]). Off by default; it costs disk.
     #[serde(default)]
     pub audit_dir: Option<PathBuf>,
+    /// Where the host keeps the components it compiled, so that it does not compile them
+    /// again after a restart: only its own output is ever loaded from there
+    /// (`mixnn_sandbox` says how). Default: none, compiled components live in memory only.
+    /// Give it a directory of its own, written by nothing but mixnn hosts of this operator.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Most MiB the cache directory holds; past it the oldest entries are removed.
+    #[serde(default = "default_cache_max_mib")]
+    pub cache_max_mib: u64,
     /// Free-form facts published in the descriptor.
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
@@ -414,7 +425,21 @@ impl SandboxLimits {
     }
 }
 
+// The compilation cache.
+
+fn default_cache_max_mib() -> u64 {
+    mixnn_sandbox::DEFAULT_MAX_DISK_CACHE_BYTES >> 20
+}
+
 impl HostConfig {
+    /// The sandbox configuration: its limits and its compilation cache.
+    pub fn sandbox_config(&self) -> SandboxConfig {
+        let mut config = self.sandbox.sandbox_config();
+        config.cache_dir = self.cache_dir.clone();
+        config.max_disk_cache_bytes = self.cache_max_mib.saturating_mul(1 << 20);
+        config
+    }
+
     /// Reads a configuration file; relative paths in it are relative to the file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -437,6 +462,31 @@ impl HostConfig {
         config.keys = base.join(&config.keys);
         config.stats_file = config.stats_file.map(|p| base.join(p));
         config.audit_dir = config.audit_dir.map(|p| base.join(p));
+        config.cache_dir = config.cache_dir.map(|p| base.join(p));
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_dir_is_relative_to_the_file_and_off_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.toml");
+        std::fs::write(&path, "keys = \"keys\"\n").unwrap();
+        let config = HostConfig::from_file(&path).unwrap();
+        assert_eq!(config.sandbox_config().cache_dir, None);
+
+        std::fs::write(
+            &path,
+            "keys = \"keys\"\ncache_dir = \"cache\"\ncache_max_mib = 64\n[sandbox]\ncall_timeout_ms = 5\n",
+        )
+        .unwrap();
+        let sandbox = HostConfig::from_file(&path).unwrap().sandbox_config();
+        assert_eq!(sandbox.cache_dir, Some(dir.path().join("cache")));
+        assert_eq!(sandbox.max_disk_cache_bytes, 64 << 20);
+        assert_eq!(sandbox.call_timeout, Duration::from_millis(5));
     }
 }

@@ -243,7 +243,10 @@ impl Daemon {
     /// Loads the keys and binds the endpoint. Call inside a tokio runtime.
     pub fn bind(config: HostConfig) -> Result<Self, DaemonError> {
         let keys = HostKeys::load(&config.keys)?;
-        let sandbox = Sandbox::new(config.sandbox.sandbox_config())?;
+        let sandbox = Sandbox::new(config.sandbox_config())?;
+        if let Some(dir) = &config.cache_dir {
+            tracing::info!(dir = %dir.display(), "compilation cache on disk");
+        }
         let endpoint = Endpoint::bind(config.listen, keys.tls.clone())?;
         let onion_key =
             OnionPrivateKey::from_pkcs8(keys.onion.to_pkcs8_der()).map_err(KeyError::Onion)?;
