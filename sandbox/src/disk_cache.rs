@@ -8,6 +8,11 @@
 //! a SHA-256 of its payload that is checked before wasmtime sees a byte of it. Compiled code
 //! never comes from the network: a peer only chooses which component bytes the key hashes.
 //!
+//! Host processes that share the directory compile each component once: the first to miss
+//! claims it (an exclusive lock on a file beside the entry, which the OS releases if the
+//! process dies) and the others wait for its entry, at most [`CLAIM_WAIT`], before they
+//! compile it themselves.
+//!
 //! A file that is missing is a miss; one that is truncated, corrupt, of another format or
 //! refused by wasmtime is a miss plus a counter (and the file is removed): never a failure.
 //! The directory is bounded in bytes: after each write the oldest entries (by modification
@@ -19,7 +24,7 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use sha2::{Digest, Sha256};
@@ -34,6 +39,13 @@ const HEADER_LEN: usize = 8 + 32 + 32;
 /// in the directory is ever touched.
 const SUFFIX: &str = ".cwasm";
 const TEMP_PREFIX: &str = ".tmp-";
+/// A claim's lock file: the entry's name with this after it.
+const CLAIM_SUFFIX: &str = ".claim";
+/// How long a sandbox waits for another process's claim before it compiles anyway (a
+/// compile takes 0.1-2 s; a process that hangs must not stall its neighbours for longer).
+pub(crate) const CLAIM_WAIT: Duration = Duration::from_secs(5);
+/// How often a waiting sandbox tries the claim again.
+const CLAIM_POLL: Duration = Duration::from_millis(5);
 
 /// What a lookup found.
 pub(crate) enum Lookup {
@@ -96,6 +108,24 @@ impl DiskCache {
             .finalize()
             .into();
         self.dir.join(format!("{}{SUFFIX}", hex(&key)))
+    }
+
+    /// Claims the compilation of `component_hash` for this process, waiting (at most
+    /// [`CLAIM_WAIT`]) while another holds it; the claim ends when the returned value drops.
+    /// None: no claim could be had in time (or at all); compile anyway.
+    pub(crate) fn claim(&self, component_hash: &[u8; 32]) -> Option<Claim> {
+        let path = self.path(component_hash).with_extension(&CLAIM_SUFFIX[1..]);
+        let file = fs::File::create(&path).ok()?;
+        let deadline = Instant::now() + CLAIM_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Some(Claim { file, path }),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(CLAIM_POLL);
+                }
+                Err(_) => return None,
+            }
+        }
     }
 
     /// The compiled component whose source hashes to `component_hash`, if this host (or a
@@ -211,6 +241,21 @@ impl DiskCache {
                     .sum()
             })
             .unwrap_or(0)
+    }
+}
+
+/// A process's claim on compiling one component ([`DiskCache::claim`]).
+pub(crate) struct Claim {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Removed while locked: a process that opened it meanwhile gets the lock of a file
+        // no longer in the directory, and looks up the entry written before this.
+        let _ = fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 

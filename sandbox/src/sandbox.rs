@@ -240,6 +240,13 @@ impl Sandbox {
         if let Some(module) = lock(&self.cache).get(&hash) {
             return Ok(module);
         }
+        // Or by another host process sharing the disk cache.
+        let _claim = self.disk.as_ref().and_then(|disk| disk.claim(&hash));
+        if _claim.is_some()
+            && let Some(component) = self.compiled_on_disk(&hash)
+        {
+            return self.finish(hash, &component, false);
+        }
         let component =
             Component::from_binary(&self.engine, bytes).map_err(SandboxError::Invalid)?;
         self.finish(hash, &component, true)

@@ -149,3 +149,24 @@ fn other_files_in_the_directory_are_left_alone() {
     assert_eq!(s.stats().disk_write_errors, 1);
     assert!(mine.exists());
 }
+
+#[test]
+fn host_processes_sharing_the_directory_compile_a_component_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two sandboxes on one directory, as two host processes on one machine.
+    let (a, b) = (sandbox(dir.path(), u64::MAX), sandbox(dir.path(), u64::MAX));
+    std::thread::scope(|s| {
+        let left = s.spawn(|| a.load(LINEAR).unwrap());
+        let right = s.spawn(|| b.load(LINEAR).unwrap());
+        left.join().unwrap();
+        right.join().unwrap();
+    });
+    let (a, b) = (a.stats(), b.stats());
+    assert_eq!(
+        (a.loads + b.loads, a.disk_hits + b.disk_hits),
+        (1, 1),
+        "{a:?} {b:?}"
+    );
+    // Only the entry is left: the claim went with its compile.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
