@@ -24,7 +24,9 @@ use mixnn_sandbox::{
 
 fn config() -> SandboxConfig {
     let mut c = SandboxConfig::default();
-    c.call_timeout = Duration::from_millis(300);
+    // Short, for the infinite loop's test; long enough that on a loaded machine the memory
+    // bomb still reaches its limit first (300 ms did not, once, on CI).
+    c.call_timeout = Duration::from_millis(1500);
     c.max_memory_bytes = 64 << 20;
     c.max_tensor_values = 100_000;
     c
