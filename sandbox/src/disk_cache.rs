@@ -39,8 +39,8 @@ const HEADER_LEN: usize = 8 + 32 + 32;
 /// in the directory is ever touched.
 const SUFFIX: &str = ".cwasm";
 const TEMP_PREFIX: &str = ".tmp-";
-/// A claim's lock file: the entry's name with this after it.
-const CLAIM_SUFFIX: &str = ".claim";
+/// A claim's lock file: the entry's name with this extension instead of its own.
+const CLAIM_EXTENSION: &str = "claim";
 /// How long a sandbox waits for another process's claim before it compiles anyway (a
 /// compile takes 0.1-2 s; a process that hangs must not stall its neighbours for longer).
 pub(crate) const CLAIM_WAIT: Duration = Duration::from_secs(5);
@@ -114,7 +114,7 @@ impl DiskCache {
     /// [`CLAIM_WAIT`]) while another holds it; the claim ends when the returned value drops.
     /// None: no claim could be had in time (or at all); compile anyway.
     pub(crate) fn claim(&self, component_hash: &[u8; 32]) -> Option<Claim> {
-        let path = self.path(component_hash).with_extension(&CLAIM_SUFFIX[1..]);
+        let path = self.path(component_hash).with_extension(CLAIM_EXTENSION);
         let file = fs::File::create(&path).ok()?;
         let deadline = Instant::now() + CLAIM_WAIT;
         loop {
@@ -197,14 +197,14 @@ impl DiskCache {
         Ok(())
     }
 
-    /// Removes the oldest of our files until the directory's entries fit the bound. Files
-    /// another process removes meanwhile are simply gone.
-    fn evict(&self) {
+    /// Our files in the directory (entries and temporary ones; claims are empty): when each
+    /// was last modified, its bytes, its path. Files another process removes meanwhile are
+    /// simply gone.
+    fn our_files(&self) -> Vec<(SystemTime, u64, PathBuf)> {
         let Ok(read) = fs::read_dir(&self.dir) else {
-            return;
+            return Vec::new();
         };
-        let mut files: Vec<(SystemTime, u64, PathBuf)> = read
-            .filter_map(Result::ok)
+        read.filter_map(Result::ok)
             .filter(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
@@ -215,7 +215,12 @@ impl DiskCache {
                 let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 Some((modified, meta.len(), e.path()))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Removes the oldest of our files until they fit the bound.
+    fn evict(&self) {
+        let mut files = self.our_files();
         let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
         if total <= self.max_bytes {
             return;
@@ -230,17 +235,9 @@ impl DiskCache {
         }
     }
 
-    /// Entries' bytes on disk now (for tests and operators).
+    /// Bytes of our files on disk now, what the bound holds (for tests and operators).
     pub(crate) fn disk_bytes(&self) -> u64 {
-        fs::read_dir(&self.dir)
-            .map(|read| {
-                read.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(SUFFIX))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.our_files().iter().map(|(_, len, _)| len).sum()
     }
 }
 

@@ -131,17 +131,18 @@ impl Sandbox {
             .max_wasm_stack(config.max_wasm_stack);
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let linker = Self::linker(&engine).map_err(engine_error)?;
-        let disk = match &config.cache_dir {
-            Some(dir) => Some(
+        let disk = config
+            .cache_dir
+            .as_ref()
+            .map(|dir| {
                 DiskCache::open(dir, config.max_disk_cache_bytes, &engine).map_err(|source| {
                     SandboxError::CacheDir {
                         path: dir.clone(),
                         source,
                     }
-                })?,
-            ),
-            None => None,
-        };
+                })
+            })
+            .transpose()?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
@@ -240,9 +241,10 @@ impl Sandbox {
         if let Some(module) = lock(&self.cache).get(&hash) {
             return Ok(module);
         }
-        // Or by another host process sharing the disk cache.
-        let _claim = self.disk.as_ref().and_then(|disk| disk.claim(&hash));
-        if _claim.is_some()
+        // Or by another host process sharing the disk cache. The claim is held until this
+        // compile's entry is written (the end of this function).
+        let claim = self.disk.as_ref().and_then(|disk| disk.claim(&hash));
+        if claim.is_some()
             && let Some(component) = self.compiled_on_disk(&hash)
         {
             return self.finish(hash, &component, false);

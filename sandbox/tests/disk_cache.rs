@@ -30,6 +30,12 @@ fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// (compiled, loaded from disk, found damaged) so far.
+fn counts(sandbox: &Sandbox) -> (u64, u64, u64) {
+    let stats = sandbox.stats();
+    (stats.loads, stats.disk_hits, stats.disk_corrupt)
+}
+
 /// The component runs: an identity layer gives back its input.
 fn runs(sandbox: &Sandbox, component: &[u8]) {
     let module = sandbox.load(component).unwrap();
@@ -55,11 +61,7 @@ fn a_restarted_host_loads_what_it_compiled() {
 
     let second = sandbox(dir.path(), u64::MAX);
     runs(&second, IDENTITY);
-    let stats = second.stats();
-    assert_eq!(
-        (stats.loads, stats.disk_hits, stats.disk_corrupt),
-        (0, 1, 0)
-    );
+    assert_eq!(counts(&second), (0, 1, 0));
     // In memory from then on.
     runs(&second, IDENTITY);
     assert_eq!(second.stats().disk_hits, 1);
@@ -89,11 +91,7 @@ fn a_damaged_entry_is_compiled_again() {
         std::fs::write(&entry, &bytes).unwrap();
         let s = sandbox(dir.path(), u64::MAX);
         runs(&s, IDENTITY);
-        let stats = s.stats();
-        assert_eq!(
-            (stats.loads, stats.disk_hits, stats.disk_corrupt),
-            (1, 0, 1)
-        );
+        assert_eq!(counts(&s), (1, 0, 1));
         // Written again, whole.
         assert_eq!(std::fs::read(&entry).unwrap(), whole);
     }
