@@ -78,16 +78,35 @@ pub enum FrameError {
 /// whenever every value round-trips, so it changes no value, only the size (a quarter).
 const BYTE_VALUES: u8 = 0x80;
 
-/// `v` as a byte `k` with `k as f32 / 255.0 == v`, bit for bit, if there is one.
-fn byte_of(v: f32) -> Option<u8> {
-    let k = (v * 255.0).round();
-    if !(0.0..=255.0).contains(&k) {
-        return None;
-    }
-    // In 0..=255 and whole: the cast is exact.
+/// The byte `k` nearest `v * 255`, and whether `k as f32 / 255.0 == v` bit for bit. For
+/// v = k / 255, v * 255 is within an ulp of k, so + 0.5 and the cast find it; the cast
+/// saturates (NaN gives 0), and the check catches every value that is not a byte. No
+/// branch and no libm call: it runs over every value of an image batch.
+fn byte_of(v: f32) -> (u8, bool) {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let b = k as u8;
-    ((f32::from(b) / 255.0).to_bits() == v.to_bits()).then_some(b)
+    let k = (v * 255.0 + 0.5) as u8;
+    (k, (f32::from(k) / 255.0).to_bits() == v.to_bits())
+}
+
+/// Values checked at once for [`byte_of`]: chunks that vectorise, the check leaving at the
+/// first that is not all bytes.
+const BYTE_CHUNK: usize = 64;
+
+/// Writes `values` as bytes into `out` (as long as `values`) and says whether every one
+/// is a byte; `out` is meaningless if not.
+fn bytes_of(values: &[f32], out: &mut [u8]) -> bool {
+    values
+        .chunks(BYTE_CHUNK)
+        .zip(out.chunks_mut(BYTE_CHUNK))
+        .all(|(values, out)| {
+            let mut exact = true;
+            for (o, &v) in out.iter_mut().zip(values) {
+                let (k, is_byte) = byte_of(v);
+                *o = k;
+                exact &= is_byte;
+            }
+            exact
+        })
 }
 
 /// Bytes of a tensor of `shape` whose values travel as bytes ([`WireTensor::encoded_len`]
@@ -108,7 +127,9 @@ pub struct WireTensor {
 impl WireTensor {
     /// Whether its values travel as bytes.
     fn as_bytes(&self) -> bool {
-        self.data.iter().all(|&v| byte_of(v).is_some())
+        self.data
+            .chunks(BYTE_CHUNK)
+            .all(|c| c.iter().fold(true, |exact, &v| exact & byte_of(v).1))
     }
 
     /// Bytes of its encoding.
@@ -130,18 +151,20 @@ impl WireTensor {
         if count != Some(self.data.len()) {
             return Err(ReadError::Malformed("tensor shape does not match its data").into());
         }
-        let bytes: Option<Vec<u8>> = self.data.iter().map(|&v| byte_of(v)).collect();
-        out.push(if bytes.is_some() {
-            rank | BYTE_VALUES
-        } else {
-            rank
-        });
+        let rank_at = out.len();
+        out.push(rank);
         for d in &self.shape {
             out.extend(d.to_be_bytes());
         }
-        if let Some(bytes) = bytes {
-            out.extend(bytes);
-        } else if cfg!(target_endian = "little") {
+        // One pass: bytes while every value is one, else back to `f32`s.
+        let values_at = out.len();
+        out.resize(values_at + self.data.len(), 0);
+        if bytes_of(&self.data, &mut out[values_at..]) {
+            out[rank_at] |= BYTE_VALUES;
+            return Ok(());
+        }
+        out.truncate(values_at);
+        if cfg!(target_endian = "little") {
             out.extend_from_slice(bytemuck::cast_slice(&self.data));
         } else {
             for v in &self.data {
@@ -236,10 +259,7 @@ impl FrameBody {
 
     /// Appends the body, zero-padded to `capacity` bytes.
     fn encode_into(&self, out: &mut Vec<u8>, capacity: usize) -> Result<(), FrameError> {
-        let needed = self.encoded_len();
-        if needed > capacity {
-            return Err(FrameError::TooLarge(needed));
-        }
+        // Written, then measured: sizing first would read an image batch twice.
         let start = out.len();
         out.push(self.op.0);
         match &self.tensor {
@@ -248,6 +268,11 @@ impl FrameBody {
         }
         put_lp32(out, &self.blob);
         put_lp32(out, &self.route);
+        let needed = out.len() - start;
+        if needed > capacity {
+            out.truncate(start);
+            return Err(FrameError::TooLarge(needed));
+        }
         out.resize(start + capacity, 0);
         Ok(())
     }
@@ -417,15 +442,30 @@ mod tests {
             0.5,
             -0.0,
             f32::from_bits((3.0f32 / 255.0).to_bits() + 1),
+            f32::from_bits((200.0f32 / 255.0).to_bits() - 1),
+            f32::from_bits(1.0f32.to_bits() + 1),
+            2.0,
+            -1.0 / 255.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
             f32::NAN,
         ] {
-            let mut t = pixels.clone();
-            t.data[7] = odd;
-            assert_eq!(t.encoded_len(), 1 + 8 + 4 * 512, "{odd}");
-            let mut out = Vec::new();
-            t.encode_into(&mut out).unwrap();
-            let back = WireTensor::decode(&mut Reader::new(&out)).unwrap();
-            assert_eq!(back.data[7].to_bits(), odd.to_bits());
+            // In the first chunk the encoder checks, and in a later one.
+            for at in [7, 500] {
+                let mut t = pixels.clone();
+                t.data[at] = odd;
+                assert_eq!(t.encoded_len(), 1 + 8 + 4 * 512, "{odd}");
+                let mut out = Vec::new();
+                t.encode_into(&mut out).unwrap();
+                assert_eq!(out.len(), 1 + 8 + 4 * 512, "{odd}");
+                let back = WireTensor::decode(&mut Reader::new(&out)).unwrap();
+                assert!(
+                    back.data
+                        .iter()
+                        .zip(&t.data)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use std::{
 use mixnn_wire::{
     circuit::{self, DesignerCircuit, HopPlan, SessionParams},
     crypto::{Entropy, OnionPublicKey},
-    frame::{self, FrameBody, LinkEnd, Op, WireTensor},
+    frame::{FrameBody, FrameError, LinkEnd, Op, WireTensor},
     reader::Reader,
     report::{Neighbour, Report},
     route,
@@ -589,19 +589,18 @@ impl<E: Entropy> DesignerSession<E> {
             blob,
             route,
         };
-        let needed = body.encoded_len();
-        if needed > frame::capacity(self.frame_len) {
-            return Err(PlanError::MessageTooLarge {
-                needed,
-                frame_len: self.frame_len,
-            }
-            .into());
-        }
         let link = match end {
             End::First => &mut self.circuit.first,
             End::Last => &mut self.circuit.last,
         };
-        let frame = link.seal(&body).map_err(PlanError::Seal)?;
+        // Nothing is sealed (no counter moves) for a body that does not fit.
+        let frame = link.seal(&body).map_err(|e| match e {
+            FrameError::TooLarge(needed) => PlanError::MessageTooLarge {
+                needed,
+                frame_len: self.frame_len,
+            },
+            e => PlanError::Seal(e),
+        })?;
         Ok(Transmit { end, frame })
     }
 
