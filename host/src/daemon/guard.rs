@@ -66,6 +66,10 @@ counters! {
     /// Of which, microseconds inside the layers' components ([`mixnn_sandbox::SandboxStats`];
     /// approximate while sessions overlap).
     layer_us,
+    /// Microseconds frames waited between the network and their hop, both ways: arrived and
+    /// not yet taken by the hop, or queued by the hop and not yet taken by its link (the
+    /// thread hand-offs of hops with layers; where a batch's time goes).
+    handoff_us,
     /// Frames that did not open (tampered, replayed, reordered, mis-sized).
     frames_rejected,
     /// Frames for a session that had already failed.

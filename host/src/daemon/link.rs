@@ -47,7 +47,8 @@ pub(super) struct Streams {
 }
 
 enum Event {
-    Frame(Toward, Vec<u8>),
+    /// A whole frame, and when it arrived (its hand-off to the worker is counted from then).
+    Frame(Toward, Vec<u8>, Instant),
     /// A link ended.
     Closed(Toward, Ending),
     NextUnreachable(Unreachable),
@@ -126,6 +127,7 @@ pub(super) async fn run(
         inner.limits.max_session_bytes,
         (tap(Toward::Prev, true), tap(Toward::Prev, false)),
         inner.faults.link_delay,
+        Arc::clone(&inner),
     ));
     tokio::spawn(watch_idle(
         inbox_tx.clone(),
@@ -198,6 +200,7 @@ pub(super) async fn run(
                 inner.limits.max_session_bytes,
                 (tap(Toward::Next, true), tap(Toward::Next, false)),
                 inner.faults.link_delay,
+                Arc::clone(&inner),
             ));
         }
         Err(why) => {
@@ -242,11 +245,12 @@ async fn serve_link(
     from: Toward,
     frame_len: usize,
     inbox: mpsc::Sender<Event>,
-    outbox: mpsc::Receiver<Vec<u8>>,
+    outbox: mpsc::Receiver<Queued>,
     traffic: Arc<Traffic>,
     max_bytes: u64,
     taps: (Option<StreamTap>, Option<StreamTap>),
     delay: Duration,
+    inner: Arc<Inner>,
 ) {
     tokio::join!(
         read_frames(
@@ -258,7 +262,13 @@ async fn serve_link(
             max_bytes,
             taps.0
         ),
-        write_frames(streams.send, outbox, taps.1, delay),
+        write_frames(
+            streams.send,
+            outbox,
+            taps.1,
+            delay,
+            &inner.counters.handoff_us
+        ),
     );
     if let Some(connection) = streams.connection {
         connection.close(0u32.into(), b"session over");
@@ -351,7 +361,7 @@ async fn read_frames(
         }
         let event = match read {
             Ok(()) if !traffic.received(len, max_bytes) => Event::OverBudget,
-            Ok(()) => Event::Frame(from, frame),
+            Ok(()) => Event::Frame(from, frame, Instant::now()),
             Err(quinn::ReadExactError::FinishedEarly(0)) => Event::Closed(from, Ending::Finished),
             Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(code))) => {
                 let code = u32::try_from(code.into_inner()).unwrap_or(0);
@@ -370,9 +380,10 @@ async fn read_frames(
 /// (a fault for benchmarks: see [`super::Faults`]).
 async fn write_frames(
     mut send: quinn::SendStream,
-    frames: mpsc::Receiver<Vec<u8>>,
+    frames: mpsc::Receiver<Queued>,
     mut tap: Option<StreamTap>,
     delay: Duration,
+    handoff_us: &AtomicU64,
 ) {
     // No delay, no timer or thread on the path.
     let mut frames = if delay.is_zero() {
@@ -386,7 +397,10 @@ async fn write_frames(
             }
         }
     };
-    while let Some(frame) = frames.recv().await {
+    while let Some(Queued { frame, at }) = frames.recv().await {
+        if delay.is_zero() {
+            add_us(handoff_us, at.elapsed());
+        }
         if send.write_all(&frame).await.is_err() {
             return;
         }
@@ -400,15 +414,27 @@ async fn write_frames(
     }
 }
 
+/// A frame the worker queued for a link, and when (its hand-off to the link is counted
+/// from then).
+struct Queued {
+    frame: Vec<u8>,
+    at: Instant,
+}
+
+/// Adds `elapsed` to a counter of microseconds.
+fn add_us(counter: &AtomicU64, elapsed: Duration) {
+    let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    counter.fetch_add(us, Ordering::Relaxed);
+}
+
 /// Runs `work` on a frame, adding its time, and the part of it in components, to the
 /// counters (where a batch's time goes).
 fn timed<R>(inner: &Inner, work: impl FnOnce() -> R) -> R {
     let in_layers = inner.sandbox.stats().call_us;
     let started = std::time::Instant::now();
     let result = work();
-    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let counters = &inner.counters;
-    counters.frame_us.fetch_add(us, Ordering::Relaxed);
+    add_us(&counters.frame_us, started.elapsed());
     let layer_us = inner.sandbox.stats().call_us.saturating_sub(in_layers);
     counters.layer_us.fetch_add(layer_us, Ordering::Relaxed);
     result
@@ -427,8 +453,8 @@ fn fault_op(op: Op) -> Option<FaultOp> {
 
 /// The senders of a session's two links, while they are open.
 struct Links {
-    prev: Option<mpsc::Sender<Vec<u8>>>,
-    next: Option<mpsc::Sender<Vec<u8>>>,
+    prev: Option<mpsc::Sender<Queued>>,
+    next: Option<mpsc::Sender<Queued>>,
 }
 
 impl Links {
@@ -440,7 +466,10 @@ impl Links {
             };
             // A link that is gone ends the session through its reader.
             if let Some(link) = link {
-                let _ = link.blocking_send(o.frame);
+                let _ = link.blocking_send(Queued {
+                    frame: o.frame,
+                    at: Instant::now(),
+                });
             }
         }
     }
@@ -453,8 +482,8 @@ fn work(
     observer: Option<Observer>,
     traffic: &Traffic,
     mut inbox: mpsc::Receiver<Event>,
-    prev: mpsc::Sender<Vec<u8>>,
-    next: mpsc::Sender<Vec<u8>>,
+    prev: mpsc::Sender<Queued>,
+    next: mpsc::Sender<Queued>,
 ) {
     let counters = &inner.counters;
     // A link's sender is dropped (its stream finished) once the other side has finished:
@@ -505,22 +534,25 @@ fn work(
         };
         traffic.busy();
         match event {
-            Event::Frame(from, frame) => match timed(inner, || hop.on_frame(from, &frame)) {
-                Ok(out) => {
-                    if let Some(op) = hop.last_op().and_then(fault_op) {
-                        inner.maybe_die(op);
+            Event::Frame(from, frame, arrived) => {
+                add_us(&counters.handoff_us, arrived.elapsed());
+                match timed(inner, || hop.on_frame(from, &frame)) {
+                    Ok(out) => {
+                        if let Some(op) = hop.last_op().and_then(fault_op) {
+                            inner.maybe_die(op);
+                        }
+                        bump(&counters.frames_processed);
+                        links.send(out);
                     }
-                    bump(&counters.frames_processed);
-                    links.send(out);
+                    Err(HopError::Rejected { error, report }) => {
+                        bump(&counters.frames_rejected);
+                        // Peer input: counted, logged quietly (a hostile peer must not flood the log).
+                        tracing::debug!(%error, ?from, "frame rejected");
+                        links.send(report.into_iter().collect());
+                    }
+                    Err(HopError::Failed) => bump(&counters.frames_after_failure),
                 }
-                Err(HopError::Rejected { error, report }) => {
-                    bump(&counters.frames_rejected);
-                    // Peer input: counted, logged quietly (a hostile peer must not flood the log).
-                    tracing::debug!(%error, ?from, "frame rejected");
-                    links.send(report.into_iter().collect());
-                }
-                Err(HopError::Failed) => bump(&counters.frames_after_failure),
-            },
+            }
             Event::Expired => break,
             Event::Closed(Toward::Prev, Ending::Finished) => {
                 open_in.0 = false;

@@ -277,7 +277,7 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
         let cascade = setup.cascade.take().map(|run| {
             let links = run.links_per_batch();
             let timed = (rounds * batches) as f64;
-            let (host_layer, hop_work) = match (&before, &after) {
+            let (host_layer, hop_work, handoffs) = match (&before, &after) {
                 (Some(b), Some(a)) if counted(b, a, |s| s.frames_processed) > 0 => (
                     Some(counted(b, a, |s| s.layer_us) as f64 / timed),
                     Some(
@@ -285,8 +285,9 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
                             as f64
                             / timed,
                     ),
+                    Some(counted(b, a, |s| s.handoff_us) as f64 / timed),
                 ),
-                _ => (None, None),
+                _ => (None, None, None),
             };
             let batch_median = median(cascade_all.clone());
             CascadeReport {
@@ -303,6 +304,7 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
                 setup_s: run.setup_s,
                 host_layer_us_per_batch: host_layer,
                 hop_work_us_per_batch: hop_work,
+                host_handoff_us_per_batch: handoffs,
                 us_per_link_from_counters: host_layer.map(|l| (batch_median - l) / links as f64),
             }
         });

@@ -59,6 +59,9 @@ pub(super) struct CascadeReport {
     pub(super) host_layer_us_per_batch: Option<f64>,
     /// The hops' own work on frames a batch (opening, parsing, sealing; not the layers).
     pub(super) hop_work_us_per_batch: Option<f64>,
+    /// Frames waiting between the hosts' network tasks and their hops, both ways, a batch
+    /// (the thread hand-offs).
+    pub(super) host_handoff_us_per_batch: Option<f64>,
     /// (median batch over the cascade - the hosts' layer time a batch) / links a batch.
     pub(super) us_per_link_from_counters: Option<f64>,
 }
@@ -130,12 +133,18 @@ pub(super) fn print_lines(r: &Report) {
     }
     if let Some(c) = &r.cascade {
         let ms = |us: f64| us / 1e3;
-        let counters = match (c.host_layer_us_per_batch, c.hop_work_us_per_batch) {
-            (Some(layers), Some(work)) => format!(
+        let counters = match (
+            c.host_layer_us_per_batch,
+            c.hop_work_us_per_batch,
+            c.host_handoff_us_per_batch,
+        ) {
+            (Some(layers), Some(work), Some(handoffs)) => format!(
                 "; the hosts' counters: layers {:.2} ms a batch, the hops' own work (open, \
-                 seal) {:.2} ms a batch, so {:.1} us per link with the hosts' layer time",
+                 seal) {:.2} ms a batch, frames waiting between the network and the hops \
+                 {:.2} ms a batch, so {:.1} us per link with the hosts' layer time",
                 ms(layers),
                 ms(work),
+                ms(handoffs),
                 c.us_per_link_from_counters.unwrap_or(f64::NAN)
             ),
             _ => String::new(),
