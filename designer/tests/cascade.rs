@@ -161,6 +161,15 @@ fn host_processes_train_bit_for_bit_like_one_process_with_dummies_and_kept_layer
             .all(|s| s.frames_rejected == 0 && s.sessions_failed == 0),
         "{stats:?}"
     );
+    // Most frames ran where they arrived (the paper's hops are cheap), and none went over
+    // its budget there: the exact results above include them.
+    let sum = |f: fn(&mixnn_host::daemon::DaemonStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let (inline, processed) = (sum(|s| s.frames_inline), sum(|s| s.frames_processed));
+    assert!(
+        2 * inline > processed,
+        "{inline} of {processed} frames inline"
+    );
+    assert_eq!(sum(|s| s.inline_over_budget), 0);
     assert_eq!(
         cluster.shutdown().unwrap(),
         0,

@@ -650,6 +650,51 @@ fn a_component_cannot_take_more_than_the_memory_all_sessions_share() {
 }
 
 #[test]
+fn a_layer_that_turns_slow_on_the_network_thread_stops_at_its_budget() {
+    let stats = under_attack(
+        "",
+        "",
+        50.0,
+        async |_, host| {
+            let endpoint = stranger(3);
+            // Cheap for 8 frames: the first few run on the session's worker, the rest where
+            // they arrive, until the layer spins.
+            let layer = one_hop::layer(
+                mixnn_components::HOSTILE,
+                r#"{"behavior":"turns-slow","after":8}"#,
+            );
+            let mut session = OneHop::open_with(&endpoint, host, layer, 4096).await;
+            let x = WireTensor {
+                shape: vec![1, 4],
+                data: vec![1.0, 2.0, 3.0, 4.0],
+            };
+            for _ in 0..8 {
+                let frame = session.frame(Op::TEST, Some(x.clone()));
+                session.send(&frame).await;
+                let out = session.receive().await;
+                assert_eq!(out.tensor.unwrap().data, vec![2.0, 4.0, 6.0, 8.0]);
+            }
+            let started = Instant::now();
+            let frame = session.frame(Op::TEST, Some(x));
+            session.send(&frame).await;
+            let Report::Failure(why) = session.report().await else {
+                panic!("no failure report")
+            };
+            // Stopped by its budget (50 ms of CPU), long before the 10 s call timeout.
+            assert!(why.contains("budget"), "{why}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "stopped after {:?}",
+                started.elapsed()
+            );
+        },
+        |s| s.inline_over_budget >= 1,
+    );
+    assert_eq!(stats.inline_over_budget, 1, "{stats:?}");
+    assert!(stats.frames_inline >= 4, "{stats:?}");
+}
+
+#[test]
 fn a_designer_hears_which_hop_refused_its_setup_and_why() {
     let cluster = host("max_session_lifetime_s = 7200\n", "");
     // The designer's default session lasts a day; this host grants two hours.

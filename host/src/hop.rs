@@ -8,7 +8,7 @@
 //! for the designer; a frame that does not open is dropped, and the first one is reported.
 
 use mixnn_sandbox::{
-    LayerSession, Sandbox, SandboxError,
+    CallBudget, LayerSession, Sandbox, SandboxError,
     wit::{LayerInfo, Mode, Tensor},
 };
 use mixnn_wire::{
@@ -320,6 +320,14 @@ impl<E: Entropy> Hop<E> {
     /// The operation of the last frame that opened (what the hop is doing).
     pub fn last_op(&self) -> Option<Op> {
         self.last_op
+    }
+
+    /// Runs its layers' calls within `budget` from now on (None: their call timeout alone):
+    /// for frames handled where other work waits.
+    pub fn set_budget(&mut self, budget: Option<CallBudget>) {
+        for layer in &mut self.layers {
+            layer.session.set_budget(budget);
+        }
     }
 
     /// Whether the session has failed.

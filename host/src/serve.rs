@@ -39,7 +39,8 @@ pub enum ServeError {
     Runtime(#[from] std::io::Error),
 }
 
-/// One thread for the network: sessions' compute runs on their own worker threads.
+/// One thread for the network: sessions' compute runs on their own worker threads, or on it
+/// once cheap (see `daemon::worker`).
 fn runtime() -> Result<tokio::runtime::Runtime, ServeError> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -56,12 +57,24 @@ fn announce(addr: SocketAddr, fingerprint: &Fingerprint) {
 /// Runs a host with the configuration file at `config`.
 pub fn host(config: &Path, stop_on_stdin_eof: bool) -> Result<(), ServeError> {
     let config = HostConfig::from_file(config)?;
-    runtime()?.block_on(async {
-        let daemon = Daemon::bind(config)?;
-        announce(daemon.local_addr()?, &daemon.fingerprint());
-        daemon.serve(stopped(stop_on_stdin_eof)).await?;
-        Ok(())
-    })
+    // Cheap sessions' layers run on the network thread: it needs a worker's stack, whatever
+    // the main thread was given.
+    let sandbox = config.sandbox_config();
+    let stack = sandbox.worker_stack_bytes.max(sandbox.max_wasm_stack * 2);
+    let network = std::thread::Builder::new()
+        .name("mixnn-host".into())
+        .stack_size(stack)
+        .spawn(move || {
+            runtime()?.block_on(async {
+                let daemon = Daemon::bind(config)?;
+                announce(daemon.local_addr()?, &daemon.fingerprint());
+                daemon.serve(stopped(stop_on_stdin_eof)).await?;
+                Ok(())
+            })
+        })?;
+    network
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Runs a directory on `listen` with its state in `state` and its certificate from `keys`.

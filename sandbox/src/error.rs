@@ -28,6 +28,9 @@ pub enum SandboxError {
     /// A call ran past its deadline.
     #[error("component exceeded its {0:?} deadline")]
     Deadline(std::time::Duration),
+    /// A call with a [`crate::CallBudget`] went past it.
+    #[error("component went over its budget: {0}")]
+    OverBudget(crate::OverBudget),
     /// The component tried to grow its memory (or tables) past the limit.
     #[error("component exceeded its memory limit of {0} bytes")]
     MemoryLimit(usize),
@@ -117,6 +120,7 @@ impl SandboxError {
         matches!(
             self,
             SandboxError::Deadline(_)
+                | SandboxError::OverBudget(_)
                 | SandboxError::MemoryLimit(_)
                 | SandboxError::HostMemory(_)
                 | SandboxError::StackOverflow

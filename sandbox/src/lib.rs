@@ -35,5 +35,5 @@ pub mod wit;
 pub use config::{DEFAULT_MAX_DISK_CACHE_BYTES, SandboxConfig};
 pub use error::{BadTensor, SandboxError, TrapReason};
 pub use sandbox::{ALLOWED_IMPORTS, LayerModule, Sandbox};
-pub use session::LayerSession;
+pub use session::{CallBudget, LayerSession, OverBudget, thread_cpu};
 pub use stats::SandboxStats;

@@ -1,13 +1,17 @@
 //! One session: a store with its limits, one instance of a layer component, and the calls
 //! into it, with every failure turned into a [`SandboxError`].
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use wasmtime::{
-    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, component::ResourceTable,
+    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+    component::ResourceTable,
 };
 use wasmtime_wasi::{
     WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
@@ -111,6 +115,66 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// What calls may use when they run where other work waits for them (a host's network
+/// thread): CPU time rather than wall-clock time, so that a busy machine preempting the
+/// thread does not count against the layer, shared by every call made until the budget is
+/// lifted (a frame's calls, across the sessions of a hop's layers); and a kernel size far
+/// below the usual one, since a kernel call is not interrupted. Past either, the call stops
+/// as at its deadline, with [`SandboxError::OverBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallBudget {
+    /// The thread's CPU time ([`thread_cpu`]) by which the calls must be done.
+    pub cpu_until: Duration,
+    /// Multiply-adds of one kernel call.
+    pub kernel_macs: u64,
+}
+
+impl CallBudget {
+    /// `cpu` of the calling thread's CPU time from now, and kernels of at most `kernel_macs`.
+    pub fn from_now(cpu: Duration, kernel_macs: u64) -> Self {
+        CallBudget {
+            cpu_until: thread_cpu().saturating_add(cpu),
+            kernel_macs,
+        }
+    }
+}
+
+/// What a budgeted call went past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverBudget {
+    /// Its CPU time.
+    Cpu,
+    /// The size of a kernel it asked for (its multiply-adds).
+    Kernel(u64),
+}
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverBudget::Cpu => write!(f, "its CPU time"),
+            OverBudget::Kernel(macs) => write!(f, "a kernel of {macs} multiply-adds"),
+        }
+    }
+}
+
+/// A budgeted call under way.
+struct Budgeted {
+    budget: CallBudget,
+    /// The call's wall-clock deadline (the call timeout, as for any call).
+    until: Instant,
+    /// What the call went past, if it did.
+    over: Option<OverBudget>,
+}
+
+/// The calling thread's CPU time (what a [`CallBudget`] counts).
+pub fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// What a session's store holds.
 pub(crate) struct SessionData {
     wasi: WasiCtx,
@@ -120,6 +184,22 @@ pub(crate) struct SessionData {
     pub(crate) max_kernel_macs: u64,
     pub(crate) max_memory_bytes: u64,
     pub(crate) counters: Arc<Counters>,
+    /// The budget of the call under way, if it has one.
+    budgeted: Option<Budgeted>,
+}
+
+impl SessionData {
+    /// The most multiply-adds a kernel call may cost now; past the budget's, the call is
+    /// marked over budget.
+    pub(crate) fn kernel_macs_allowed(&mut self, macs: u64) -> bool {
+        if let Some(b) = &mut self.budgeted
+            && macs > b.budget.kernel_macs
+        {
+            b.over = Some(OverBudget::Kernel(macs));
+            return false;
+        }
+        macs <= self.max_kernel_macs
+    }
 }
 
 impl SessionData {
@@ -149,6 +229,7 @@ pub struct LayerSession {
     limits: SandboxConfig,
     dead: bool,
     counters: Arc<Counters>,
+    budget: Option<CallBudget>,
 }
 
 impl LayerSession {
@@ -183,10 +264,25 @@ impl LayerSession {
             max_kernel_macs: config.max_kernel_macs,
             max_memory_bytes: config.max_memory_bytes as u64,
             counters: Arc::clone(&counters),
+            budgeted: None,
         };
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limiter);
-        store.epoch_deadline_trap();
+        // Without a budget the deadline is the call timeout, and reaching it stops the call.
+        // With one, the deadline comes every tick, to look at the thread's CPU time.
+        store.epoch_deadline_callback(|mut store| {
+            let Some(b) = &mut store.data_mut().budgeted else {
+                return Ok(UpdateDeadline::Interrupt);
+            };
+            if Instant::now() >= b.until {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if thread_cpu() > b.budget.cpu_until {
+                b.over = Some(OverBudget::Cpu);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
         let deadline_ticks = config.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
         let session = LayerSession {
@@ -201,6 +297,7 @@ impl LayerSession {
             limits: config.clone(),
             dead: false,
             counters,
+            budget: None,
         };
         Ok(session)
     }
@@ -216,10 +313,26 @@ impl LayerSession {
         if self.dead {
             return Err(SandboxError::SessionDead);
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        match self.budget {
+            None => self.store.set_epoch_deadline(self.deadline_ticks),
+            Some(budget) => {
+                self.store.data_mut().budgeted = Some(Budgeted {
+                    budget,
+                    until: started + self.limits.call_timeout,
+                    over: None,
+                });
+                self.store.set_epoch_deadline(1);
+            }
+        }
         let outcome = f(&self.layer, &mut self.store);
+        let over = self.store.data_mut().budgeted.take().and_then(|b| b.over);
         self.counters.called(started.elapsed());
+        // Over budget is the end, whatever the layer made of a refused kernel: the same call
+        // without a budget would have computed something else.
+        if let Some(over) = over {
+            return Err(self.end(SandboxError::OverBudget(over)));
+        }
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(layer_error)) => Err(SandboxError::Layer(layer_error)),
@@ -280,6 +393,12 @@ impl LayerSession {
     /// `import-state`.
     pub fn import_state(&mut self, state: &[u8]) -> Result<(), SandboxError> {
         self.call(|l, s| l.mixnn_layer_layer().call_import_state(s, state))
+    }
+
+    /// Runs the calls that follow within `budget` (None: the call timeout alone), for a
+    /// caller that runs them where other work waits. A call over it ends the session.
+    pub fn set_budget(&mut self, budget: Option<CallBudget>) {
+        self.budget = budget;
     }
 
     /// Whether an earlier failure ended the session.

@@ -12,6 +12,7 @@ pub(crate) struct Counters {
     refused_components: AtomicU64,
     sessions: AtomicU64,
     deadlines: AtomicU64,
+    over_budget: AtomicU64,
     memory_limits: AtomicU64,
     stack_overflows: AtomicU64,
     traps: AtomicU64,
@@ -35,6 +36,8 @@ pub struct SandboxStats {
     pub sessions: u64,
     /// Calls stopped at their deadline.
     pub deadlines: u64,
+    /// Calls stopped past their [`crate::CallBudget`].
+    pub over_budget: u64,
     /// Calls stopped at the memory limit.
     pub memory_limits: u64,
     /// Calls stopped by a stack overflow.
@@ -98,6 +101,7 @@ impl Counters {
     pub(crate) fn failure(&self, e: &SandboxError) {
         match e {
             SandboxError::Deadline(_) => bump(&self.deadlines),
+            SandboxError::OverBudget(_) => bump(&self.over_budget),
             SandboxError::MemoryLimit(_) | SandboxError::HostMemory(_) => bump(&self.memory_limits),
             SandboxError::StackOverflow => bump(&self.stack_overflows),
             SandboxError::Trap { .. } => bump(&self.traps),
@@ -113,6 +117,7 @@ impl Counters {
             refused_components: get(&self.refused_components),
             sessions: get(&self.sessions),
             deadlines: get(&self.deadlines),
+            over_budget: get(&self.over_budget),
             memory_limits: get(&self.memory_limits),
             stack_overflows: get(&self.stack_overflows),
             traps: get(&self.traps),

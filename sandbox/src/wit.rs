@@ -30,8 +30,8 @@ pub(crate) fn add_kernels(linker: &mut Linker<SessionData>) -> wasmtime::Result<
 
 type GemmArgs = (u32, u32, u32, WasmList<u32>, bool, WasmList<u32>, bool);
 
-fn gemm(store: StoreContextMut<'_, SessionData>, args: GemmArgs) -> Result<Vec<f32>, String> {
-    let result = checked_gemm(&store, args);
+fn gemm(mut store: StoreContextMut<'_, SessionData>, args: GemmArgs) -> Result<Vec<f32>, String> {
+    let result = checked_gemm(&mut store, args);
     if result.is_err() {
         store.data().counters.kernel_refused();
     }
@@ -39,18 +39,17 @@ fn gemm(store: StoreContextMut<'_, SessionData>, args: GemmArgs) -> Result<Vec<f
 }
 
 fn checked_gemm(
-    store: &StoreContextMut<'_, SessionData>,
+    store: &mut StoreContextMut<'_, SessionData>,
     (m, k, n, a, trans_a, b, trans_b): GemmArgs,
 ) -> Result<Vec<f32>, String> {
     let (m64, k64, n64) = (u64::from(m), u64::from(k), u64::from(n));
-    let data = store.data();
     let macs = m64.saturating_mul(k64).saturating_mul(n64);
-    if macs > data.max_kernel_macs {
+    if !store.data_mut().kernel_macs_allowed(macs) {
         return Err(format!(
-            "gemm of {m}x{k}x{n} exceeds {} multiply-adds",
-            data.max_kernel_macs
+            "gemm of {m}x{k}x{n} exceeds the multiply-adds allowed"
         ));
     }
+    let data = store.data();
     // The result must fit in the component's memory; refuse before allocating it here.
     if m64.saturating_mul(n64).saturating_mul(4) > data.max_memory_bytes {
         return Err(format!(
@@ -58,6 +57,7 @@ fn checked_gemm(
         ));
     }
     // Canonical-ABI lists of u32 are 4-byte aligned, so the casts cannot fail; checked anyway.
+    let store = &*store;
     let a: &[f32] = bytemuck::try_cast_slice(a.as_le_slice(store)).map_err(|e| e.to_string())?;
     let b: &[f32] = bytemuck::try_cast_slice(b.as_le_slice(store)).map_err(|e| e.to_string())?;
     let (m, k, n) = (m as usize, k as usize, n as usize);

@@ -18,7 +18,7 @@ use std::{
 
 use mixnn_components::{HOSTILE, IDENTITY, LINEAR, READS_FILE};
 use mixnn_sandbox::{
-    Sandbox, SandboxConfig, SandboxError,
+    CallBudget, OverBudget, Sandbox, SandboxConfig, SandboxError,
     wit::{Mode, Tensor},
 };
 
@@ -129,6 +129,83 @@ fn infinite_loop_hits_the_deadline() {
             started.elapsed()
         );
     });
+}
+
+/// A budget far below the call timeout (1.5 s here), as a host gives calls it runs inline.
+fn budget() -> CallBudget {
+    CallBudget::from_now(Duration::from_millis(50), 1 << 20)
+}
+
+#[test]
+fn a_budgeted_infinite_loop_stops_at_its_cpu_budget_long_before_the_deadline() {
+    with_bystander(|sandbox| {
+        let module = sandbox.load(HOSTILE).unwrap();
+        let mut session = sandbox.start(&module).unwrap();
+        session.init(&hostile_config("infinite-loop", 0)).unwrap();
+        session.set_budget(Some(budget()));
+        let started = std::time::Instant::now();
+        let err = session
+            .forward(&tensor(vec![1.0; 4]), Mode::Train)
+            .unwrap_err();
+        assert!(
+            matches!(err, SandboxError::OverBudget(OverBudget::Cpu)),
+            "{err}"
+        );
+        assert!(err.ends_session() && session.is_dead());
+        // 50 ms of CPU time and a 10 ms tick; the call timeout (1.5 s) did not stop it.
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "took {:?}",
+            started.elapsed()
+        );
+        let stats = sandbox.stats();
+        assert_eq!((stats.over_budget, stats.deadlines), (1, 0), "{stats:?}");
+    });
+}
+
+#[test]
+fn a_budgeted_kernel_over_its_size_ends_the_session_and_under_it_changes_nothing() {
+    let sandbox = Sandbox::new(config()).unwrap();
+    // Kernel abuse is an error value without a budget, and the end of the session with one.
+    let module = sandbox.load(HOSTILE).unwrap();
+    let mut session = sandbox.start(&module).unwrap();
+    session.init(&hostile_config("kernel-abuse", 0)).unwrap();
+    session.set_budget(Some(budget()));
+    let err = session
+        .forward(&tensor(vec![1.0]), Mode::Train)
+        .unwrap_err();
+    assert!(
+        matches!(err, SandboxError::OverBudget(OverBudget::Kernel(_))),
+        "{err}"
+    );
+    assert!(session.is_dead());
+
+    // The paper's first layer at batch 8 (0.8 M multiply-adds a gemm) within the budget
+    // computes exactly what it computes without one.
+    let linear = sandbox.load(LINEAR).unwrap();
+    let config = br#"{"layer": {"in_features": 784, "out_features": 128}, "seed": 3}"#;
+    let input = Tensor {
+        shape: vec![8, 784],
+        data: (0..8 * 784).map(|i| (i % 255) as f32 / 255.0).collect(),
+    };
+    let outputs: Vec<Tensor> = [None, Some(budget())]
+        .into_iter()
+        .map(|budget| {
+            let mut layer = sandbox.start(&linear).unwrap();
+            layer.init(config).unwrap();
+            layer.set_budget(budget);
+            layer.forward(&input, Mode::Train).unwrap()
+        })
+        .collect();
+    assert_eq!(outputs[0].shape, vec![8, 128]);
+    assert!(
+        outputs[0]
+            .data
+            .iter()
+            .zip(&outputs[1].data)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+    assert_eq!(sandbox.stats().over_budget, 1);
 }
 
 #[test]

@@ -33,6 +33,7 @@
 //! source_prefix_v6 = 56
 //! header_timeout_s = 10            # a stream's header, an op=0 message's head
 //! attach_timeout_s = 30
+//! inline_cheap_frames = true      # cheap sessions run on the network thread
 //!
 //! [sandbox]
 //! max_memory_mib = 256              # per instance
@@ -322,6 +323,9 @@ pub struct Limits {
     /// Seconds the last hop waits for the designer to attach, and any hop for its next hop;
     /// also the time an op=0 message may take to arrive.
     pub attach_timeout_s: u64,
+    /// Whether a session's frames run on the network thread once they have proven cheap
+    /// (each call then within a small CPU budget), saving two thread hand-offs a frame.
+    pub inline_cheap_frames: bool,
 }
 
 impl Default for Limits {
@@ -347,6 +351,7 @@ impl Default for Limits {
             source_prefix_v6: 56,
             header_timeout_s: 10,
             attach_timeout_s: 30,
+            inline_cheap_frames: true,
         }
     }
 }

@@ -70,6 +70,12 @@ counters! {
     /// not yet taken by the hop, or queued by the hop and not yet taken by its link (the
     /// thread hand-offs of hops with layers; where a batch's time goes).
     handoff_us,
+    /// Frames run where they arrived (their sessions' frames had proven cheap), not on
+    /// their session's worker.
+    frames_inline,
+    /// Frames run inline that went over their budget (their sessions ended, and no frame ran
+    /// inline for a while).
+    inline_over_budget,
     /// Frames that did not open (tampered, replayed, reordered, mis-sized).
     frames_rejected,
     /// Frames for a session that had already failed.

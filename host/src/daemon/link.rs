@@ -1,5 +1,6 @@
-//! One session on a running host: the hop's worker thread (the sans-IO [`Hop`] and its
-//! sandboxed layers) and the tasks that move frames between it and its two QUIC streams.
+//! One session on a running host: its hop (the sans-IO [`Hop`] and its sandboxed layers, run
+//! on its worker or, once cheap, where frames arrive: see [`super::worker`]) and the tasks
+//! that move frames between it and its two QUIC streams.
 
 use std::{
     net::SocketAddr,
@@ -19,6 +20,7 @@ use mixnn_wire::{
 };
 use tokio::sync::mpsc;
 
+use super::worker::{Cheapness, Worker, inline_budget};
 use super::{
     FaultLie, FaultOp, Inner, SessionSlot,
     audit::{SessionAudit, StreamTap},
@@ -150,27 +152,26 @@ pub(super) async fn run(
     let next = setup.next.clone();
     let circuit_out = setup.circuit_out;
     let observer = audit.as_ref().and_then(SessionAudit::observer);
-    let worker = {
-        let worker_inner = Arc::clone(&inner);
-        let traffic = Arc::clone(&traffic);
-        inner.sandbox.spawn_worker("session", move || {
-            work(
-                &worker_inner,
-                setup,
-                observer,
-                &traffic,
-                inbox_rx,
-                prev_tx,
-                next_tx,
-            );
-            // The host's place for the session is free once its worker is done.
-            drop(slot);
-        })
+    let worker = match Worker::start(&inner.sandbox) {
+        Ok(worker) => worker,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a session worker");
+            return;
+        }
     };
-    if let Err(e) = worker {
-        tracing::error!(error = %e, "cannot start a session worker");
-        return;
-    }
+    tokio::spawn({
+        let inner = Arc::clone(&inner);
+        let traffic = Arc::clone(&traffic);
+        async move {
+            let links = Links {
+                prev: Some(prev_tx),
+                next: Some(next_tx),
+            };
+            work(inner, setup, observer, traffic, inbox_rx, links, worker).await;
+            // The host's place for the session is free once its hop is done.
+            drop(slot);
+        }
+    });
 
     let started = std::time::Instant::now();
     let next = match next {
@@ -428,16 +429,18 @@ fn add_us(counter: &AtomicU64, elapsed: Duration) {
 }
 
 /// Runs `work` on a frame, adding its time, and the part of it in components, to the
-/// counters (where a batch's time goes).
-fn timed<R>(inner: &Inner, work: impl FnOnce() -> R) -> R {
+/// counters (where a batch's time goes); also says how much CPU time it took.
+fn timed<R>(inner: &Inner, work: impl FnOnce() -> R) -> (R, Duration) {
     let in_layers = inner.sandbox.stats().call_us;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    let cpu = mixnn_sandbox::thread_cpu();
     let result = work();
+    let cpu = mixnn_sandbox::thread_cpu().saturating_sub(cpu);
     let counters = &inner.counters;
     add_us(&counters.frame_us, started.elapsed());
     let layer_us = inner.sandbox.stats().call_us.saturating_sub(in_layers);
     counters.layer_us.fetch_add(layer_us, Ordering::Relaxed);
-    result
+    (result, cpu)
 }
 
 /// The operation a fault may wait for.
@@ -458,7 +461,7 @@ struct Links {
 }
 
 impl Links {
-    fn send(&self, out: Vec<Outgoing>) {
+    async fn send(&self, out: Vec<Outgoing>) {
         for o in out {
             let link = match o.to {
                 Toward::Prev => &self.prev,
@@ -466,38 +469,48 @@ impl Links {
             };
             // A link that is gone ends the session through its reader.
             if let Some(link) = link {
-                let _ = link.blocking_send(Queued {
+                let queued = Queued {
                     frame: o.frame,
                     at: Instant::now(),
-                });
+                };
+                let _ = link.send(queued).await;
             }
         }
     }
 }
 
-/// The session's worker thread: every frame through the hop, in order.
-fn work(
-    inner: &Inner,
+/// A session's hop, boxed: it moves to the worker and back with each frame it runs there.
+type SessionHop = Box<Hop<SystemEntropy>>;
+
+/// The session: every frame through the hop, in order, on its worker or inline (see
+/// [`super::worker`]).
+async fn work(
+    inner: Arc<Inner>,
     setup: HopSetup,
     observer: Option<Observer>,
-    traffic: &Traffic,
+    traffic: Arc<Traffic>,
     mut inbox: mpsc::Receiver<Event>,
-    prev: mpsc::Sender<Queued>,
-    next: mpsc::Sender<Queued>,
-) {
-    let counters = &inner.counters;
     // A link's sender is dropped (its stream finished) once the other side has finished:
     // the end of a session travels down the cascade one way and up the other, and every
     // hop handles all the frames sent before it.
-    let mut links = Links {
-        prev: Some(prev),
-        next: Some(next),
-    };
+    mut links: Links,
+    worker: Worker,
+) {
+    let counters = &inner.counters;
     let mut open_in = (true, true);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let layers = setup.layers.len();
     inner.maybe_die(FaultOp::Setup);
-    let started_hop = Hop::start(setup, &inner.sandbox, SystemEntropy);
+    // Loading layers may compile them: on the worker.
+    let started_hop = {
+        let inner = Arc::clone(&inner);
+        worker
+            .run(move || {
+                Hop::start(setup, &inner.sandbox, SystemEntropy)
+                    .map(|(hop, out)| (SessionHop::new(hop), out))
+            })
+            .await
+    };
     tracing::info!(
         layers,
         ms = started.elapsed().as_secs_f64() * 1e3,
@@ -505,7 +518,7 @@ fn work(
     );
     traffic.waiting();
     let mut hop = match started_hop {
-        Ok((mut hop, out)) => {
+        Some(Ok((mut hop, out))) => {
             hop.set_route_key(Arc::clone(&inner.onion_key));
             if let Some(lie) = inner.faults.lie {
                 let lie = match lie {
@@ -514,41 +527,82 @@ fn work(
                 };
                 hop.lie(lie, inner.faults.lie_from, Arc::clone(&inner.lie_frames));
             }
-            links.send(out);
+            links.send(out).await;
             if let Some(observer) = observer {
                 hop.observe(observer);
             }
             hop
         }
-        Err(e) => {
+        Some(Err(e)) => {
             // The setup was checked: its link ends and first report must work.
             tracing::error!(error = %e, "a checked setup did not start (a bug)");
             bump(&counters.sessions_failed);
             return;
         }
+        None => {
+            tracing::error!("a session worker died loading its layers (a bug)");
+            bump(&counters.sessions_failed);
+            return;
+        }
     };
+    let mut cheapness = Cheapness::default();
     while !hop.has_failed() {
         traffic.waiting();
-        let Some(event) = inbox.blocking_recv() else {
+        let Some(event) = inbox.recv().await else {
             break;
         };
         traffic.busy();
         match event {
             Event::Frame(from, frame, arrived) => {
-                add_us(&counters.handoff_us, arrived.elapsed());
-                match timed(inner, || hop.on_frame(from, &frame)) {
+                let inline = inner.limits.inline_cheap_frames
+                    && cheapness.proven()
+                    && inner.inline_gate.is_open();
+                let (result, cpu) = if inline {
+                    add_us(&counters.handoff_us, arrived.elapsed());
+                    bump(&counters.frames_inline);
+                    let over_before = inner.sandbox.stats().over_budget;
+                    hop.set_budget(Some(inline_budget()));
+                    let outcome = timed(&inner, || hop.on_frame(from, &frame));
+                    hop.set_budget(None);
+                    // Budgeted calls run on this thread only, so the count is this frame's.
+                    if inner.sandbox.stats().over_budget > over_before {
+                        bump(&counters.inline_over_budget);
+                        inner.inline_gate.close();
+                        tracing::debug!("a frame run inline went over its budget");
+                    }
+                    outcome
+                } else {
+                    let job = {
+                        let inner = Arc::clone(&inner);
+                        move || {
+                            add_us(&inner.counters.handoff_us, arrived.elapsed());
+                            let (result, cpu) = timed(&inner, || hop.on_frame(from, &frame));
+                            (hop, result, cpu, Instant::now())
+                        }
+                    };
+                    let Some((back, result, cpu, done)) = worker.run(job).await else {
+                        tracing::error!("a session worker died on a frame (a bug)");
+                        bump(&counters.sessions_failed);
+                        return;
+                    };
+                    add_us(&counters.handoff_us, done.elapsed());
+                    hop = back;
+                    (result, cpu)
+                };
+                cheapness.record(cpu);
+                match result {
                     Ok(out) => {
                         if let Some(op) = hop.last_op().and_then(fault_op) {
                             inner.maybe_die(op);
                         }
                         bump(&counters.frames_processed);
-                        links.send(out);
+                        links.send(out).await;
                     }
                     Err(HopError::Rejected { error, report }) => {
                         bump(&counters.frames_rejected);
                         // Peer input: counted, logged quietly (a hostile peer must not flood the log).
                         tracing::debug!(%error, ?from, "frame rejected");
-                        links.send(report.into_iter().collect());
+                        links.send(report.into_iter().collect()).await;
                     }
                     Err(HopError::Failed) => bump(&counters.frames_after_failure),
                 }
@@ -568,29 +622,35 @@ fn work(
                     Toward::Next => ("next", Toward::Prev),
                 };
                 let why = format!("the {broken} hop refused the link: {code}");
-                links.send(hop.fail_with(to, &why));
+                links.send(hop.fail_with(to, &why)).await;
             }
-            Event::Closed(from, _) => links.send(hop.lost(from)),
+            Event::Closed(from, _) => links.send(hop.lost(from)).await,
             Event::NextUnreachable(
                 why @ (Unreachable::Address | Unreachable::Refused(_) | Unreachable::NoDesigner(_)),
             ) => {
-                links.send(hop.fail_with(Toward::Prev, &why.to_string()));
+                links
+                    .send(hop.fail_with(Toward::Prev, &why.to_string()))
+                    .await;
             }
             Event::NextUnreachable(why) => {
                 tracing::debug!(error = %why, "the next hop is unreachable");
-                links.send(hop.lost(Toward::Next));
+                links.send(hop.lost(Toward::Next)).await;
             }
             Event::OverBudget => {
                 bump(&counters.sessions_over_budget);
-                links.send(hop.fail_with(Toward::Prev, "the session exceeded its byte budget"));
+                links
+                    .send(hop.fail_with(Toward::Prev, "the session exceeded its byte budget"))
+                    .await;
             }
             Event::Idle => {
                 bump(&counters.sessions_idle);
                 let idle = inner.limits.session_idle().as_secs();
-                links.send(hop.fail_with(
-                    Toward::Next,
-                    &format!("no frame for {idle} s: the session ended"),
-                ));
+                links
+                    .send(hop.fail_with(
+                        Toward::Next,
+                        &format!("no frame for {idle} s: the session ended"),
+                    ))
+                    .await;
                 break;
             }
         }

@@ -19,6 +19,7 @@ pub mod audit;
 mod config;
 mod guard;
 mod link;
+mod worker;
 
 use std::{
     collections::HashMap,
@@ -159,6 +160,8 @@ pub(crate) struct Inner {
     fault_count: std::sync::atomic::AtomicU64,
     /// Forward and test frames seen so far, for a lie's start.
     lie_frames: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether frames may run inline.
+    inline_gate: worker::InlineGate,
 }
 
 impl Inner {
@@ -279,6 +282,7 @@ impl Daemon {
             faults: config.faults.clone(),
             fault_count: std::sync::atomic::AtomicU64::new(0),
             lie_frames: Arc::default(),
+            inline_gate: worker::InlineGate::default(),
         });
         Ok(Daemon {
             inner,

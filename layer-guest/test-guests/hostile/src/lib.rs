@@ -25,6 +25,9 @@ pub enum Behavior {
     HugeOutput,
     /// Asks the host's kernels for absurd amounts of work and memory.
     KernelAbuse,
+    /// Doubles its input for `after` calls (cheap, so a host runs it on its network thread),
+    /// then never returns.
+    TurnsSlow,
 }
 
 /// The config.
@@ -33,12 +36,15 @@ pub struct HostileConfig {
     behavior: Behavior,
     #[serde(default)]
     huge_output: usize,
+    #[serde(default)]
+    after: u32,
 }
 
 /// The hostile layer.
 #[derive(Debug)]
 pub struct Hostile {
     config: HostileConfig,
+    calls: u32,
 }
 
 /// Recursion that lives on the wasm stack (no locals in linear memory) and that the compiler
@@ -56,12 +62,19 @@ impl Layer for Hostile {
     const NAME: &'static str = "hostile";
 
     fn new(config: HostileConfig, _: &mut Init) -> Result<Self, LayerError> {
-        Ok(Hostile { config })
+        Ok(Hostile { config, calls: 0 })
     }
 
     fn forward(&mut self, input: Tensor, _: Mode) -> Result<Tensor, LayerError> {
+        self.calls = self.calls.saturating_add(1);
         match self.config.behavior {
-            Behavior::WellBehaved => {
+            Behavior::TurnsSlow if self.calls > self.config.after => {
+                let mut n = 0u64;
+                loop {
+                    n = black_box(n.wrapping_add(1));
+                }
+            }
+            Behavior::WellBehaved | Behavior::TurnsSlow => {
                 let doubled = input.data().iter().map(|v| v * 2.0).collect();
                 input.with_data(doubled)
             }
