@@ -59,8 +59,7 @@ pub fn host(config: &Path, stop_on_stdin_eof: bool) -> Result<(), ServeError> {
     let config = HostConfig::from_file(config)?;
     // Cheap sessions' layers run on the network thread: it needs a worker's stack, whatever
     // the main thread was given.
-    let sandbox = config.sandbox_config();
-    let stack = sandbox.worker_stack_bytes.max(sandbox.max_wasm_stack * 2);
+    let stack = config.sandbox_config().thread_stack_bytes();
     let network = std::thread::Builder::new()
         .name("mixnn-host".into())
         .stack_size(stack)

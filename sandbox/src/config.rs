@@ -76,6 +76,12 @@ impl Default for SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// Native stack of a thread that runs calls: the worker's, and at least twice the wasm
+    /// stack (the host's own frames sit under it).
+    pub fn thread_stack_bytes(&self) -> usize {
+        self.worker_stack_bytes.max(self.max_wasm_stack * 2)
+    }
+
     /// The deadline of one call, in epoch ticks (rounded up, at least one).
     pub(crate) fn deadline_ticks(&self) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);

@@ -348,11 +348,7 @@ impl Sandbox {
     {
         thread::Builder::new()
             .name(name.to_owned())
-            .stack_size(
-                self.config
-                    .worker_stack_bytes
-                    .max(self.config.max_wasm_stack * 2),
-            )
+            .stack_size(self.config.thread_stack_bytes())
             .spawn(f)
     }
 }

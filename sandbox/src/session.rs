@@ -200,9 +200,7 @@ impl SessionData {
         }
         macs <= self.max_kernel_macs
     }
-}
 
-impl SessionData {
     pub(crate) fn cli(&mut self) -> WasiCliCtxView<'_> {
         WasiCliView::cli(self)
     }

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The frames of `frames` (or anything else sent through a channel), each `delay` after it
-/// was queued there, in order. Call it inside a
-/// tokio runtime. A task stamps each frame as it is queued (so none waits behind the delay of
-/// the one before); a thread holds it until then, since tokio's timer rounds up to whole
-/// milliseconds and a 1 ms delay would be about 1.5.
+/// was queued there, in order. Call it inside a tokio runtime. A task stamps each frame as it
+/// is queued (so none waits behind the delay of the one before); a thread holds it until
+/// then, since tokio's timer rounds up to whole milliseconds and a 1 ms delay would be about
+/// 1.5.
 pub fn delay_line<T: Send + 'static>(
     mut frames: mpsc::Receiver<T>,
     delay: Duration,

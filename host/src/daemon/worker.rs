@@ -16,22 +16,22 @@ use std::{
 use mixnn_sandbox::{CallBudget, Sandbox};
 
 /// Frames a session runs on its worker before its frames may run inline.
-pub(super) const INLINE_AFTER_FRAMES: u32 = 4;
+const INLINE_AFTER_FRAMES: u32 = 4;
 /// CPU time a frame may have taken, every frame of the session so far, for the session's
 /// frames to run inline (the paper's largest hop takes about 0.6 ms).
-pub(super) const INLINE_MAX_FRAME: Duration = Duration::from_millis(2);
+const INLINE_MAX_FRAME: Duration = Duration::from_millis(2);
 /// CPU time a frame run inline may use, all its calls together.
-pub(super) const INLINE_CPU: Duration = Duration::from_millis(50);
+const INLINE_CPU: Duration = Duration::from_millis(50);
 /// Multiply-adds of one kernel call in a frame run inline: about 10 ms of gemm (the paper's
 /// largest is 6.4 M).
-pub(super) const INLINE_KERNEL_MACS: u64 = 1 << 25;
+const INLINE_KERNEL_MACS: u64 = 1 << 25;
 
 /// The budget of a frame run inline from now.
 pub(super) fn inline_budget() -> CallBudget {
     CallBudget::from_now(INLINE_CPU, INLINE_KERNEL_MACS)
 }
 /// How long no frame runs inline on the host after one went over its budget.
-pub(super) const INLINE_PAUSE: Duration = Duration::from_secs(60);
+const INLINE_PAUSE: Duration = Duration::from_secs(60);
 
 /// A job for a worker.
 type Job = Box<dyn FnOnce() + Send>;
