@@ -68,14 +68,30 @@ struct Sim {
     now: Instant,
     /// Cover messages the designer sent.
     covers: usize,
+    /// Virtual time added to the designer's last link, both ways.
+    slow_last: Duration,
 }
 
 impl Sim {
-    /// The paper's model over `dummies` + 4 hops, starting from `states`.
+    /// The paper's model over `dummies` + 5 hops, starting from `states`; its loss hop turns
+    /// batches around.
     fn start(sandbox: &Sandbox, states: &[Vec<u8>], dummies: usize, config: SessionConfig) -> Self {
+        Self::start_with(sandbox, states, dummies, config, true)
+    }
+
+    /// As [`Sim::start`]; the loss hop turns batches around if `loss_turns`, else it waits
+    /// for the designer's backward frame.
+    fn start_with(
+        sandbox: &Sandbox,
+        states: &[Vec<u8>],
+        dummies: usize,
+        config: SessionConfig,
+        loss_turns: bool,
+    ) -> Self {
         let spec = common::paper_spec();
         let mut options = RemoteOptions::new(SocketAddr::from(([127, 0, 0, 1], 1)), [0; 32]);
         options.dummies = dummies;
+        options.loss_turns = loss_turns;
         let plan = Plan::new(&spec, sandbox, &options, &[BATCH, 784]).unwrap();
         let keys: Vec<OnionPrivateKey> = (0..plan.len())
             .map(|_| OnionPrivateKey::generate().unwrap())
@@ -124,6 +140,7 @@ impl Sim {
             seq: 0,
             now,
             covers: 0,
+            slow_last: Duration::ZERO,
         };
         for (i, key) in keys.iter().enumerate() {
             let peeled = peel(key, &onion, Freshness::at(UNIX_NOW), &mut SystemEntropy).unwrap();
@@ -151,7 +168,12 @@ impl Sim {
                 Toward::Next => To::Hop(hop + 1, Toward::Prev),
                 Toward::Prev => To::Hop(hop - 1, Toward::Next),
             };
-            self.push(self.now + LINK, to, o.frame);
+            let slow = if matches!(to, To::Designer(End::Last)) {
+                self.slow_last
+            } else {
+                Duration::ZERO
+            };
+            self.push(self.now + LINK + slow, to, o.frame);
         }
     }
 
@@ -163,11 +185,11 @@ impl Sim {
     fn send(&mut self, transmits: impl IntoIterator<Item = Transmit>) {
         let last = self.hops_len() - 1;
         for t in transmits {
-            let to = match t.end {
-                End::First => To::Hop(0, Toward::Prev),
-                End::Last => To::Hop(last, Toward::Next),
+            let (to, slow) = match t.end {
+                End::First => (To::Hop(0, Toward::Prev), Duration::ZERO),
+                End::Last => (To::Hop(last, Toward::Next), self.slow_last),
             };
-            self.push(self.now + LINK, to, t.frame);
+            self.push(self.now + LINK + slow, to, t.frame);
         }
     }
 
@@ -245,12 +267,29 @@ impl Sim {
         }
     }
 
+    /// Delivers frames until one has reached hop `i`.
+    fn run_until_hop(&mut self, i: usize) {
+        while let Some((to, frame)) = self.pop() {
+            let reached = matches!(to, To::Hop(h, _) if h == i);
+            assert!(self.deliver(to, frame).unwrap().is_none());
+            if reached {
+                return;
+            }
+        }
+        panic!("nothing reached hop {i}");
+    }
+
     /// One training batch; the loss.
     fn train(&mut self, x: &Tensor, y: &Tensor) -> Result<f32, RemoteError> {
         let sent = self.session.forward(wire(x), &wire(y), self.now)?;
         self.send([sent]);
-        let Outcome::Loss(loss) = self.run()? else {
-            panic!("a forward pass answers with its loss");
+        let loss = match self.run()? {
+            Outcome::Trained {
+                loss,
+                gradient: None,
+            } => return Ok(loss),
+            Outcome::Loss(loss) => loss,
+            other => panic!("a forward pass answers with its loss, not {other:?}"),
         };
         let sent = self.session.backward(None, self.now)?;
         self.send([sent]);
@@ -340,17 +379,79 @@ fn the_session_trains_bit_for_bit_over_sans_io_hops_and_times_out_a_silent_one()
 }
 
 #[test]
+fn a_loss_hop_that_turns_batches_around_trains_as_one_that_waits_for_the_designer() {
+    common::on_worker(|sandbox| {
+        let spec = common::paper_spec();
+        let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox)).unwrap();
+        let init = local.export_states().unwrap();
+        let data = batches(6);
+        let mut waits = Sim::start_with(sandbox, &init, 1, config(), false);
+        let mut turns = Sim::start_with(sandbox, &init, 1, config(), true);
+        let hops = turns.hops_len() as u32;
+        for (i, (x, y)) in data.iter().enumerate() {
+            // From the third batch on, the loss comes back after the first hop's gradient,
+            // which the session holds meanwhile.
+            let slow = if i >= 2 {
+                2 * hops * LINK
+            } else {
+                Duration::ZERO
+            };
+            turns.slow_last = slow;
+            let want = local.train_step(x.clone(), y.clone()).unwrap();
+            let (t0, w0) = (turns.now, waits.now);
+            assert_eq!(turns.train(x, y).unwrap().to_bits(), want.to_bits());
+            assert_eq!(waits.train(x, y).unwrap().to_bits(), want.to_bits());
+            // Waiting, a batch crosses every link twice and the designer's last link twice
+            // more; turning, it is done when both the gradient and the loss are back.
+            assert_eq!(waits.now - w0, (2 * hops + 2) * LINK);
+            let turned = (2 * hops * LINK).max((hops + 1) * LINK + slow);
+            assert_eq!(turns.now - t0, turned, "batch {i}");
+        }
+        let want = local.export_states().unwrap();
+        for sim in [&mut turns, &mut waits] {
+            let sent = sim.session.export(sim.now).unwrap();
+            sim.send(sent);
+            let Outcome::States(states) = sim.run().unwrap() else {
+                panic!("an export answers with the states");
+            };
+            for (layer, state) in states {
+                assert_eq!(state, want[layer], "layer {layer}");
+            }
+        }
+        // A turning session takes no backward frame from the designer.
+        assert!(matches!(
+            turns.session.backward(None, turns.now),
+            Err(RemoteError::OutOfTurn { .. })
+        ));
+    });
+}
+
+#[test]
 fn a_dead_hop_is_named_by_its_neighbours_within_two_seconds() {
     common::on_worker(|sandbox| {
         let data = batches(2);
-        for (dead, step) in [(2, "forward"), (0, "backward"), (4, "forward")] {
-            let mut sim = Sim::start(sandbox, &[], 1, config());
+        // With the loss hop turning batches around, and (the second case) waiting for the
+        // designer's backward frame.
+        for (turns, dead, step) in [
+            (true, 2, "forward"),
+            (false, 0, "backward"),
+            (true, 0, "backward"),
+            (true, 4, "forward"),
+        ] {
+            let mut sim = Sim::start_with(sandbox, &[], 1, config(), turns);
             sim.train(&data[0].0, &data[0].1).unwrap();
             let (x, y) = &data[1];
             let started = sim.now;
             let err = if step == "forward" {
                 sim.kill(dead);
                 sim.train(x, y).unwrap_err()
+            } else if turns {
+                // The first hop dies once the batch has passed it.
+                let sent = sim.session.forward(wire(x), &wire(y), sim.now).unwrap();
+                sim.send([sent]);
+                sim.run_until_hop(dead);
+                sim.kill(dead);
+                sim.run().unwrap_err()
             } else {
                 let sent = sim.session.forward(wire(x), &wire(y), sim.now).unwrap();
                 sim.send([sent]);

@@ -126,6 +126,12 @@ const ROLE_TABLE: [Role; ROLES] = [
         features_in: 4,
         features_out: 2,
     },
+    Role {
+        session: 3,
+        hop: 1,
+        features_in: 3,
+        features_out: 2,
+    },
 ];
 
 /// A session as the designer built it, and what each hop peeled.
@@ -238,6 +244,21 @@ fn fixture() -> &'static Fixture {
                     ),
                 ],
                 3,
+                2,
+            ),
+            session(
+                vec![
+                    (vec![(LINEAR_RELU, linear(4, 3))], 0),
+                    (
+                        vec![
+                            (LINEAR, linear(3, 2)),
+                            (LOG_SOFTMAX, config("{}")),
+                            (NLL_LOSS, config("{}")),
+                        ],
+                        HopSetup::LOSS | HopSetup::LOSS_TURNS | HopSetup::TEST_END,
+                    ),
+                ],
+                4,
                 2,
             ),
         ];
@@ -620,8 +641,15 @@ impl Run<'_> {
         }
         let should_open = matches!(expect, Expect::Valid { .. }) && !self.desynced[index(from)];
         match result {
-            Ok(out) => {
+            Ok(mut out) => {
                 assert!(should_open, "a frame that must not open was taken");
+                // A loss hop that turns a batch around sends its gradient back at once (with
+                // a fresh blob), before the loss.
+                if out.len() == 2 && self.setup.flags & HopSetup::LOSS_TURNS != 0 {
+                    let back = out.remove(0);
+                    let body = self.receive(&[back], toward(from), None);
+                    assert_eq!(body[0].op, Op::BACKWARD, "a turned batch's first frame");
+                }
                 assert_eq!(out.len(), 1, "one frame in, {} out: {out:?}", out.len());
                 let incoming = match expect {
                     Expect::Valid { blob_len } => Some(blob_len),

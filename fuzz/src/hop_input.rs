@@ -8,7 +8,7 @@
 use crate::input::{Input, Output};
 
 /// Roles a scenario can give the hop (see `hop_checks::ROLES`).
-pub const ROLES: usize = 6;
+pub const ROLES: usize = 7;
 /// Most actions of one scenario: enough for a few training steps and an export, few enough
 /// to keep an execution short.
 pub const MAX_ACTIONS: usize = 32;
@@ -523,6 +523,8 @@ pub mod role {
     pub const ROUTED_FIRST: u8 = 4;
     /// Its last hop.
     pub const ROUTED_LAST: u8 = 5;
+    /// The last hop of a two-hop session, with the loss, that turns batches around.
+    pub const TURNS: u8 = 6;
 }
 
 fn send(from: Side, op: u8, tensor: TensorSpec, blob: BlobSpec, route: RouteSpec) -> Action {
@@ -548,8 +550,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
     use Side::{Next, Prev};
     let mut out = Vec::new();
     for role in 0..u8::try_from(ROLES).unwrap_or(0) {
-        let routed = role >= role::ROUTED_FIRST;
-        let loss = role == role::LOSS || role == role::SOLO;
+        let routed = matches!(role, role::ROUTED_FIRST | role::ROUTED_LAST);
+        let turns = role == role::TURNS;
+        let loss = matches!(role, role::LOSS | role::SOLO | role::TURNS);
         let first = matches!(role, role::FIRST | role::SOLO | role::ROUTED_FIRST);
         let route = if routed {
             RouteSpec::Built { other_op: false }
@@ -577,13 +580,16 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 }),
                 route,
             ));
-            train.push(send(
-                Next,
-                op::BACKWARD,
-                if loss { TensorSpec::None } else { fit(step, 1) },
-                BlobSpec::Random,
-                route,
-            ));
+            // A hop that turns batches around takes no backward frame.
+            if !turns {
+                train.push(send(
+                    Next,
+                    op::BACKWARD,
+                    if loss { TensorSpec::None } else { fit(step, 1) },
+                    BlobSpec::Random,
+                    route,
+                ));
+            }
         }
         train.push(send(
             Prev,

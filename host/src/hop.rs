@@ -233,12 +233,25 @@ impl<E: Entropy> Hop<E> {
         let loss_layers = self.layers.iter().filter(|l| l.info.is_loss).count();
         let is_loss = self.flags & HopSetup::LOSS != 0;
         match (is_loss, loss_layers) {
-            (true, 1) if self.layers.last().is_some_and(|l| l.info.is_loss) => Ok(()),
-            (false, 0) => Ok(()),
-            _ => Err(Failure::Protocol(
-                "the loss layer must be the last layer of the hop flagged for it",
-            )),
+            (true, 1) if self.layers.last().is_some_and(|l| l.info.is_loss) => {}
+            (false, 0) => {}
+            _ => {
+                return Err(Failure::Protocol(
+                    "the loss layer must be the last layer of the hop flagged for it",
+                ));
+            }
         }
+        if self.turns() && (!is_loss || self.flags & HopSetup::PER_MESSAGE_RSA != 0) {
+            return Err(Failure::Protocol(
+                "only a loss hop without per-message routes turns batches around",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this hop turns each batch around itself ([`HopSetup::LOSS_TURNS`]).
+    fn turns(&self) -> bool {
+        self.flags & HopSetup::LOSS_TURNS != 0
     }
 
     /// Ends the session for a reason outside the frames (a neighbour unreachable or gone),
@@ -454,7 +467,13 @@ impl<E: Entropy> Hop<E> {
                 .session
                 .loss(&x, &target)
                 .map_err(layer_failure("loss"))?;
-            self.pending = Some(Some(loss.grad_input));
+            if self.turns() {
+                // The gradient first: it is on the critical path, the loss is not.
+                let blob = blob::random(self.blob_len, &mut self.entropy);
+                self.back_through(loss.grad_input, blob, Vec::new(), out)?;
+            } else {
+                self.pending = Some(Some(loss.grad_input));
+            }
             out.push(self.report(Toward::Next, &Report::Loss(loss.loss))?);
         } else {
             self.pending = Some(None);
@@ -473,10 +492,22 @@ impl<E: Entropy> Hop<E> {
         let Some(pending) = self.pending.take() else {
             return Err(Failure::Protocol("a backward frame without its forward"));
         };
-        let mut g = match pending {
+        let g = match pending {
             Some(loss_grad) => loss_grad,
             None => tensor(body.tensor)?,
         };
+        self.back_through(g, body.blob, body.route, out)
+    }
+
+    /// Runs the layers' backward pass from `g`, the gradient of the hop's output, and sends
+    /// the gradient of its input to the previous hop with `blob` and `route`.
+    fn back_through(
+        &mut self,
+        mut g: Tensor,
+        blob: Vec<u8>,
+        route: Vec<u8>,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), Failure> {
         let skip = self.lying(Lie::SkipUpdate);
         for layer in self.layers.iter_mut().rev().filter(|l| !l.info.is_loss) {
             let before = if skip {
@@ -503,8 +534,8 @@ impl<E: Entropy> Hop<E> {
         let prev = FrameBody {
             op: Op::BACKWARD,
             tensor: (self.flags & HopSetup::DROP_INPUT_GRAD == 0).then(|| wire(g)),
-            blob: body.blob,
-            route: body.route,
+            blob,
+            route,
         };
         out.push(self.seal(Toward::Prev, &prev)?);
         Ok(())

@@ -86,15 +86,23 @@ struct Session {
     setups: Vec<HopSetup>,
     /// The hops' onion keys (SPKI DER), in sessions with per-message onions.
     routes: Option<Vec<Vec<u8>>>,
+    /// What hops 1 and 2 sent as they started (nothing, unless they failed).
+    later: Vec<Vec<Outgoing>>,
 }
 
 /// Sets up a session whose layers start from `states` (by layer; empty: their own init).
 fn start(sandbox: &Sandbox, states: &[Vec<u8>]) -> (Session, Vec<Outgoing>) {
-    start_with(sandbox, states, false)
+    start_with(sandbox, states, false, [0; 3])
 }
 
-/// As [`start`]; with `routes`, forward and backward frames carry per-message onions.
-fn start_with(sandbox: &Sandbox, states: &[Vec<u8>], routes: bool) -> (Session, Vec<Outgoing>) {
+/// As [`start`]; with `routes`, forward and backward frames carry per-message onions; each
+/// hop's flags have `extra`'s too.
+fn start_with(
+    sandbox: &Sandbox,
+    states: &[Vec<u8>],
+    routes: bool,
+    extra: [u8; 3],
+) -> (Session, Vec<Outgoing>) {
     let keys: Vec<Arc<OnionPrivateKey>> = (0..3)
         .map(|_| Arc::new(OnionPrivateKey::generate().unwrap()))
         .collect();
@@ -121,7 +129,7 @@ fn start_with(sandbox: &Sandbox, states: &[Vec<u8>], routes: bool) -> (Session, 
                     }
                 })
                 .collect(),
-            flags: if i == 2 { HopSetup::LOSS } else { 0 } | route_flag,
+            flags: if i == 2 { HopSetup::LOSS } else { 0 } | route_flag | extra[i],
         })
         .collect();
     let params = SessionParams {
@@ -143,15 +151,20 @@ fn start_with(sandbox: &Sandbox, states: &[Vec<u8>], routes: bool) -> (Session, 
         hops.push(hop);
         first_out.push(out);
     }
-    // Only the first hop speaks at once.
-    assert!(first_out[1].is_empty() && first_out[2].is_empty());
-    let out = first_out.into_iter().next().unwrap();
+    // Only the first hop speaks at once, unless another one fails to start.
+    if extra == [0; 3] {
+        assert!(first_out[1].is_empty() && first_out[2].is_empty());
+    }
+    let mut first_out = first_out.into_iter();
+    let out = first_out.next().unwrap();
+    let later = first_out.collect();
     (
         Session {
             designer,
             hops,
             setups,
             routes: routes.then(|| publics.iter().map(|k| k.der().to_vec()).collect()),
+            later,
         },
         out,
     )
@@ -346,6 +359,86 @@ fn hops_start_from_the_states_their_setup_carries() {
 }
 
 #[test]
+fn a_loss_hop_that_turns_batches_around_sends_the_gradient_at_once_and_takes_no_backward_frame() {
+    on_worker(|sandbox| {
+        let (mut s, ready) = start_with(sandbox, &[], false, [0, 0, HopSetup::LOSS_TURNS]);
+        let out = s.run(0, ready);
+        assert_eq!(s.report_from_last(&out[0].1), (2, Report::Ready));
+        let mut direct = direct_layers(sandbox, 5);
+        for step in 0..3 {
+            let (x, y) = batch(step);
+            let blob = s.designer.label_blob(&y, &mut SystemEntropy).unwrap();
+            let out = s.send_first(&FrameBody {
+                op: Op::FORWARD,
+                tensor: Some(x.clone()),
+                blob,
+                route: Vec::new(),
+            });
+            // The gradient out of the first hop, then the loss out of the last.
+            assert_eq!(out.len(), 2, "step {step}");
+            let sides: Vec<Toward> = out.iter().map(|o| o.0).collect();
+            assert_eq!(sides, [Toward::Prev, Toward::Next]);
+            let mut t = Tensor {
+                shape: x.shape,
+                data: x.data,
+            };
+            for layer in &mut direct[..4] {
+                t = layer.forward(&t, Mode::Train).unwrap();
+            }
+            let target = Tensor {
+                shape: y.shape,
+                data: y.data,
+            };
+            let loss = direct[4].loss(&t, &target).unwrap();
+            assert_eq!(s.report_from_last(&out[1].1), (2, Report::Loss(loss.loss)));
+            let mut g = loss.grad_input;
+            for layer in direct[..4].iter_mut().rev() {
+                g = layer.backward(&g).unwrap();
+            }
+            let back = s.designer.first.open(&out[0].1).unwrap();
+            assert_eq!(back.op, Op::BACKWARD);
+            assert_eq!(back.tensor.unwrap().data, g.data, "step {step}");
+        }
+        // A backward frame from the designer has no batch to go with: the session ends, and
+        // the designer hears why.
+        let blob = s.designer.random_blob(&mut SystemEntropy);
+        let out = s.send_last(&FrameBody {
+            op: Op::BACKWARD,
+            tensor: None,
+            blob,
+            route: Vec::new(),
+        });
+        assert_eq!(out[0].0, Toward::Prev);
+        let body = s.designer.first.open(&out[0].1).unwrap();
+        assert_eq!(body.op, Op::REPORT);
+        match s.designer.open_from_first(&body.blob).unwrap() {
+            (2, Report::Failure(message)) => assert!(message.contains("backward"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+
+        // Only a loss hop, and only without per-message routes, may turn batches around.
+        for (routes, extra, hop) in [
+            (false, [HopSetup::LOSS_TURNS, 0, 0], 0),
+            (true, [0, 0, HopSetup::LOSS_TURNS], 2),
+        ] {
+            let (mut s, out) = start_with(sandbox, &[], routes, extra);
+            let out = if hop == 0 {
+                s.run(0, out)
+            } else {
+                let later = std::mem::take(&mut s.later[hop - 1]);
+                s.run(hop, later)
+            };
+            match s.report_from_last(&out[0].1) {
+                (h, Report::Failure(message)) if h == hop => {
+                    assert!(message.contains("turns"), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
 fn a_hop_that_loses_a_neighbour_reports_it_to_the_designer_through_the_other_side() {
     on_worker(|sandbox| {
         let (mut s, ready) = start(sandbox, &[]);
@@ -377,7 +470,7 @@ fn a_hop_that_loses_a_neighbour_reports_it_to_the_designer_through_the_other_sid
 #[test]
 fn per_message_onions_are_peeled_by_every_hop_and_required() {
     on_worker(|sandbox| {
-        let (mut s, ready) = start_with(sandbox, &[], true);
+        let (mut s, ready) = start_with(sandbox, &[], true, [0; 3]);
         let out = s.run(0, ready);
         assert_eq!(s.report_from_last(&out[0].1), (2, Report::Ready));
         // Every hop, dummy included, unwraps its layer of each forward and backward frame.

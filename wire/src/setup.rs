@@ -229,10 +229,19 @@ impl HopSetup {
     /// backward frames carry no tensor. It tells a first hop that the designer keeps no layer
     /// before it, which the raw inputs it reads tell it anyway.
     pub const DROP_INPUT_GRAD: u8 = 8;
+    /// The loss hop turns each batch around itself: once it has the loss it runs its backward
+    /// pass and sends the gradient of its input to its previous hop at once, beside the loss
+    /// to the designer, and no backward frame comes to it. Two links (to the designer and
+    /// back) leave the critical path. Only with [`HopSetup::LOSS`], never with
+    /// [`HopSetup::PER_MESSAGE_RSA`] (the backward route comes from the designer there).
+    pub const LOSS_TURNS: u8 = 16;
 
     /// Every role flag this version knows.
-    pub const KNOWN_FLAGS: u8 =
-        Self::LOSS | Self::TEST_END | Self::PER_MESSAGE_RSA | Self::DROP_INPUT_GRAD;
+    pub const KNOWN_FLAGS: u8 = Self::LOSS
+        | Self::TEST_END
+        | Self::PER_MESSAGE_RSA
+        | Self::DROP_INPUT_GRAD
+        | Self::LOSS_TURNS;
 
     /// The body that gets sealed (what [`HopSetup::decode`] reads).
     pub fn encode(&self) -> Vec<u8> {

@@ -71,6 +71,12 @@ pub struct RemoteOptions {
     /// backward message carries a fresh onion whose layers each wrap a key to their hop's
     /// RSA-2048 key, which the hop must unwrap before it acts.
     pub per_message_rsa: bool,
+    /// The loss hop turns each batch around itself ([`mixnn_wire::setup::HopSetup::LOSS_TURNS`]):
+    /// it starts the backward pass as soon as it has the loss, and two links leave the
+    /// critical path. Off, it waits for the designer's backward frame, as the paper's
+    /// protocol does. Never with `per_message_rsa` (whose backward routes come from the
+    /// designer) nor `keep_last` (the designer turns the batch around then).
+    pub loss_turns: bool,
     /// The inputs are bytes scaled to [0, 1] (`k / 255`, as images from IDX files): they
     /// travel as bytes, and frames are sized for that, a quarter of `f32`. A batch that is
     /// not is refused.
@@ -99,6 +105,7 @@ impl RemoteOptions {
             adaptive_deadline: true,
             session_ttl: Duration::from_secs(24 * 3600),
             per_message_rsa: false,
+            loss_turns: true,
             byte_inputs: true,
             max_pool: directory_client::DEFAULT_MAX_POOL,
             link_delay: Duration::ZERO,
@@ -265,6 +272,11 @@ impl RemoteCascade {
         self.session.describe()
     }
 
+    /// Whether the loss hop turns batches around itself ([`RemoteOptions::loss_turns`]).
+    pub fn loss_turns(&self) -> bool {
+        self.session.loss_turns()
+    }
+
     /// Sends what the session sealed.
     fn transmit(&mut self, transmit: Transmit) -> Result<(), RemoteError> {
         let end = transmit.end;
@@ -366,6 +378,25 @@ impl RemoteCascade {
     }
 }
 
+impl RemoteCascade {
+    /// The backward pass through the layers the designer keeps before the cascade, from the
+    /// first hop's `gradient` of its input.
+    fn backward_head(&mut self, gradient: Option<WireTensor>) -> Result<(), RemoteError> {
+        if self.head.is_empty() {
+            return Ok(());
+        }
+        let gradient = gradient.ok_or(RemoteError::Peer {
+            step: "backward",
+            fault: PeerFault::NoTensor,
+        })?;
+        let mut g = from_wire(gradient, "backward")?;
+        for (i, layer) in self.head.iter_mut().enumerate().rev() {
+            g = Self::local_call(layer, i, "backward", |l| l.backward(g))?;
+        }
+        Ok(())
+    }
+}
+
 fn to_wire(t: Tensor) -> Result<WireTensor, RemoteError> {
     let (shape, data) = t.into_parts();
     let shape = shape
@@ -402,6 +433,11 @@ impl Model for RemoteCascade {
             .forward(to_wire(x)?, &to_wire(target.clone())?, Instant::now())?;
         self.transmit(sent)?;
         let (loss, gradient) = match self.drive()? {
+            // The loss hop turned the batch around: both passes are done.
+            Outcome::Trained { loss, gradient } => {
+                self.backward_head(gradient)?;
+                return Ok(loss);
+            }
             Outcome::Loss(loss) => (loss, None),
             Outcome::Activation(y) => {
                 let mut y = from_wire(y, "forward")?;
@@ -428,16 +464,7 @@ impl Model for RemoteCascade {
         let Outcome::Gradient(gradient) = self.drive()? else {
             return Err(Self::out_of_step("backward"));
         };
-        if !self.head.is_empty() {
-            let gradient = gradient.ok_or(RemoteError::Peer {
-                step: "backward",
-                fault: PeerFault::NoTensor,
-            })?;
-            let mut g = from_wire(gradient, "backward")?;
-            for (i, layer) in self.head.iter_mut().enumerate().rev() {
-                g = Self::local_call(layer, i, "backward", |l| l.backward(g))?;
-            }
-        }
+        self.backward_head(gradient)?;
         Ok(loss)
     }
 

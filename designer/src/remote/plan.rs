@@ -208,6 +208,11 @@ impl Plan {
             let loss = !options.keep_last && g + 1 == actual;
             flags.push(
                 if loss { HopSetup::LOSS } else { 0 }
+                    | if loss && options.loss_turns && !options.per_message_rsa {
+                        HopSetup::LOSS_TURNS
+                    } else {
+                        0
+                    }
                     | if g == 0 && !options.keep_first {
                         HopSetup::DROP_INPUT_GRAD
                     } else {

@@ -83,6 +83,12 @@ enum State {
     Idle,
     /// A forward frame is out; its loss (or the last hop's output) is awaited.
     Forward,
+    /// A forward frame is out to a cascade whose loss hop turns the batch around: its loss
+    /// (through the last hop) and the first hop's backward frame are awaited, in either order.
+    Turning {
+        loss: Option<f32>,
+        gradient: Option<Option<WireTensor>>,
+    },
     /// The forward pass came back: the designer owes the backward frame.
     Forwarded,
     /// A backward frame is out; the first hop's backward frame is awaited.
@@ -104,6 +110,8 @@ impl State {
             State::SettingUp => "setting up",
             State::Idle => "idle",
             State::Forward => "awaiting the forward pass",
+            State::Turning { loss: None, .. } => "awaiting the loss and the backward pass",
+            State::Turning { .. } => "awaiting the backward pass",
             State::Forwarded => "awaiting the designer's backward frame",
             State::Backward => "awaiting the backward pass",
             State::Test => "awaiting a test pass",
@@ -116,8 +124,8 @@ impl State {
     fn awaiting(&self) -> Option<Step> {
         match self {
             State::SettingUp => Some(Step::Setup),
-            State::Forward => Some(Step::Forward),
-            State::Backward => Some(Step::Backward),
+            State::Forward | State::Turning { loss: None, .. } => Some(Step::Forward),
+            State::Backward | State::Turning { .. } => Some(Step::Backward),
             State::Test => Some(Step::Test),
             State::Export { .. } => Some(Step::Export),
             State::Idle | State::Forwarded | State::Failed => None,
@@ -172,6 +180,14 @@ pub enum Outcome {
     Activation(WireTensor),
     /// The backward pass: the first hop's gradient of its input, if it returns one.
     Gradient(Option<WireTensor>),
+    /// Both passes, from a cascade whose loss hop turns batches around: the loss, and the
+    /// first hop's gradient of its input if it returns one.
+    Trained {
+        /// The loss hop's.
+        loss: f32,
+        /// The first hop's.
+        gradient: Option<WireTensor>,
+    },
     /// The test pass: the output.
     Output(WireTensor),
     /// The export: every remote layer's state, by the spec's layer index.
@@ -185,6 +201,9 @@ pub struct DesignerSession<E> {
     state: State,
     /// The loss runs on a hop (else the designer keeps it).
     remote_loss: bool,
+    /// That hop turns batches around ([`HopSetup::LOSS_TURNS`]): the designer sends no
+    /// backward frame.
+    loss_turns: bool,
     frame_len: usize,
     /// The hops' onion keys, first to last, in sessions with per-message routes.
     route_keys: Option<Vec<OnionPublicKey>>,
@@ -270,6 +289,7 @@ impl<E: Entropy> DesignerSession<E> {
             hops,
             state: State::SettingUp,
             remote_loss: !plan.keep_last,
+            loss_turns: plan.flags.iter().any(|f| f & HopSetup::LOSS_TURNS != 0),
             frame_len,
             route_keys: per_message.then(|| hosts.into_iter().map(|c| c.onion_key).collect()),
             deadlines: Deadlines::new(config.step_timeout, config.adaptive_deadline),
@@ -321,9 +341,22 @@ impl<E: Entropy> DesignerSession<E> {
             .map_err(PlanError::Seal)?;
         let route = self.route(Op::FORWARD)?;
         let sent = self.seal(End::First, Op::FORWARD, Some(input), blob, route)?;
-        self.state = State::Forward;
+        self.state = if self.loss_turns {
+            State::Turning {
+                loss: None,
+                gradient: None,
+            }
+        } else {
+            State::Forward
+        };
         self.wait(Step::Forward, now);
         Ok(sent)
+    }
+
+    /// Whether the loss hop turns batches around: the forward pass then brings back
+    /// [`Outcome::Trained`], and the designer sends no backward frame.
+    pub fn loss_turns(&self) -> bool {
+        self.loss_turns
     }
 
     /// Sends the batch's backward frame into the last hop: the gradient of the last hop's
@@ -486,10 +519,10 @@ impl<E: Entropy> DesignerSession<E> {
             Some((hop, Report::LinkLost(side))) => return Err(self.hop_lost(hop, side, step)),
             _ => {}
         }
-        let want = if matches!(self.state, State::Backward) {
-            End::First
-        } else {
-            End::Last
+        let want = match self.state {
+            State::Backward => End::First,
+            State::Turning { .. } if body.op == Op::BACKWARD => End::First,
+            _ => End::Last,
         };
         if end != want {
             return Err(fault(step, PeerFault::WrongEnd));
@@ -508,6 +541,32 @@ impl<E: Entropy> DesignerSession<E> {
             }
             (State::Backward, None) if body.op == Op::BACKWARD => {
                 (State::Idle, Outcome::Gradient(body.tensor))
+            }
+            (State::Turning { loss, gradient }, Some((_, Report::Loss(l)))) if loss.is_none() => {
+                match gradient.take() {
+                    Some(gradient) => (State::Idle, Outcome::Trained { loss: l, gradient }),
+                    None => {
+                        *loss = Some(l);
+                        return Ok(None);
+                    }
+                }
+            }
+            (State::Turning { loss, gradient }, None)
+                if body.op == Op::BACKWARD && gradient.is_none() =>
+            {
+                match loss {
+                    Some(loss) => (
+                        State::Idle,
+                        Outcome::Trained {
+                            loss: *loss,
+                            gradient: body.tensor,
+                        },
+                    ),
+                    None => {
+                        *gradient = Some(body.tensor);
+                        return Ok(None);
+                    }
+                }
             }
             (State::Test, None) if body.op == Op::TEST => {
                 let tensor = body.tensor.ok_or(fault(step, PeerFault::NoTensor))?;
@@ -638,7 +697,8 @@ impl<E: Entropy> DesignerSession<E> {
         self.deadlines
             .took(w.step, now.saturating_duration_since(w.since));
         if !done {
-            self.wait(w.step, now);
+            // A turning batch's loss ends its forward step and starts its backward one.
+            self.wait(self.state.awaiting().unwrap_or(w.step), now);
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) struct CascadeRun {
     next: usize,
     /// The hops, first to last.
     pub(crate) hops: Vec<String>,
+    /// The loss hop turns batches around: the designer's last link is off the critical path.
+    pub(crate) loss_turns: bool,
     /// op=0 end to end.
     pub(crate) setup_s: f64,
 }
@@ -64,6 +66,7 @@ impl CascadeRun {
             .context("setting up the session over the host processes")?;
         Ok(CascadeRun {
             hops: remote.describe(),
+            loss_turns: remote.loss_turns(),
             setup_s: remote.setup_time().as_secs_f64(),
             remote: Some(remote),
             inproc,
@@ -73,10 +76,11 @@ impl CascadeRun {
     }
 
     /// Links on the critical path of one training batch, counted from the plan: forward, the
-    /// designer to the first hop, hop to hop, the last (the loss hop) to the designer; then
-    /// backward the same way back, the designer to the last hop and on to the designer.
+    /// designer to the first hop and hop to hop; backward, hop to hop and the first hop to
+    /// the designer; and unless the loss hop turns the batch around, the last hop to the
+    /// designer and back.
     pub(crate) fn links_per_batch(&self) -> usize {
-        2 * (self.hops.len() + 1)
+        2 * self.hops.len() + if self.loss_turns { 0 } else { 2 }
     }
 
     /// Trains `n` batches, each over the cascade and then here; their times.

@@ -77,6 +77,10 @@ pub(crate) struct FloorArgs {
     /// Dummy hosts in the cascade.
     #[arg(long, default_value_t = 2, value_name = "D")]
     dummies: usize,
+    /// The loss hop waits for the designer's backward frame, as in the paper's protocol,
+    /// instead of turning each batch around itself: what turning saves, side by side.
+    #[arg(long)]
+    loss_waits: bool,
     /// Model spec (TOML) [default: the paper's MLP, models/paper-mlp.toml].
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
@@ -156,6 +160,7 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
     };
     let remote = cluster.as_ref().map(|c| RemoteOptions {
         dummies: args.dummies,
+        loss_turns: !args.loss_waits,
         ..c.remote_options()
     });
     let batch_size = spec.training.batch_size;
@@ -300,6 +305,7 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
                 batch_us: Stat::of(cascade_rounds.iter().map(|r| r.0).collect()),
                 inproc_batch_us: Stat::of(cascade_rounds.iter().map(|r| r.1).collect()),
                 links_per_batch: links,
+                loss_turns: run.loss_turns,
                 hops: run.hops.clone(),
                 setup_s: run.setup_s,
                 host_layer_us_per_batch: host_layer,

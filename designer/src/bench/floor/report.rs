@@ -53,6 +53,8 @@ pub(super) struct CascadeReport {
     /// Median time of the same batch in this process (the sandbox), by round.
     pub(super) inproc_batch_us: Stat,
     pub(super) links_per_batch: usize,
+    /// The loss hop turned batches around (else it waited for the designer's frame).
+    pub(super) loss_turns: bool,
     pub(super) hops: Vec<String>,
     pub(super) setup_s: f64,
     /// From the hosts' counters over the timed batches: time inside the layers a batch.
@@ -151,14 +153,19 @@ pub(super) fn print_lines(r: &Report) {
         };
         println!(
             "cascade  {:>7.1} us per link ({}): (median batch {:.2} ms over the cascade - {:.2} \
-             ms for the same batch in this process) / {} links a batch ({} hops: the designer, \
-             each hop, the designer, forward and back), {} rounds of {} batches{counters}",
+             ms for the same batch in this process) / {} links a batch ({} hops, forward and \
+             back; the loss hop {}), {} rounds of {} batches{counters}",
             c.us_per_link.median,
             q(&c.us_per_link),
             ms(c.batch_us.median),
             ms(c.inproc_batch_us.median),
             c.links_per_batch,
             c.hops.len(),
+            if c.loss_turns {
+                "turns each batch around"
+            } else {
+                "waits for the designer's backward frame"
+            },
             r.rounds,
             r.batches
         );
