@@ -267,6 +267,16 @@ impl Sim {
         }
     }
 
+    /// Exports every hop's states.
+    fn export(&mut self) -> Vec<(usize, Vec<u8>)> {
+        let sent = self.session.export(self.now).unwrap();
+        self.send(sent);
+        let Outcome::States(states) = self.run().unwrap() else {
+            panic!("an export answers with the states");
+        };
+        states
+    }
+
     /// Delivers frames until one has reached hop `i`.
     fn run_until_hop(&mut self, i: usize) {
         while let Some((to, frame)) = self.pop() {
@@ -348,11 +358,7 @@ fn the_session_trains_bit_for_bit_over_sans_io_hops_and_times_out_a_silent_one()
             panic!("a test pass answers with its output");
         };
         assert_eq!(got.data, want.data());
-        let sent = sim.session.export(sim.now).unwrap();
-        sim.send(sent);
-        let Outcome::States(states) = sim.run().unwrap() else {
-            panic!("an export answers with the states");
-        };
+        let states = sim.export();
         let want = local.export_states().unwrap();
         assert_eq!(states.len(), want.len());
         for (layer, state) in states {
@@ -409,12 +415,7 @@ fn a_loss_hop_that_turns_batches_around_trains_as_one_that_waits_for_the_designe
         }
         let want = local.export_states().unwrap();
         for sim in [&mut turns, &mut waits] {
-            let sent = sim.session.export(sim.now).unwrap();
-            sim.send(sent);
-            let Outcome::States(states) = sim.run().unwrap() else {
-                panic!("an export answers with the states");
-            };
-            for (layer, state) in states {
+            for (layer, state) in sim.export() {
                 assert_eq!(state, want[layer], "layer {layer}");
             }
         }

@@ -259,20 +259,20 @@ fn batch(step: usize) -> (WireTensor, WireTensor) {
     )
 }
 
-/// One training step through the session; checks the loss and the input gradient against
-/// the same step on `direct`.
-fn train_step_like_direct(s: &mut Session, direct: &mut [LayerSession], step: usize) {
-    let (x, y) = batch(step);
-    let blob = s.designer.label_blob(&y, &mut SystemEntropy).unwrap();
-    let out = s.send_first(&FrameBody {
+/// Sends batch `x` with labels `y` into the first hop; what came out towards the designer.
+fn send_batch(s: &mut Session, x: &WireTensor, y: &WireTensor) -> Vec<(Toward, Vec<u8>)> {
+    let blob = s.designer.label_blob(y, &mut SystemEntropy).unwrap();
+    s.send_first(&FrameBody {
         op: Op::FORWARD,
         tensor: Some(x.clone()),
         blob,
         route: Vec::new(),
-    });
-    assert_eq!(out.len(), 1);
-    let (hop, report) = s.report_from_last(&out[0].1);
-    // Direct: forward, loss, backward.
+    })
+}
+
+/// The same training step on `direct`: forward, loss, backward. The loss and the gradient
+/// of the input.
+fn direct_step(direct: &mut [LayerSession], x: &WireTensor, y: &WireTensor) -> (f32, Tensor) {
     let mut t = Tensor {
         shape: x.shape.clone(),
         data: x.data.clone(),
@@ -285,11 +285,22 @@ fn train_step_like_direct(s: &mut Session, direct: &mut [LayerSession], step: us
         data: y.data.clone(),
     };
     let loss = direct[4].loss(&t, &target).unwrap();
-    assert_eq!((hop, report), (2, Report::Loss(loss.loss)), "step {step}");
     let mut g = loss.grad_input;
     for layer in direct[..4].iter_mut().rev() {
         g = layer.backward(&g).unwrap();
     }
+    (loss.loss, g)
+}
+
+/// One training step through the session; checks the loss and the input gradient against
+/// the same step on `direct`.
+fn train_step_like_direct(s: &mut Session, direct: &mut [LayerSession], step: usize) {
+    let (x, y) = batch(step);
+    let out = send_batch(s, &x, &y);
+    assert_eq!(out.len(), 1);
+    let (hop, report) = s.report_from_last(&out[0].1);
+    let (loss, g) = direct_step(direct, &x, &y);
+    assert_eq!((hop, report), (2, Report::Loss(loss)), "step {step}");
     let blob = s.designer.random_blob(&mut SystemEntropy);
     let out = s.send_last(&FrameBody {
         op: Op::BACKWARD,
@@ -367,34 +378,13 @@ fn a_loss_hop_that_turns_batches_around_sends_the_gradient_at_once_and_takes_no_
         let mut direct = direct_layers(sandbox, 5);
         for step in 0..3 {
             let (x, y) = batch(step);
-            let blob = s.designer.label_blob(&y, &mut SystemEntropy).unwrap();
-            let out = s.send_first(&FrameBody {
-                op: Op::FORWARD,
-                tensor: Some(x.clone()),
-                blob,
-                route: Vec::new(),
-            });
+            let out = send_batch(&mut s, &x, &y);
             // The gradient out of the first hop, then the loss out of the last.
             assert_eq!(out.len(), 2, "step {step}");
             let sides: Vec<Toward> = out.iter().map(|o| o.0).collect();
             assert_eq!(sides, [Toward::Prev, Toward::Next]);
-            let mut t = Tensor {
-                shape: x.shape,
-                data: x.data,
-            };
-            for layer in &mut direct[..4] {
-                t = layer.forward(&t, Mode::Train).unwrap();
-            }
-            let target = Tensor {
-                shape: y.shape,
-                data: y.data,
-            };
-            let loss = direct[4].loss(&t, &target).unwrap();
-            assert_eq!(s.report_from_last(&out[1].1), (2, Report::Loss(loss.loss)));
-            let mut g = loss.grad_input;
-            for layer in direct[..4].iter_mut().rev() {
-                g = layer.backward(&g).unwrap();
-            }
+            let (loss, g) = direct_step(&mut direct, &x, &y);
+            assert_eq!(s.report_from_last(&out[1].1), (2, Report::Loss(loss)));
             let back = s.designer.first.open(&out[0].1).unwrap();
             assert_eq!(back.op, Op::BACKWARD);
             assert_eq!(back.tensor.unwrap().data, g.data, "step {step}");
