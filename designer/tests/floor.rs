@@ -79,8 +79,8 @@ fn floor_bench_reports_every_figure() {
     assert_eq!(json["frame_bytes"], 1024);
     assert_eq!(json["processes"], 4);
     assert_eq!(
-        json["cascade"]["links_per_batch"], 12,
-        "5 hops: 6 links each way"
+        json["cascade"]["links_per_batch"], 10,
+        "5 hops, the loss hop turning: 5 links each way"
     );
     // The relays stopped with the bench (they exit when their stdin closes).
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
