@@ -77,7 +77,9 @@ fn bench_linear(sandbox: &Sandbox, rounds: usize, iters: usize) -> serde_json::V
                 layer
                     .forward(x.clone(), Mode::Train)
                     .unwrap_or_else(|e| panic!("{e}"));
-                layer.backward(g.clone()).unwrap_or_else(|e| panic!("{e}"));
+                layer
+                    .backward_step(g.clone())
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
             samples[i].push(start.elapsed().as_secs_f64() / iters as f64);
         }

@@ -40,8 +40,21 @@ pub trait LayerBackend {
     fn init(&mut self, config: &[u8]) -> Result<LayerInfo, LayerFailure>;
     /// `forward`.
     fn forward(&mut self, input: Tensor, mode: Mode) -> Result<Tensor, LayerFailure>;
-    /// `backward` and the optimizer step.
-    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerFailure>;
+    /// `backward`: the gradient of the input, if `input_grad`; `update` must follow.
+    fn backward(
+        &mut self,
+        grad_output: Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, LayerFailure>;
+    /// `update`: the parameters' gradients and the optimizer step.
+    fn update(&mut self) -> Result<(), LayerFailure>;
+    /// `backward` and `update` at once, for a caller with nothing to do in between: the
+    /// gradient of the input.
+    fn backward_step(&mut self, grad_output: Tensor) -> Result<Tensor, LayerFailure> {
+        let g = self.backward(grad_output, true)?;
+        self.update()?;
+        g.ok_or_else(|| LayerError::Failed("the layer returned no input gradient".into()).into())
+    }
     /// `loss`.
     fn loss(&mut self, input: Tensor, target: Tensor) -> Result<LossOutput, LayerFailure>;
     /// `export-state`.
@@ -92,8 +105,17 @@ impl LayerBackend for WasmLayer {
         Ok(from_wit(self.0.forward(&to_wit(input)?, wit_mode(mode))?)?)
     }
 
-    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerFailure> {
-        Ok(from_wit(self.0.backward(&to_wit(grad_output)?)?)?)
+    fn backward(
+        &mut self,
+        grad_output: Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, LayerFailure> {
+        let g = self.0.backward(&to_wit(grad_output)?, input_grad)?;
+        Ok(g.map(from_wit).transpose()?)
+    }
+
+    fn update(&mut self) -> Result<(), LayerFailure> {
+        Ok(self.0.update()?)
     }
 
     fn loss(&mut self, input: Tensor, target: Tensor) -> Result<LossOutput, LayerFailure> {
@@ -122,8 +144,16 @@ impl LayerBackend for NativeLayer {
         Ok(self.0.forward(input, mode)?)
     }
 
-    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerFailure> {
-        Ok(self.0.backward(grad_output)?)
+    fn backward(
+        &mut self,
+        grad_output: Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, LayerFailure> {
+        Ok(self.0.backward(grad_output, input_grad)?)
+    }
+
+    fn update(&mut self) -> Result<(), LayerFailure> {
+        Ok(self.0.update()?)
     }
 
     fn loss(&mut self, input: Tensor, target: Tensor) -> Result<LossOutput, LayerFailure> {

@@ -38,6 +38,9 @@ pub enum CascadeError {
         /// The failure.
         source: LayerFailure,
     },
+    /// A layer's backward pass returned no gradient of its input, which was asked for.
+    #[error("layer {0} returned no gradient of its input")]
+    NoGradient(usize),
     /// A loss layer before the last.
     #[error("layer {0} is a loss layer but not the last")]
     LossNotLast(usize),
@@ -220,9 +223,12 @@ impl Cascade {
             x = self.call(i, "forward", |l| l.forward(x, Mode::Train))?;
         }
         let out = self.call(last, "loss", |l| l.loss(x, target))?;
-        let mut g = out.grad_input;
+        let mut g = Some(out.grad_input);
         for i in (0..last).rev() {
-            g = self.call(i, "backward", |l| l.backward(g))?;
+            let grad_output = g.take().ok_or(CascadeError::NoGradient(i + 1))?;
+            // The model's input needs no gradient.
+            g = self.call(i, "backward", |l| l.backward(grad_output, i > 0))?;
+            self.call(i, "update", |l| l.update())?;
         }
         Ok(out.loss)
     }

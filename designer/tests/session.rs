@@ -239,9 +239,11 @@ impl Sim {
                 let Some(hop) = self.hops[i].as_mut() else {
                     return Ok(None);
                 };
-                let out = hop
+                let mut out = hop
                     .on_frame(from, &frame)
                     .unwrap_or_else(|e| panic!("hop {i}: {e}"));
+                // As the daemon does: the layers' update once the frames are out.
+                out.extend(hop.update());
                 self.route(i, out);
                 Ok(None)
             }

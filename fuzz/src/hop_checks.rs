@@ -25,7 +25,10 @@
 //!   fail the session; a failure always sends a report;
 //! - once [`Hop::has_failed`] is true, every further [`Hop::on_frame`] is
 //!   [`HopError::Failed`] (and [`Hop::fail_with`] sends nothing);
-//! - a finished hop gives back all the sandbox memory its layers took.
+//! - a finished hop gives back all the sandbox memory its layers took;
+//! - the layers' update after a backward pass, run as the daemon runs it ([`Hop::update`]
+//!   once the frames are out) or left to the next frame (half the seeds each), never fails
+//!   with honest layers.
 //!
 //! Components run on a worker of the sandbox ([`Sandbox::spawn_worker`]: its stack is sized
 //! for them), which takes the inputs one by one; a panic there aborts the fuzzing process
@@ -400,6 +403,9 @@ struct Run<'f> {
     /// The neighbours' and the designer's randomness.
     entropy: FuzzEntropy,
     rejections: usize,
+    /// Whether the harness runs the layers' update after every frame, as the daemon does;
+    /// else the next frame runs it.
+    eager_updates: bool,
 }
 
 fn run(fixture: &Fixture, scenario: &Scenario) {
@@ -450,6 +456,7 @@ fn run(fixture: &Fixture, scenario: &Scenario) {
         desynced: [false, false],
         entropy: FuzzEntropy::new(seed ^ 0x5eed_0fde_519e_3e00),
         rejections: 0,
+        eager_updates: seed % 2 == 0,
     };
     // At start: a first hop says it is ready (a report if it is also last), any hop that
     // could not start says why; both go towards the next.
@@ -687,6 +694,10 @@ impl Run<'_> {
             }
             Err(HopError::Failed) => panic!("HopError::Failed from a session that had not failed"),
             Err(error) => panic!("unexpected error: {error:?}"),
+        }
+        if self.eager_updates {
+            let out = self.hop.update();
+            assert!(out.is_empty(), "an honest layer's update failed: {out:?}");
         }
     }
 

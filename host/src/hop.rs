@@ -132,6 +132,11 @@ pub struct Hop<E> {
     /// Set once a forward frame waits for its backward frame; holds the loss gradient on the
     /// loss hop.
     pending: Option<Option<Tensor>>,
+    /// Whether the layers owe their update since the last backward pass ([`Hop::update`]).
+    owes_update: bool,
+    /// A liar's states from before the backward pass, layer by layer (loss layers
+    /// excepted), to put back after the update ([`Lie::SkipUpdate`]).
+    skipped_update: Vec<Vec<u8>>,
     /// The state being exported, while parts of it are still to send.
     export: Option<Export>,
     failed: bool,
@@ -192,6 +197,8 @@ impl<E: Entropy> Hop<E> {
             frame_len,
             layers: Vec::with_capacity(setup.layers.len()),
             pending: None,
+            owes_update: false,
+            skipped_update: Vec::new(),
             export: None,
             failed: false,
             last_op: None,
@@ -348,11 +355,54 @@ impl<E: Entropy> Hop<E> {
         self.failed
     }
 
+    /// Whether the layers owe their update since the last backward pass: call
+    /// [`Hop::update`] once the frames of that pass are on their way.
+    pub fn owes_update(&self) -> bool {
+        self.owes_update
+    }
+
+    /// Runs the update the layers owe since the last backward pass: their parameters'
+    /// gradients and optimizer steps. A backward frame's gradient is sent before this work,
+    /// which so leaves the critical path; [`Hop::on_frame`] runs it first if it is still
+    /// owed. Returns the failure report to send if it fails.
+    #[must_use = "the frames returned must be sent"]
+    pub fn update(&mut self) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        if !std::mem::take(&mut self.owes_update) || self.failed {
+            return out;
+        }
+        if let Err(failure) = self.update_layers() {
+            // Towards the designer the way the backward pass went.
+            self.fail(Toward::Prev, &failure, &mut out);
+        }
+        out
+    }
+
+    fn update_layers(&mut self) -> Result<(), Failure> {
+        let mut kept = std::mem::take(&mut self.skipped_update).into_iter();
+        for layer in self.layers.iter_mut().filter(|l| !l.info.is_loss) {
+            layer.session.update().map_err(layer_failure("update"))?;
+            // A liar puts back the state it had before the backward pass.
+            if let Some(before) = kept.next() {
+                layer
+                    .session
+                    .import_state(&before)
+                    .map_err(layer_failure("import-state"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Handles one frame from a neighbour; returns the frames to send.
     #[must_use = "the frames returned must be sent"]
     pub fn on_frame(&mut self, from: Toward, frame: &[u8]) -> Result<Vec<Outgoing>, HopError> {
         if self.failed {
             return Err(HopError::Failed);
+        }
+        // Owed only if the shell did not run it after the last backward pass.
+        let updated = self.update();
+        if self.failed {
+            return Ok(updated);
         }
         let link = match from {
             Toward::Prev => &mut self.from_prev,
@@ -378,7 +428,8 @@ impl<E: Entropy> Hop<E> {
         };
         self.saw(Decrypted::Frame(from, &body));
         self.last_op = Some(body.op);
-        let mut out = Vec::new();
+        // Empty: a failed update returned above.
+        let mut out = updated;
         let toward_designer = match (from, body.op) {
             (Toward::Next, _) => Toward::Prev,
             _ => Toward::Next,
@@ -503,37 +554,48 @@ impl<E: Entropy> Hop<E> {
     /// the gradient of its input to the previous hop with `blob` and `route`.
     fn back_through(
         &mut self,
-        mut g: Tensor,
+        g: Tensor,
         blob: Vec<u8>,
         route: Vec<u8>,
         out: &mut Vec<Outgoing>,
     ) -> Result<(), Failure> {
-        let skip = self.lying(Lie::SkipUpdate);
-        for layer in self.layers.iter_mut().rev().filter(|l| !l.info.is_loss) {
-            let before = if skip {
-                Some(
-                    layer
-                        .session
-                        .export_state()
-                        .map_err(layer_failure("export-state"))?,
-                )
-            } else {
-                None
-            };
-            g = layer
-                .session
-                .backward(&g)
-                .map_err(layer_failure("backward"))?;
-            if let Some(before) = before {
-                layer
+        let drop_input_grad = self.flags & HopSetup::DROP_INPUT_GRAD != 0;
+        if self.lying(Lie::SkipUpdate) {
+            // Taken now: between a backward pass and its update a layer takes no other call.
+            for layer in self.layers.iter_mut().filter(|l| !l.info.is_loss) {
+                let state = layer
                     .session
-                    .import_state(&before)
-                    .map_err(layer_failure("import-state"))?;
+                    .export_state()
+                    .map_err(layer_failure("export-state"))?;
+                self.skipped_update.push(state);
             }
         }
+        let mut g = Some(g);
+        for (i, layer) in self.layers.iter_mut().enumerate().rev() {
+            if layer.info.is_loss {
+                continue;
+            }
+            let grad_output = g
+                .take()
+                .ok_or(Failure::Protocol("a layer returned no input gradient"))?;
+            // The cascade's first hop returns no gradient of the raw inputs: none computed.
+            let input_grad = !(i == 0 && drop_input_grad);
+            g = layer
+                .session
+                .backward(&grad_output, input_grad)
+                .map_err(layer_failure("backward"))?;
+            self.owes_update = true;
+        }
+        let tensor = if drop_input_grad {
+            None
+        } else {
+            Some(wire(g.ok_or(Failure::Protocol(
+                "a layer returned no input gradient",
+            ))?))
+        };
         let prev = FrameBody {
             op: Op::BACKWARD,
-            tensor: (self.flags & HopSetup::DROP_INPUT_GRAD == 0).then(|| wire(g)),
+            tensor,
             blob,
             route,
         };

@@ -88,6 +88,9 @@ struct Session {
     routes: Option<Vec<Vec<u8>>>,
     /// What hops 1 and 2 sent as they started (nothing, unless they failed).
     later: Vec<Vec<Outgoing>>,
+    /// Whether the hops' updates are left to their next frame, instead of run as the daemon
+    /// runs them, once a hop's frames are out.
+    lazy_updates: bool,
 }
 
 /// Sets up a session whose layers start from `states` (by layer; empty: their own init).
@@ -165,6 +168,7 @@ fn start_with(
             setups,
             routes: routes.then(|| publics.iter().map(|k| k.der().to_vec()).collect()),
             later,
+            lazy_updates: false,
         },
         out,
     )
@@ -191,9 +195,10 @@ impl Session {
                 Toward::Next => (hop + 1, Toward::Prev),
                 Toward::Prev => (hop - 1, Toward::Next),
             };
-            let out = self.hops[target]
+            let mut out = self.hops[target]
                 .on_frame(from, &o.frame)
                 .unwrap_or_else(|e| panic!("hop {target} from {from:?}: {e:?}"));
+            out.extend(self.update(target));
             // Keep order: earlier frames first.
             for o in out.into_iter().rev() {
                 pending.push(o);
@@ -201,6 +206,15 @@ impl Session {
             }
         }
         to_designer
+    }
+
+    /// As the daemon does once hop `i`'s frames are out: its layers' update (unless lazy).
+    fn update(&mut self, i: usize) -> Vec<Outgoing> {
+        if self.lazy_updates {
+            Vec::new()
+        } else {
+            self.hops[i].update()
+        }
     }
 
     /// `body` with a fresh per-message onion, in sessions that use them.
@@ -224,14 +238,16 @@ impl Session {
 
     fn send_first(&mut self, body: &FrameBody) -> Vec<(Toward, Vec<u8>)> {
         let frame = self.designer.first.seal(&self.routed(body)).unwrap();
-        let out = self.hops[0].on_frame(Toward::Prev, &frame).unwrap();
+        let mut out = self.hops[0].on_frame(Toward::Prev, &frame).unwrap();
+        out.extend(self.update(0));
         self.run(0, out)
     }
 
     fn send_last(&mut self, body: &FrameBody) -> Vec<(Toward, Vec<u8>)> {
         let frame = self.designer.last.seal(&self.routed(body)).unwrap();
         let last = self.hops.len() - 1;
-        let out = self.hops[last].on_frame(Toward::Next, &frame).unwrap();
+        let mut out = self.hops[last].on_frame(Toward::Next, &frame).unwrap();
+        out.extend(self.update(last));
         self.run(last, out)
     }
 
@@ -287,9 +303,16 @@ fn direct_step(direct: &mut [LayerSession], x: &WireTensor, y: &WireTensor) -> (
     let loss = direct[4].loss(&t, &target).unwrap();
     let mut g = loss.grad_input;
     for layer in direct[..4].iter_mut().rev() {
-        g = layer.backward(&g).unwrap();
+        g = backward_step(layer, &g);
     }
     (loss.loss, g)
+}
+
+/// A layer's backward pass and its update: the gradient of its input.
+fn backward_step(layer: &mut LayerSession, g: &Tensor) -> Tensor {
+    let g = layer.backward(g, true).unwrap().unwrap();
+    layer.update().unwrap();
+    g
 }
 
 /// One training step through the session; checks the loss and the input gradient against
@@ -334,7 +357,7 @@ fn hops_start_from_the_states_their_setup_carries() {
             t = layer.forward(&t, Mode::Train).unwrap();
         }
         for layer in scratch[..4].iter_mut().rev() {
-            t = layer.backward(&t).unwrap();
+            t = backward_step(layer, &t);
         }
         let states: Vec<Vec<u8>> = scratch
             .iter_mut()
@@ -424,6 +447,38 @@ fn a_loss_hop_that_turns_batches_around_sends_the_gradient_at_once_and_takes_no_
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    });
+}
+
+#[test]
+fn hops_send_the_gradient_before_their_update_which_the_next_frame_runs_if_still_owed() {
+    on_worker(|sandbox| {
+        // The first hop returns no gradient of the raw inputs, the loss hop turns batches.
+        let flags = [HopSetup::DROP_INPUT_GRAD, 0, HopSetup::LOSS_TURNS];
+        let (mut s, ready) = start_with(sandbox, &[], false, flags);
+        s.lazy_updates = true;
+        let out = s.run(0, ready);
+        assert_eq!(s.report_from_last(&out[0].1), (2, Report::Ready));
+        let mut direct = direct_layers(sandbox, 5);
+        assert!(!s.hops.iter().any(Hop::owes_update));
+        for step in 0..4 {
+            let (x, y) = batch(step);
+            let out = send_batch(&mut s, &x, &y);
+            assert_eq!(out.len(), 2, "step {step}");
+            // Every hop sent its gradient on and still owes its update; the next batch's
+            // frames run it first, so the losses follow direct training's exactly.
+            assert!(s.hops.iter().all(Hop::owes_update), "step {step}");
+            let (loss, _) = direct_step(&mut direct, &x, &y);
+            assert_eq!(s.report_from_last(&out[1].1), (2, Report::Loss(loss)));
+            let back = s.designer.first.open(&out[0].1).unwrap();
+            assert_eq!((back.op, back.tensor), (Op::BACKWARD, None));
+        }
+        // Run, an update is done: nothing owed, nothing sent.
+        for i in 0..3 {
+            assert!(s.hops[i].update().is_empty());
+            assert!(!s.hops[i].owes_update());
+            assert!(s.hops[i].update().is_empty());
         }
     });
 }

@@ -367,10 +367,26 @@ impl LayerSession {
         self.check(out)
     }
 
-    /// `backward` (and the layer's optimizer step).
-    pub fn backward(&mut self, grad_output: &Tensor) -> Result<Tensor, SandboxError> {
-        let out = self.call(|l, s| l.mixnn_layer_layer().call_backward(s, grad_output))?;
-        self.check(out)
+    /// `backward`: the gradient of the input, if `input_grad` (the layer returns none
+    /// otherwise, and one it returns anyway is dropped); [`LayerSession::update`] must follow.
+    pub fn backward(
+        &mut self,
+        grad_output: &Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, SandboxError> {
+        let out = self.call(|l, s| {
+            l.mixnn_layer_layer()
+                .call_backward(s, grad_output, input_grad)
+        })?;
+        match out {
+            Some(g) if input_grad => self.check(g).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// `update`: the parameters' gradients of the last backward, and the optimizer step.
+    pub fn update(&mut self) -> Result<(), SandboxError> {
+        self.call(|l, s| l.mixnn_layer_layer().call_update(s))
     }
 
     /// `loss` (loss layers).

@@ -20,7 +20,7 @@ use crate::session::SessionData;
 
 /// Defines the `kernels` import: operands are read in place from the component's memory.
 pub(crate) fn add_kernels(linker: &mut Linker<SessionData>) -> wasmtime::Result<()> {
-    let mut kernels = linker.instance("mixnn:layer/kernels@0.1.0")?;
+    let mut kernels = linker.instance("mixnn:layer/kernels@0.2.0")?;
     kernels.func_wrap(
         "gemm",
         |store: StoreContextMut<'_, SessionData>, args: GemmArgs| Ok((gemm(store, args),)),

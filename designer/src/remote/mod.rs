@@ -314,6 +314,10 @@ impl RemoteCascade {
         }
     }
 
+    fn no_gradient(index: usize) -> RemoteError {
+        RemoteError::Local(CascadeError::NoGradient(index))
+    }
+
     fn local_call<R>(
         layer: &mut LocalLayer,
         index: usize,
@@ -389,9 +393,12 @@ impl RemoteCascade {
             step: "backward",
             fault: PeerFault::NoTensor,
         })?;
-        let mut g = from_wire(gradient, "backward")?;
+        let mut g = Some(from_wire(gradient, "backward")?);
         for (i, layer) in self.head.iter_mut().enumerate().rev() {
-            g = Self::local_call(layer, i, "backward", |l| l.backward(g))?;
+            // The model's input needs no gradient.
+            let grad_output = g.take().ok_or_else(|| Self::no_gradient(i + 1))?;
+            g = Self::local_call(layer, i, "backward", |l| l.backward(grad_output, i > 0))?;
+            Self::local_call(layer, i, "update", |l| l.update())?;
         }
         Ok(())
     }
@@ -453,7 +460,9 @@ impl Model for RemoteCascade {
                 })?;
                 let mut g = out.grad_input;
                 for (k, layer) in self.tail[..last].iter_mut().enumerate().rev() {
-                    g = Self::local_call(layer, tail_start + k, "backward", |l| l.backward(g))?;
+                    let i = tail_start + k;
+                    g = Self::local_call(layer, i, "backward", |l| l.backward(g, true))?
+                        .ok_or_else(|| Self::no_gradient(i))?;
                 }
                 (out.loss, Some(to_wire(g)?))
             }
@@ -461,6 +470,13 @@ impl Model for RemoteCascade {
         };
         let sent = self.session.backward(gradient, Instant::now())?;
         self.transmit(sent)?;
+        // The kept tail's updates while the cascade runs its backward pass.
+        let tail_start = self.layer_count - self.tail.len();
+        if let Some((_, before_loss)) = self.tail.split_last_mut() {
+            for (k, layer) in before_loss.iter_mut().enumerate() {
+                Self::local_call(layer, tail_start + k, "update", |l| l.update())?;
+            }
+        }
         let Outcome::Gradient(gradient) = self.drive()? else {
             return Err(Self::out_of_step("backward"));
         };

@@ -482,6 +482,52 @@ impl Links {
 /// A session's hop, boxed: it moves to the worker and back with each frame it runs there.
 type SessionHop = Box<Hop<SystemEntropy>>;
 
+/// Runs `f` on the hop where the session's frames run: `inline` on this thread within a
+/// budget (see [`super::worker`]), else on its worker. Counts the hand-offs from `waiting`
+/// (when the frame arrived; None for work that is not on the critical path). Returns the hop,
+/// what `f` gave and the CPU time it took; None if the worker is gone (it panicked).
+async fn run_hop<R: Send + 'static>(
+    inner: &Arc<Inner>,
+    worker: &Worker,
+    inline: bool,
+    mut hop: SessionHop,
+    waiting: Option<Instant>,
+    f: impl FnOnce(&mut Hop<SystemEntropy>) -> R + Send + 'static,
+) -> Option<(SessionHop, R, Duration)> {
+    let counters = &inner.counters;
+    if inline {
+        if let Some(arrived) = waiting {
+            add_us(&counters.handoff_us, arrived.elapsed());
+        }
+        let over_before = inner.sandbox.stats().over_budget;
+        hop.set_budget(Some(inline_budget()));
+        let (result, cpu) = timed(inner, || f(&mut hop));
+        hop.set_budget(None);
+        // Budgeted calls run on this thread only, so the count is this call's.
+        if inner.sandbox.stats().over_budget > over_before {
+            bump(&counters.inline_over_budget);
+            inner.inline_gate.close();
+            tracing::debug!("work run inline went over its budget");
+        }
+        return Some((hop, result, cpu));
+    }
+    let job = {
+        let inner = Arc::clone(inner);
+        move || {
+            if let Some(arrived) = waiting {
+                add_us(&inner.counters.handoff_us, arrived.elapsed());
+            }
+            let (result, cpu) = timed(&inner, || f(&mut hop));
+            (hop, result, cpu, Instant::now())
+        }
+    };
+    let (hop, result, cpu, done) = worker.run(job).await?;
+    if waiting.is_some() {
+        add_us(&counters.handoff_us, done.elapsed());
+    }
+    Some((hop, result, cpu))
+}
+
 /// The session: every frame through the hop, in order, on its worker or inline (see
 /// [`super::worker`]).
 async fn work(
@@ -557,39 +603,21 @@ async fn work(
                 let inline = inner.limits.inline_cheap_frames
                     && cheapness.proven()
                     && inner.inline_gate.is_open();
-                let (result, cpu) = if inline {
-                    add_us(&counters.handoff_us, arrived.elapsed());
+                if inline {
                     bump(&counters.frames_inline);
-                    let over_before = inner.sandbox.stats().over_budget;
-                    hop.set_budget(Some(inline_budget()));
-                    let outcome = timed(&inner, || hop.on_frame(from, &frame));
-                    hop.set_budget(None);
-                    // Budgeted calls run on this thread only, so the count is this frame's.
-                    if inner.sandbox.stats().over_budget > over_before {
-                        bump(&counters.inline_over_budget);
-                        inner.inline_gate.close();
-                        tracing::debug!("a frame run inline went over its budget");
-                    }
-                    outcome
-                } else {
-                    let job = {
-                        let inner = Arc::clone(&inner);
-                        move || {
-                            add_us(&inner.counters.handoff_us, arrived.elapsed());
-                            let (result, cpu) = timed(&inner, || hop.on_frame(from, &frame));
-                            (hop, result, cpu, Instant::now())
-                        }
-                    };
-                    let Some((back, result, cpu, done)) = worker.run(job).await else {
-                        tracing::error!("a session worker died on a frame (a bug)");
-                        bump(&counters.sessions_failed);
-                        return;
-                    };
-                    add_us(&counters.handoff_us, done.elapsed());
-                    hop = back;
-                    (result, cpu)
+                }
+                let ran = run_hop(&inner, &worker, inline, hop, Some(arrived), move |hop| {
+                    hop.on_frame(from, &frame)
+                })
+                .await;
+                let Some((back, result, cpu)) = ran else {
+                    tracing::error!("a session worker died on a frame (a bug)");
+                    bump(&counters.sessions_failed);
+                    return;
                 };
-                cheapness.record(cpu);
+                hop = back;
+                // A frame's cost, with its update: both run where the frames run.
+                let mut cpu = cpu;
                 match result {
                     Ok(out) => {
                         if let Some(op) = hop.last_op().and_then(fault_op) {
@@ -597,6 +625,21 @@ async fn work(
                         }
                         bump(&counters.frames_processed);
                         links.send(out).await;
+                        if hop.owes_update() {
+                            // Let the frames leave (their link's task, then QUIC's) first.
+                            tokio::task::yield_now().await;
+                            let ran =
+                                run_hop(&inner, &worker, inline, hop, None, |hop| hop.update())
+                                    .await;
+                            let Some((back, out, update_cpu)) = ran else {
+                                tracing::error!("a session worker died on an update (a bug)");
+                                bump(&counters.sessions_failed);
+                                return;
+                            };
+                            hop = back;
+                            cpu += update_cpu;
+                            links.send(out).await;
+                        }
                     }
                     Err(HopError::Rejected { error, report }) => {
                         bump(&counters.frames_rejected);
@@ -606,6 +649,7 @@ async fn work(
                     }
                     Err(HopError::Failed) => bump(&counters.frames_after_failure),
                 }
+                cheapness.record(cpu);
             }
             Event::Expired => break,
             Event::Closed(Toward::Prev, Ending::Finished) => {

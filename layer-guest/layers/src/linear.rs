@@ -35,7 +35,11 @@ pub struct Linear {
     weight: Param,
     bias: Option<Param>,
     kernels: Kernels,
+    /// The last training input, until its backward pass.
     input: Option<Tensor>,
+    /// That input and its output's gradient, from the backward pass to the parameters'
+    /// gradients.
+    backward_kept: Option<(Tensor, Tensor)>,
 }
 
 impl Linear {
@@ -94,6 +98,7 @@ impl Layer for Linear {
             bias,
             kernels,
             input: None,
+            backward_kept: None,
         })
     }
 
@@ -104,11 +109,46 @@ impl Layer for Linear {
     }
 
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerError> {
+        let dx = self.backward_input(grad_output, true)?;
+        self.param_grads()?;
+        dx.ok_or_else(|| LayerError::Failed("no input gradient (a bug)".into()))
+    }
+
+    fn backward_input(
+        &mut self,
+        grad_output: Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, LayerError> {
         let input = self
             .input
             .take()
             .ok_or_else(|| LayerError::BadOrder("backward without a training forward".into()))?;
         grad_output.expect_shape(&input.shape_with_last(self.out_features), "linear gradient")?;
+        let dx = if input_grad {
+            let rows = input.rows_with_cols(self.in_features)?;
+            // dx = g W  ([rows, out] x [out, in]), with the weights before this step's update.
+            let dx = self.kernels.gemm(
+                rows,
+                self.out_features,
+                self.in_features,
+                grad_output.data(),
+                false,
+                self.weight.value.data(),
+                false,
+            )?;
+            Some(Tensor::new(input.shape().to_vec(), dx)?)
+        } else {
+            None
+        };
+        self.backward_kept = Some((input, grad_output));
+        Ok(dx)
+    }
+
+    fn param_grads(&mut self) -> Result<(), LayerError> {
+        let (input, grad_output) = self
+            .backward_kept
+            .take()
+            .ok_or_else(|| LayerError::BadOrder("parameter gradients without a backward".into()))?;
         let (rows, inp, out) = (
             input.rows_with_cols(self.in_features)?,
             self.in_features,
@@ -129,11 +169,7 @@ impl Layer for Linear {
             }
             bias.grad = Tensor::new(vec![out], db)?;
         }
-        // dx = g W  ([rows, out] x [out, in])
-        let dx = self
-            .kernels
-            .gemm(rows, out, inp, g, false, self.weight.value.data(), false)?;
-        Tensor::new(input.shape().to_vec(), dx)
+        Ok(())
     }
 
     fn params(&mut self) -> Vec<(&'static str, &mut Param)> {

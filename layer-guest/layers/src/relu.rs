@@ -96,6 +96,19 @@ impl Layer for LinearRelu {
         self.linear.backward(g)
     }
 
+    fn backward_input(
+        &mut self,
+        grad_output: Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, LayerError> {
+        let g = self.relu.gradient(grad_output)?;
+        self.linear.backward_input(g, input_grad)
+    }
+
+    fn param_grads(&mut self) -> Result<(), LayerError> {
+        self.linear.param_grads()
+    }
+
     fn params(&mut self) -> Vec<(&'static str, &mut Param)> {
         self.linear.params()
     }

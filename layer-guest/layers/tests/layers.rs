@@ -270,7 +270,8 @@ fn runtime_steps_linear_weights_with_momentum() {
     let mut v = 0.0f64;
     for (step, g) in [1.0f32, 2.0, -1.0].into_iter().enumerate() {
         rt.forward(t(&[1, 1], &[1.0]), Mode::Train).unwrap();
-        rt.backward(t(&[1, 1], &[g])).unwrap();
+        assert_eq!(rt.backward(t(&[1, 1], &[g]), false).unwrap(), None);
+        rt.update().unwrap();
         v = if step == 0 {
             f64::from(g)
         } else {
@@ -286,8 +287,76 @@ fn runtime_steps_linear_weights_with_momentum() {
         let momentum = safetensors_f32(&state, "weight.momentum_buffer")[0];
         assert!((f64::from(momentum) - v).abs() < 1e-6);
     }
-    // Backward without a training forward is refused.
-    assert!(rt.backward(t(&[1, 1], &[1.0])).is_err());
+    // Backward without a training forward is refused, and so is an update without a backward.
+    assert!(rt.backward(t(&[1, 1], &[1.0]), true).is_err());
+    assert!(rt.update().is_err());
+}
+
+/// Between `backward` and `update` the runtime takes no other call: the parameters would be
+/// a step behind.
+#[test]
+fn runtime_takes_the_update_before_any_other_call() {
+    let mut rt = Runtime::<Linear>::new();
+    rt.init(br#"{"layer": {"in_features": 2, "out_features": 2}}"#)
+        .unwrap();
+    let x = t(&[1, 2], &[1.0, -1.0]);
+    rt.forward(x.clone(), Mode::Train).unwrap();
+    let dx = rt.backward(t(&[1, 2], &[0.5, 0.25]), true).unwrap();
+    assert_eq!(dx.map(|d| d.shape().to_vec()), Some(vec![1, 2]));
+    assert!(rt.forward(x.clone(), Mode::Test).is_err());
+    assert!(rt.forward(x.clone(), Mode::Train).is_err());
+    assert!(rt.backward(t(&[1, 2], &[0.5, 0.25]), true).is_err());
+    assert!(rt.export_state().is_err());
+    rt.update().unwrap();
+    assert!(rt.update().is_err());
+    rt.export_state().unwrap();
+    rt.forward(x, Mode::Train).unwrap();
+}
+
+/// A layer's split backward (`backward_input`, then `param_grads`) gives the whole
+/// `backward`'s gradients to the bit, and without the input's gradient the same parameters'
+/// gradients.
+#[test]
+fn split_backward_equals_the_whole_to_the_bit() {
+    fn grads<L: Layer>(layer: &mut L) -> Vec<Tensor> {
+        layer
+            .params()
+            .into_iter()
+            .map(|(_, p)| p.grad.clone())
+            .collect()
+    }
+    fn check<L: Layer>(make: impl Fn() -> L, x: &Tensor, g: &Tensor) {
+        let mut whole = make();
+        whole.forward(x.clone(), Mode::Train).unwrap();
+        let dx = whole.backward(g.clone()).unwrap();
+        let mut split = make();
+        split.forward(x.clone(), Mode::Train).unwrap();
+        let dx_split = split.backward_input(g.clone(), true).unwrap().unwrap();
+        // Nothing of the parameters yet.
+        assert!(grads(&mut split).iter().all(|p| p.is_empty()));
+        split.param_grads().unwrap();
+        assert_eq!(dx_split, dx);
+        assert_eq!(grads(&mut split), grads(&mut whole));
+        let mut no_input = make();
+        no_input.forward(x.clone(), Mode::Train).unwrap();
+        assert_eq!(no_input.backward_input(g.clone(), false).unwrap(), None);
+        no_input.param_grads().unwrap();
+        assert_eq!(grads(&mut no_input), grads(&mut whole));
+    }
+    let x = Tensor::new(vec![5, 7], values(35, 3)).unwrap();
+    let g = Tensor::new(vec![5, 4], values(20, 4)).unwrap();
+    check(|| linear(7, 4), &x, &g);
+    let config = LinearConfig {
+        in_features: 7,
+        out_features: 4,
+        bias: true,
+        kernels: Default::default(),
+    };
+    check(
+        || LinearRelu::new(config.clone(), &mut Init::new(7)).unwrap(),
+        &x,
+        &g,
+    );
 }
 
 /// State round trip: export, import into a fresh runtime, identical outputs and state bytes.
@@ -309,7 +378,8 @@ fn state_round_trips_and_rejects_mismatches() {
     let mut a = make(1);
     a.forward(t(&[1, 3], &[1.0, 2.0, 3.0]), Mode::Train)
         .unwrap();
-    a.backward(t(&[1, 2], &[0.5, -0.5])).unwrap();
+    a.backward(t(&[1, 2], &[0.5, -0.5]), true).unwrap();
+    a.update().unwrap();
     let state = a.export_state().unwrap();
     let mut b = make(2);
     b.import_state(&state).unwrap();

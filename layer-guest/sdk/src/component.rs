@@ -128,8 +128,14 @@ macro_rules! export_layer {
                     })
                 }
 
-                fn backward(grad_output: wit::Tensor) -> Result<wit::Tensor, wit::LayerError> {
-                    with_runtime(__mixnn_make_runtime, |rt| to_wit(rt.backward(from_wit(grad_output)?)?))
+                fn backward(grad_output: wit::Tensor, input_grad: bool) -> Result<Option<wit::Tensor>, wit::LayerError> {
+                    with_runtime(__mixnn_make_runtime, |rt| {
+                        rt.backward(from_wit(grad_output)?, input_grad)?.map(to_wit).transpose()
+                    })
+                }
+
+                fn update() -> Result<(), wit::LayerError> {
+                    with_runtime(__mixnn_make_runtime, |rt| rt.update())
                 }
 
                 fn loss(input: wit::Tensor, target: wit::Tensor) -> Result<wit::LossOutput, wit::LayerError> {

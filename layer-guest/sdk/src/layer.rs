@@ -102,6 +102,29 @@ pub trait Layer: Sized + 'static {
     /// parameter's gradient in its [`Param::grad`]; the SDK then applies the optimizer.
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerError>;
 
+    /// The first half of `backward`, as a cascade runs it: the gradient of the input only
+    /// (None when `input_grad` is false: nobody needs it), keeping what
+    /// [`Layer::param_grads`] needs. A host sends the input's gradient on before it asks for
+    /// the parameters' gradients, so a layer whose parameters are costly to differentiate
+    /// (as [`Param`]s of a matrix product are) should split its work here. The default runs
+    /// the whole `backward` at once, which is right for layers without parameters.
+    fn backward_input(
+        &mut self,
+        grad_output: Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, LayerError> {
+        let g = self.backward(grad_output)?;
+        Ok(input_grad.then_some(g))
+    }
+
+    /// The second half: stores each parameter's gradient in its [`Param::grad`] from what
+    /// the last [`Layer::backward_input`] kept; the SDK then applies the optimizer. The
+    /// default does nothing (the default `backward_input` did it all). Whether split or
+    /// whole, the gradients must be the same to the bit.
+    fn param_grads(&mut self) -> Result<(), LayerError> {
+        Ok(())
+    }
+
     /// The trainable parameters, by stable name (`weight`, `bias`, ...).
     fn params(&mut self) -> Vec<(&'static str, &mut Param)> {
         Vec::new()

@@ -49,8 +49,14 @@ pub trait LayerRuntime {
     fn init(&mut self, config: &[u8]) -> Result<LayerInfo, LayerError>;
     /// Forward pass.
     fn forward(&mut self, input: Tensor, mode: Mode) -> Result<Tensor, LayerError>;
-    /// Backward pass and optimizer step.
-    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerError>;
+    /// Backward pass: the gradient of the input (if `input_grad`); `update` must follow.
+    fn backward(
+        &mut self,
+        grad_output: Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, LayerError>;
+    /// The parameters' gradients of the last backward pass, and the optimizer step.
+    fn update(&mut self) -> Result<(), LayerError>;
     /// Loss and its gradient (loss layers).
     fn loss(&mut self, input: Tensor, target: Tensor) -> Result<LossOutput, LayerError>;
     /// Parameters and optimizer state as safetensors bytes.
@@ -59,18 +65,30 @@ pub trait LayerRuntime {
     fn import_state(&mut self, bytes: &[u8]) -> Result<(), LayerError>;
 }
 
+/// Where a layer stands in a training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Step {
+    /// Between steps.
+    #[default]
+    Idle,
+    /// A training forward pass is waiting for its backward pass.
+    Forwarded,
+    /// A backward pass is waiting for its update; nothing else may come first.
+    Backwarded,
+}
+
 /// The runtime of one layer type `L`.
 #[derive(Debug)]
 pub struct Runtime<L> {
     built: Option<(L, Sgd)>,
-    awaiting_backward: bool,
+    step: Step,
 }
 
 impl<L> Default for Runtime<L> {
     fn default() -> Self {
         Runtime {
             built: None,
-            awaiting_backward: false,
+            step: Step::Idle,
         }
     }
 }
@@ -82,6 +100,11 @@ impl<L: Layer> Runtime<L> {
     }
 
     fn built(&mut self) -> Result<&mut (L, Sgd), LayerError> {
+        if self.step == Step::Backwarded {
+            return Err(LayerError::BadOrder(
+                "update must follow backward before any other call".into(),
+            ));
+        }
         self.built
             .as_mut()
             .ok_or_else(|| LayerError::BadOrder("init has not been called".into()))
@@ -125,22 +148,43 @@ impl<L: Layer> LayerRuntime for Runtime<L> {
     fn forward(&mut self, input: Tensor, mode: Mode) -> Result<Tensor, LayerError> {
         let (layer, _) = self.built()?;
         let out = layer.forward(input, mode);
-        self.awaiting_backward = mode == Mode::Train && out.is_ok();
+        self.step = if mode == Mode::Train && out.is_ok() {
+            Step::Forwarded
+        } else {
+            Step::Idle
+        };
         out
     }
 
-    fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, LayerError> {
-        if !std::mem::take(&mut self.awaiting_backward) {
+    fn backward(
+        &mut self,
+        grad_output: Tensor,
+        input_grad: bool,
+    ) -> Result<Option<Tensor>, LayerError> {
+        self.built()?;
+        if self.step != Step::Forwarded {
             return Err(LayerError::BadOrder(
                 "backward without a training forward".into(),
             ));
         }
+        self.step = Step::Idle;
+        let (layer, _) = self.built()?;
+        let grad_input = layer.backward_input(grad_output, input_grad)?;
+        self.step = Step::Backwarded;
+        Ok(grad_input)
+    }
+
+    fn update(&mut self) -> Result<(), LayerError> {
+        if self.step != Step::Backwarded {
+            return Err(LayerError::BadOrder("update without a backward".into()));
+        }
+        self.step = Step::Idle;
         let (layer, sgd) = self.built()?;
-        let grad_input = layer.backward(grad_output)?;
+        layer.param_grads()?;
         for (name, param) in layer.params() {
             sgd.step(name, param)?;
         }
-        Ok(grad_input)
+        Ok(())
     }
 
     fn loss(&mut self, input: Tensor, target: Tensor) -> Result<LossOutput, LayerError> {
