@@ -17,6 +17,7 @@ mod socket;
 
 use std::{net::SocketAddr, sync::Arc};
 
+pub use bytes::Bytes;
 pub use delay::delay_line;
 use mixnn_wire::stream::StreamHeader;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -189,6 +190,33 @@ pub async fn read_exact_by(
         out.extend_from_slice(&chunk.bytes);
     }
     Ok(out)
+}
+
+/// Reads the next frame of exactly `len` bytes from a link's stream. A frame that arrived
+/// in one piece (one datagram: a training frame wherever the path's MTU holds it) is handed
+/// over as the stream's own buffer, neither copied nor zeroed first; one that came in pieces
+/// is gathered once. `FinishedEarly(0)` is a stream that ended between frames.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<Bytes, quinn::ReadExactError> {
+    let mut got = 0;
+    let mut frame: Option<Vec<u8>> = None;
+    while got < len {
+        let chunk = match recv.read_chunk(len - got, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) => return Err(quinn::ReadExactError::FinishedEarly(got)),
+            Err(e) => return Err(quinn::ReadExactError::ReadError(e)),
+        };
+        if chunk.len() == len {
+            return Ok(chunk);
+        }
+        got += chunk.len();
+        frame
+            .get_or_insert_with(|| Vec::with_capacity(len))
+            .extend_from_slice(&chunk);
+    }
+    Ok(frame.map(Bytes::from).unwrap_or_default())
 }
 
 /// SHA-256 of a certificate (DER): how descriptors name a host's certificate.

@@ -23,7 +23,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// What woke the caller.
 pub(super) enum Event {
     /// A whole frame arrived.
-    Frame(End, Vec<u8>),
+    Frame(End, mixnn_transport::Bytes),
     /// A link broke.
     Broke(End, LinkError),
     /// The time the caller asked to be woken at has come.
@@ -33,7 +33,7 @@ pub(super) enum Event {
 /// One link: frames go out through a writer task and come in through a reader task.
 struct Link {
     tx: Option<mpsc::Sender<Vec<u8>>>,
-    rx: mpsc::Receiver<Result<Vec<u8>, LinkError>>,
+    rx: mpsc::Receiver<Result<mixnn_transport::Bytes, LinkError>>,
     writer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -56,7 +56,8 @@ impl Link {
         };
         let writer = tokio::spawn(async move {
             while let Some(frame) = out_rx.recv().await {
-                if send.write_all(&frame).await.is_err() {
+                // Moved, not copied, into the stream's buffer.
+                if send.write_chunk(frame.into()).await.is_err() {
                     return;
                 }
             }
@@ -67,11 +68,8 @@ impl Link {
         });
         tokio::spawn(async move {
             loop {
-                let mut frame = vec![0u8; frame_len];
-                let got = recv
-                    .read_exact(&mut frame)
+                let got = mixnn_transport::read_frame(&mut recv, frame_len)
                     .await
-                    .map(|()| frame)
                     .map_err(LinkError::Read);
                 let stop = got.is_err();
                 if in_tx.send(got).await.is_err() || stop {

@@ -76,6 +76,12 @@ counters! {
     /// Frames run inline that went over their budget (their sessions ended, and no frame ran
     /// inline for a while).
     inline_over_budget,
+    /// Frames run inline that were costly (over 2 ms of CPU, with their update): their
+    /// sessions went back to their workers for a while.
+    inline_costly,
+    /// Times costly frames run inline took more of the network thread than the host allows
+    /// (about 1%), and no frame ran inline for a while.
+    inline_stalls_closed,
     /// Frames that did not open (tampered, replayed, reordered, mis-sized).
     frames_rejected,
     /// Frames for a session that had already failed.

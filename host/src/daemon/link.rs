@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mixnn_transport::TransportError;
+use mixnn_transport::{Bytes, TransportError};
 use mixnn_wire::{
     crypto::SystemEntropy,
     frame::Op,
@@ -50,7 +50,7 @@ pub(super) struct Streams {
 
 enum Event {
     /// A whole frame, and when it arrived (its hand-off to the worker is counted from then).
-    Frame(Toward, Vec<u8>, Instant),
+    Frame(Toward, Bytes, Instant),
     /// A link ended.
     Closed(Toward, Ending),
     NextUnreachable(Unreachable),
@@ -355,14 +355,13 @@ async fn read_frames(
 ) {
     let len = frame_len as u64;
     loop {
-        let mut frame = vec![0u8; frame_len];
-        let read = recv.read_exact(&mut frame).await;
-        if let (Some(tap), Ok(())) = (&mut tap, &read) {
-            tap.record(&frame);
+        let read = mixnn_transport::read_frame(&mut recv, frame_len).await;
+        if let (Some(tap), Ok(frame)) = (&mut tap, &read) {
+            tap.record(frame);
         }
         let event = match read {
-            Ok(()) if !traffic.received(len, max_bytes) => Event::OverBudget,
-            Ok(()) => Event::Frame(from, frame, Instant::now()),
+            Ok(_) if !traffic.received(len, max_bytes) => Event::OverBudget,
+            Ok(frame) => Event::Frame(from, frame, Instant::now()),
             Err(quinn::ReadExactError::FinishedEarly(0)) => Event::Closed(from, Ending::Finished),
             Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(code))) => {
                 let code = u32::try_from(code.into_inner()).unwrap_or(0);
@@ -402,7 +401,9 @@ async fn write_frames(
         if delay.is_zero() {
             add_us(handoff_us, at.elapsed());
         }
-        if send.write_all(&frame).await.is_err() {
+        // Moved, not copied, into the stream's buffer.
+        let frame = Bytes::from(frame);
+        if send.write_chunk(frame.clone()).await.is_err() {
             return;
         }
         if let Some(tap) = &mut tap {
@@ -649,7 +650,13 @@ async fn work(
                     }
                     Err(HopError::Failed) => bump(&counters.frames_after_failure),
                 }
-                cheapness.record(cpu);
+                if cheapness.record(cpu) && inline {
+                    bump(&counters.inline_costly);
+                    if inner.inline_gate.charge(cpu) {
+                        bump(&counters.inline_stalls_closed);
+                        tracing::debug!("costly frames run inline stalled the network thread");
+                    }
+                }
             }
             Event::Expired => break,
             Event::Closed(Toward::Prev, Ending::Finished) => {

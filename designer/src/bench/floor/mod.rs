@@ -282,7 +282,7 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
         let cascade = setup.cascade.take().map(|run| {
             let links = run.links_per_batch();
             let timed = (rounds * batches) as f64;
-            let (host_layer, hop_work, handoffs) = match (&before, &after) {
+            let (host_layer, hop_work, handoffs, inline) = match (&before, &after) {
                 (Some(b), Some(a)) if counted(b, a, |s| s.frames_processed) > 0 => (
                     Some(counted(b, a, |s| s.layer_us) as f64 / timed),
                     Some(
@@ -291,8 +291,12 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
                             / timed,
                     ),
                     Some(counted(b, a, |s| s.handoff_us) as f64 / timed),
+                    Some(
+                        counted(b, a, |s| s.frames_inline) as f64
+                            / counted(b, a, |s| s.frames_processed) as f64,
+                    ),
                 ),
-                _ => (None, None, None),
+                _ => (None, None, None, None),
             };
             let batch_median = median(cascade_all.clone());
             CascadeReport {
@@ -311,6 +315,7 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
                 host_layer_us_per_batch: host_layer,
                 hop_work_us_per_batch: hop_work,
                 host_handoff_us_per_batch: handoffs,
+                frames_inline_share: inline,
                 us_per_link_from_counters: host_layer.map(|l| (batch_median - l) / links as f64),
             }
         });

@@ -64,6 +64,8 @@ pub(super) struct CascadeReport {
     /// Frames waiting between the hosts' network tasks and their hops, both ways, a batch
     /// (the thread hand-offs).
     pub(super) host_handoff_us_per_batch: Option<f64>,
+    /// The share of the frames the hosts ran where they arrived (not on a session's worker).
+    pub(super) frames_inline_share: Option<f64>,
     /// (median batch over the cascade - the hosts' layer time a batch) / links a batch.
     pub(super) us_per_link_from_counters: Option<f64>,
 }
@@ -143,10 +145,12 @@ pub(super) fn print_lines(r: &Report) {
             (Some(layers), Some(work), Some(handoffs)) => format!(
                 "; the hosts' counters: layers {:.2} ms a batch, the hops' own work (open, \
                  seal) {:.2} ms a batch, frames waiting between the network and the hops \
-                 {:.2} ms a batch, so {:.1} us per link with the hosts' layer time",
+                 {:.2} ms a batch, {:.0}% of the frames run where they arrived, so {:.1} us \
+                 per link with the hosts' layer time",
                 ms(layers),
                 ms(work),
                 ms(handoffs),
+                100.0 * c.frames_inline_share.unwrap_or(f64::NAN),
                 c.us_per_link_from_counters.unwrap_or(f64::NAN)
             ),
             _ => String::new(),

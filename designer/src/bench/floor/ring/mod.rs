@@ -53,6 +53,11 @@ pub(super) fn pattern(bytes: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `from` touched into a new message (as a hop makes a new frame of every one it takes).
+pub(super) fn touched(from: &[u8]) -> Vec<u8> {
+    from.iter().map(|f| f ^ KEY).collect()
+}
+
 /// Every byte of `from`, XORed, into `to`: the relay's work on a message.
 pub(super) fn touch(from: &[u8], to: &mut [u8]) {
     for (t, f) in to.iter_mut().zip(from) {

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use mixnn_transport::{Endpoint, Fingerprint, TlsIdentity, hex_fingerprint};
 
-use super::{Announced, Relays, check, loopback, pattern, touch};
+use super::{Announced, Relays, check, loopback, pattern, touch, touched};
 
 /// A QUIC relay on a one-thread runtime, as a host runs: passes messages on until a
 /// neighbour goes.
@@ -30,11 +30,10 @@ pub(super) fn relay(bytes: usize, announced: Announced) -> Result<()> {
             let (mut send, _back) = connection.open_bi().await?;
             println!("ready");
             let (_prev, _to_prev, mut recv) = accepting.await??;
-            let (mut message, mut out) = (vec![0u8; bytes], vec![0u8; bytes]);
-            // Until a neighbour goes (the bench is over).
-            while recv.read_exact(&mut message).await.is_ok() {
-                touch(&message, &mut out);
-                if send.write_all(&out).await.is_err() {
+            // Until a neighbour goes (the bench is over). Read and written as the cascade's
+            // links do: taken from the stream's buffer, moved into the next one.
+            while let Ok(message) = mixnn_transport::read_frame(&mut recv, bytes).await {
+                if send.write_chunk(touched(&message).into()).await.is_err() {
                     break;
                 }
             }
