@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attack;
 pub mod backend;
 pub mod cascade;
 pub mod data;

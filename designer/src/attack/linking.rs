@@ -1,0 +1,1 @@
+//! Linking by timing (being written).
