@@ -13,22 +13,19 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
     sync::Arc,
     time::Duration,
 };
 
 use mixnn_designer::{
+    attack::views::{self, HostView as View},
     cascade::component_bytes,
     data::Splits,
     local_cluster::LocalCluster,
     remote::{RemoteCascade, RemoteOptions},
     train::{self, TrainOptions},
 };
-use mixnn_host::{
-    daemon::audit::{self, Record},
-    keys::HostKeys,
-};
+use mixnn_host::{daemon::audit::Record, keys::HostKeys};
 use mixnn_sandbox::{Sandbox, SandboxConfig};
 use mixnn_wire::frame::Op;
 use serde_json::Value;
@@ -38,77 +35,6 @@ mod common;
 use common::{mnist, paper_spec};
 
 const BATCH: usize = 8;
-
-/// What one host kept of one session.
-struct View {
-    /// Which host of the cluster.
-    host: usize,
-    setup: Value,
-    components: Vec<Vec<u8>>,
-    onion_in: Vec<u8>,
-    onion_out: Vec<u8>,
-    prev_in: Vec<u8>,
-    prev_out: Vec<u8>,
-    next_in: Vec<u8>,
-    next_out: Vec<u8>,
-    records: Vec<Record>,
-    /// `decrypted.bin` as stored.
-    decrypted: Vec<u8>,
-}
-
-impl View {
-    fn read(host: usize, dir: &Path) -> Self {
-        let file = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
-        let setup: Value = serde_json::from_slice(&file("setup.json")).unwrap();
-        let layers = setup["layers"].as_array().unwrap().len();
-        View {
-            host,
-            components: (0..layers)
-                .map(|k| file(&format!("layer-{k}.wasm")))
-                .collect(),
-            setup,
-            onion_in: file("onion.in"),
-            onion_out: file("onion.out"),
-            prev_in: file("prev.in"),
-            prev_out: file("prev.out"),
-            next_in: file("next.in"),
-            next_out: file("next.out"),
-            records: audit::read(&dir.join("decrypted.bin")).unwrap(),
-            decrypted: file("decrypted.bin"),
-        }
-    }
-
-    fn is_dummy(&self) -> bool {
-        self.components == [mixnn_components::IDENTITY]
-    }
-
-    fn frames(&self, from_prev: bool) -> Vec<(u8, Option<Vec<u32>>, usize)> {
-        self.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Frame {
-                    from_prev: p,
-                    op,
-                    tensor,
-                    blob,
-                } if *p == from_prev => {
-                    Some((*op, tensor.as_ref().map(|t| t.shape.clone()), blob.len()))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn sealed(&self) -> Vec<&[u8]> {
-        self.records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Sealed(b) => Some(b.as_slice()),
-                Record::Frame { .. } => None,
-            })
-            .collect()
-    }
-}
 
 /// Runs a short session (3 batches, a test pass, the export) and returns every audited
 /// host's view of it, in cascade order; the audits are then removed.
@@ -135,64 +61,7 @@ fn session(cluster: &LocalCluster, options: RemoteOptions, splits: Splits) -> Ve
         .unwrap()
         .join()
         .unwrap();
-    // The hosts finish their last frames: wait until their audits stop growing.
-    let audited = || -> u64 {
-        (0..cluster.host_addrs.len())
-            .filter_map(|host| cluster.host_audit(host))
-            .flat_map(|dir| walk(&dir))
-            .sum()
-    };
-    let mut last = audited();
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = audited();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    let mut views = Vec::new();
-    for host in 0..cluster.host_addrs.len() {
-        let Some(dir) = cluster.host_audit(host) else {
-            continue;
-        };
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            views.push(View::read(host, &entry.unwrap().path()));
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    // In cascade order: from the hop after the designer, by each hop's next address.
-    let address = |v: &View| cluster.host_addrs[v.host].to_string();
-    let mut ordered = Vec::new();
-    let mut next = serde_json::json!({ "designer": true });
-    while let Some(i) = views.iter().position(|v| {
-        let prev = &v.setup["prev"];
-        match ordered.last() {
-            None => prev["designer"] == true,
-            Some(last) => next["address"] == address(v) && prev["address"] == address(last),
-        }
-    }) {
-        let v = views.remove(i);
-        next = v.setup["next"].clone();
-        ordered.push(v);
-    }
-    assert!(views.is_empty(), "hosts outside the chain of neighbours");
-    assert_eq!(next["designer"], true, "the chain ends at the designer");
-    ordered
-}
-
-/// The sizes of the files under `dir`.
-fn walk(dir: &Path) -> Vec<u64> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => walk(&e.path()),
-            Ok(m) => vec![m.len()],
-            Err(_) => vec![],
-        })
-        .collect()
+    views::collect(cluster).unwrap()
 }
 
 fn options(cluster: &LocalCluster, dummies: usize, keep: bool) -> RemoteOptions {
@@ -365,7 +234,7 @@ fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
         links[k].extend(&view.prev_in);
         links[k].extend(&view.prev_out);
         links[k].extend(&view.onion_in);
-        for r in &view.records {
+        for r in view.records() {
             if let Record::Frame {
                 from_prev, blob, ..
             } = r

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use mixnn_components::{
     IDENTITY, LINEAR, LINEAR_RELU, LOG_SOFTMAX, NLL_LOSS, SOFTMAX_CROSS_ENTROPY,
 };
-use mixnn_host::hop::{Decrypted, Hop, HopError, Outgoing, Toward};
+use mixnn_host::hop::{Hop, HopError, Outgoing, Seen, Toward};
 use mixnn_sandbox::{Sandbox, SandboxConfig};
 use mixnn_wire::{
     blob::{self, Recipient},
@@ -437,9 +437,12 @@ fn run(fixture: &Fixture, scenario: &Scenario) {
         hop.set_route_key(Arc::clone(&fixture.route_key));
     }
     if tweaks & tweak::OBSERVE != 0 {
-        hop.observe(Box::new(|seen: Decrypted<'_>| match seen {
-            Decrypted::Frame(_, body) => assert!(body.blob.len() <= max_blob_len(FRAME_LEN)),
-            Decrypted::Sealed(payload) => assert!(payload.len() <= FRAME_LEN),
+        hop.observe(Box::new(|seen: Seen<'_>| match seen {
+            Seen::Frame(_, body) | Seen::Sent(_, body) => {
+                assert!(body.blob.len() <= max_blob_len(FRAME_LEN))
+            }
+            Seen::Sealed(payload) => assert!(payload.len() <= FRAME_LEN),
+            Seen::State(_) => {}
         }));
     }
     let end = |circuit, secret, side| {

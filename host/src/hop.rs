@@ -41,17 +41,23 @@ pub enum Toward {
     Next,
 }
 
-/// Something a hop decrypted, shown to its observer ([`Hop::observe`]).
+/// Something a hop saw in the clear, shown to its observer ([`Hop::observe`]): all that a
+/// curious host could keep.
 #[derive(Debug, Clone, Copy)]
-pub enum Decrypted<'a> {
+pub enum Seen<'a> {
     /// A frame opened from a neighbour (its blob as received).
     Frame(Toward, &'a FrameBody),
+    /// A frame about to be sealed for a neighbour.
+    Sent(Toward, &'a FrameBody),
     /// A payload the designer sealed for this hop: labels, or an export slot.
     Sealed(&'a [u8]),
+    /// The state its layers hold (weights, optimizer), as taken for an export: every layer's,
+    /// length-prefixed.
+    State(&'a [u8]),
 }
 
-/// A callback shown everything a hop decrypts.
-pub type Observer = Box<dyn FnMut(Decrypted<'_>) + Send>;
+/// A callback shown everything a hop sees in the clear.
+pub type Observer = Box<dyn FnMut(Seen<'_>) + Send>;
 
 /// A frame to send. Sealed frames must go: the link's counter has moved past them, so a
 /// frame dropped here breaks the link for every later frame.
@@ -302,13 +308,13 @@ impl<E: Entropy> Hop<E> {
         self.route_key = Some(key);
     }
 
-    /// Shows `observer` everything this hop decrypts from now on (for audits: see
+    /// Shows `observer` everything this hop sees in the clear from now on (for audits: see
     /// [`crate::daemon`]'s `audit_dir`).
     pub fn observe(&mut self, observer: Observer) {
         self.observer = Some(observer);
     }
 
-    fn saw(&mut self, seen: Decrypted<'_>) {
+    fn saw(&mut self, seen: Seen<'_>) {
         if let Some(observer) = &mut self.observer {
             observer(seen);
         }
@@ -426,7 +432,7 @@ impl<E: Entropy> Hop<E> {
                 return Err(HopError::Rejected { error, report });
             }
         };
-        self.saw(Decrypted::Frame(from, &body));
+        self.saw(Seen::Frame(from, &body));
         self.last_op = Some(body.op);
         // Empty: a failed update returned above.
         let mut out = updated;
@@ -504,7 +510,7 @@ impl<E: Entropy> Hop<E> {
         if self.layers.last().is_some_and(|l| l.info.is_loss) {
             let labels = blob::open(&self.designer_key, Recipient::Host, &body.blob)
                 .map_err(|_| Failure::Protocol("labels that do not open"))?;
-            self.saw(Decrypted::Sealed(&labels));
+            self.saw(Seen::Sealed(&labels));
             let labels = WireTensor::decode(&mut mixnn_wire::reader::Reader::new(&labels))
                 .map_err(|_| Failure::Protocol("malformed labels"))?;
             let target = Tensor {
@@ -640,7 +646,7 @@ impl<E: Entropy> Hop<E> {
         }
         let opened = blob::open(&self.designer_key, Recipient::Host, &body.blob).ok();
         if let Some(bytes) = &opened {
-            self.saw(Decrypted::Sealed(bytes));
+            self.saw(Seen::Sealed(bytes));
         }
         let slot = opened
             .map(|bytes| ExportSlot::decode(&bytes))
@@ -663,22 +669,23 @@ impl<E: Entropy> Hop<E> {
     /// `slot.count` parts of [`export::part_len`]. The state is taken at the first slot of
     /// an export and dropped once every part is out.
     fn state_part(&mut self, slot: ExportSlot) -> Result<Vec<u8>, Failure> {
-        let export = match &mut self.export {
-            Some(e) => e,
-            None => {
-                let mut state = Vec::new();
-                for layer in &mut self.layers {
-                    let bytes = layer
-                        .session
-                        .export_state()
-                        .map_err(layer_failure("export-state"))?;
-                    put_lp32(&mut state, &bytes);
-                }
-                self.export.insert(Export {
-                    state,
-                    parts_left: slot.count,
-                })
+        if self.export.is_none() {
+            let mut state = Vec::new();
+            for layer in &mut self.layers {
+                let bytes = layer
+                    .session
+                    .export_state()
+                    .map_err(layer_failure("export-state"))?;
+                put_lp32(&mut state, &bytes);
             }
+            self.saw(Seen::State(&state));
+            self.export = Some(Export {
+                state,
+                parts_left: slot.count,
+            });
+        }
+        let Some(export) = &mut self.export else {
+            return Err(Failure::Protocol("no state to export (a bug)"));
         };
         let part_len = export::part_len(self.frame_len);
         let needed = export::slots_for(export.state.len(), self.frame_len);
@@ -738,6 +745,7 @@ impl<E: Entropy> Hop<E> {
     }
 
     fn seal(&mut self, to: Toward, body: &FrameBody) -> Result<Outgoing, FrameError> {
+        self.saw(Seen::Sent(to, body));
         let link = match to {
             Toward::Prev => &mut self.from_prev,
             Toward::Next => &mut self.to_next,

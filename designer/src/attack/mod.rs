@@ -9,3 +9,5 @@
 
 pub mod labels;
 pub mod linking;
+#[cfg(feature = "local-hosts")]
+pub mod views;

@@ -9,7 +9,9 @@
 //! - `onion.in`, `onion.out`: the op=0 message as received and as forwarded;
 //! - `prev.in`, `prev.out`, `next.in`, `next.out`: the bytes of every frame received from and
 //!   sent to each neighbour, as read from and written to the QUIC stream;
-//! - `decrypted.bin`: every frame it opened and every payload sealed for it ([`Record`]).
+//! - `decrypted.bin`: everything it saw in the clear, each with the time it saw it
+//!   ([`Entry`]): every frame it opened and every one it sealed, every payload sealed for
+//!   it, and its layers' state whenever it exported it.
 
 use std::{
     fs::File,
@@ -24,7 +26,7 @@ use mixnn_wire::{
     setup::{HopSetup, Peer},
 };
 
-use crate::hop::{Decrypted, Observer, Toward};
+use crate::hop::{Observer, Seen, Toward};
 
 /// Largest record [`read`] accepts.
 const MAX_RECORD: usize = 1 << 30;
@@ -103,9 +105,12 @@ impl SessionAudit {
             "decrypted.bin",
             File::create(self.dir.join("decrypted.bin")),
         )?;
-        Some(Box::new(move |seen: Decrypted<'_>| {
-            let record = Record::from(seen).encode();
-            logged("decrypted.bin", file.write_all(&record));
+        Some(Box::new(move |seen: Seen<'_>| {
+            let entry = Entry {
+                at_us: unix_us(),
+                record: Record::from(seen),
+            };
+            logged("decrypted.bin", file.write_all(&entry.encode()));
         }))
     }
 }
@@ -121,7 +126,23 @@ impl StreamTap {
     }
 }
 
-/// One entry of `decrypted.bin`.
+/// Microseconds since the Unix epoch: a clock that colluding hosts can share.
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// One entry of `decrypted.bin`: what the hop saw, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// When, in microseconds since the Unix epoch (the host's clock).
+    pub at_us: u64,
+    /// What.
+    pub record: Record,
+}
+
+/// What a hop saw in the clear.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     /// A frame opened from a neighbour: its op, tensor and blob (as received, before the
@@ -136,28 +157,63 @@ pub enum Record {
         /// Its blob.
         blob: Vec<u8>,
     },
+    /// A frame the hop sealed for a neighbour: its op and tensor (its blob is the hop's
+    /// re-layering of one it received, or sealed for the designer).
+    Sent {
+        /// To the previous hop (else the next).
+        to_prev: bool,
+        /// Its op.
+        op: u8,
+        /// Its tensor.
+        tensor: Option<WireTensor>,
+    },
     /// A payload sealed for this hop that it opened (labels, export slots).
     Sealed(Vec<u8>),
+    /// Its layers' state as it exported it: every layer's safetensors, length-prefixed.
+    State(Vec<u8>),
 }
 
-impl From<Decrypted<'_>> for Record {
-    fn from(seen: Decrypted<'_>) -> Self {
+impl From<Seen<'_>> for Record {
+    fn from(seen: Seen<'_>) -> Self {
         match seen {
-            Decrypted::Frame(from, body) => Record::Frame {
+            Seen::Frame(from, body) => Record::Frame {
                 from_prev: from == Toward::Prev,
                 op: body.op.0,
                 tensor: body.tensor.clone(),
                 blob: body.blob.clone(),
             },
-            Decrypted::Sealed(bytes) => Record::Sealed(bytes.to_vec()),
+            Seen::Sent(to, body) => Record::Sent {
+                to_prev: to == Toward::Prev,
+                op: body.op.0,
+                tensor: body.tensor.clone(),
+            },
+            Seen::Sealed(bytes) => Record::Sealed(bytes.to_vec()),
+            Seen::State(bytes) => Record::State(bytes.to_vec()),
         }
     }
 }
 
-impl Record {
+fn put_tensor(out: &mut Vec<u8>, tensor: Option<&WireTensor>) {
+    let mut t = Vec::new();
+    if let Some(tensor) = tensor {
+        // A tensor the hop decoded or built always encodes.
+        let _ = tensor.encode_into(&mut t);
+    }
+    put_lp32(out, &t);
+}
+
+fn take_tensor(r: &mut Reader<'_>) -> Result<Option<WireTensor>, ReadError> {
+    let t = r.take_lp32(MAX_RECORD)?;
+    if t.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(WireTensor::decode(&mut Reader::new(t))?))
+}
+
+impl Entry {
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        match self {
+        match &self.record {
             Record::Frame {
                 from_prev,
                 op,
@@ -165,17 +221,29 @@ impl Record {
                 blob,
             } => {
                 out.push(if *from_prev { b'p' } else { b'n' });
+                out.extend(self.at_us.to_be_bytes());
                 out.push(*op);
-                let mut t = Vec::new();
-                if let Some(tensor) = tensor {
-                    // A tensor the hop decoded always re-encodes.
-                    let _ = tensor.encode_into(&mut t);
-                }
-                put_lp32(&mut out, &t);
+                put_tensor(&mut out, tensor.as_ref());
                 put_lp32(&mut out, blob);
+            }
+            Record::Sent {
+                to_prev,
+                op,
+                tensor,
+            } => {
+                out.push(if *to_prev { b'P' } else { b'N' });
+                out.extend(self.at_us.to_be_bytes());
+                out.push(*op);
+                put_tensor(&mut out, tensor.as_ref());
             }
             Record::Sealed(bytes) => {
                 out.push(b's');
+                out.extend(self.at_us.to_be_bytes());
+                put_lp32(&mut out, bytes);
+            }
+            Record::State(bytes) => {
+                out.push(b'S');
+                out.extend(self.at_us.to_be_bytes());
                 put_lp32(&mut out, bytes);
             }
         }
@@ -184,37 +252,36 @@ impl Record {
 }
 
 /// Reads a session's `decrypted.bin`.
-pub fn read(path: &Path) -> std::io::Result<Vec<Record>> {
+pub fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
     let bytes = std::fs::read(path)?;
     parse(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-fn parse(bytes: &[u8]) -> Result<Vec<Record>, ReadError> {
+fn parse(bytes: &[u8]) -> Result<Vec<Entry>, ReadError> {
     let mut r = Reader::new(bytes);
-    let mut records = Vec::new();
+    let mut entries = Vec::new();
     while r.remaining() > 0 {
-        let record = match r.take_u8()? {
-            kind @ (b'p' | b'n') => {
-                let op = r.take_u8()?;
-                let t = r.take_lp32(MAX_RECORD)?;
-                let tensor = if t.is_empty() {
-                    None
-                } else {
-                    Some(WireTensor::decode(&mut Reader::new(t))?)
-                };
-                Record::Frame {
-                    from_prev: kind == b'p',
-                    op,
-                    tensor,
-                    blob: r.take_lp32(MAX_RECORD)?.to_vec(),
-                }
-            }
+        let kind = r.take_u8()?;
+        let at_us = r.take_u64()?;
+        let record = match kind {
+            b'p' | b'n' => Record::Frame {
+                from_prev: kind == b'p',
+                op: r.take_u8()?,
+                tensor: take_tensor(&mut r)?,
+                blob: r.take_lp32(MAX_RECORD)?.to_vec(),
+            },
+            b'P' | b'N' => Record::Sent {
+                to_prev: kind == b'P',
+                op: r.take_u8()?,
+                tensor: take_tensor(&mut r)?,
+            },
             b's' => Record::Sealed(r.take_lp32(MAX_RECORD)?.to_vec()),
+            b'S' => Record::State(r.take_lp32(MAX_RECORD)?.to_vec()),
             _ => return Err(ReadError::Malformed("unknown audit record")),
         };
-        records.push(record);
+        entries.push(Entry { at_us, record });
     }
-    Ok(records)
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -224,14 +291,15 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
+        let tensor = WireTensor {
+            shape: vec![2],
+            data: vec![1.5, -2.0],
+        };
         let records = vec![
             Record::Frame {
                 from_prev: true,
                 op: 1,
-                tensor: Some(WireTensor {
-                    shape: vec![2],
-                    data: vec![1.5, -2.0],
-                }),
+                tensor: Some(tensor.clone()),
                 blob: vec![9; 40],
             },
             Record::Frame {
@@ -240,10 +308,29 @@ mod tests {
                 tensor: None,
                 blob: vec![],
             },
+            Record::Sent {
+                to_prev: false,
+                op: 1,
+                tensor: Some(tensor),
+            },
+            Record::Sent {
+                to_prev: true,
+                op: 2,
+                tensor: None,
+            },
             Record::Sealed(vec![1, 2, 3]),
+            Record::State(vec![4; 9]),
         ];
-        let bytes: Vec<u8> = records.iter().flat_map(Record::encode).collect();
-        assert_eq!(parse(&bytes).unwrap(), records);
+        let entries: Vec<Entry> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| Entry {
+                at_us: 1_700_000_000_000_000 + i as u64,
+                record,
+            })
+            .collect();
+        let bytes: Vec<u8> = entries.iter().flat_map(Entry::encode).collect();
+        assert_eq!(parse(&bytes).unwrap(), entries);
         assert!(parse(&bytes[..bytes.len() - 1]).is_err());
     }
 }
