@@ -125,7 +125,9 @@ struct CascadeArgs {
     /// Keep the first host's layers on the designer: raw inputs never leave it.
     #[arg(long)]
     keep_first: bool,
-    /// Keep the last host's layers (the loss) on the designer: labels never leave it.
+    /// Keep the last layers on the designer, from the last weight layer to the loss: no host
+    /// sees the labels or a gradient that spells them out (what earlier gradients still leak
+    /// is measured by `mixnn attack`).
     #[arg(long)]
     keep_last: bool,
     /// Cover messages per second looped through the cascade.
@@ -257,7 +259,7 @@ struct DemoCascadeArgs {
     /// Keep the first host's layers on the designer.
     #[arg(long)]
     keep_first: bool,
-    /// Keep the last host's layers on the designer.
+    /// Keep the last layers on the designer, from the last weight layer to the loss.
     #[arg(long)]
     keep_last: bool,
     /// Cover messages per second.

@@ -140,7 +140,8 @@ pub struct CascadeSettings {
     pub dummies: usize,
     /// Keep the first host's layers on the designer: raw inputs never leave it.
     pub keep_first: bool,
-    /// Keep the last host's layers (the loss) on the designer: labels never leave it.
+    /// Keep the last layers on the designer, from the last weight layer to the loss: no host
+    /// sees the labels or a gradient that spells them out.
     pub keep_last: bool,
     /// Cover messages per second looped through the cascade (0: none).
     pub cover_rate: f64,

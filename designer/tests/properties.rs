@@ -1,9 +1,10 @@
 //! What each host of a real session can see, checked from the audits the host processes keep
 //! (`audit_dir`: everything a host decrypted and every byte on its links, recorded by the
 //! daemon as it reads and writes its QUIC streams). A short training session runs through a
-//! 5 + 2 cascade with cover traffic, then one with the first and last layers kept by the
-//! designer; the test then shows P1, P2, P3, P5 and P6, and that dummies send what actual
-//! hosts send.
+//! 5 + 2 cascade with cover traffic, then one whose last layers the designer keeps (from the
+//! last weight layer on), then one that also keeps the first; the test then shows P1, P2, P3,
+//! P5 and P6 (labels included: with the last layers kept, no host receives a gradient that
+//! spells them out), and that dummies send what actual hosts send.
 
 #![allow(
     clippy::unwrap_used,
@@ -64,16 +65,29 @@ fn session(cluster: &LocalCluster, options: RemoteOptions, splits: Splits) -> Ve
     views::collect(cluster).unwrap()
 }
 
-fn options(cluster: &LocalCluster, dummies: usize, keep: bool) -> RemoteOptions {
+/// What the designer keeps: the first layers, the last ones.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    first: bool,
+    last: bool,
+}
+
+fn options(cluster: &LocalCluster, dummies: usize, kept: Kept) -> RemoteOptions {
     RemoteOptions {
         dummies,
-        keep_first: keep,
-        keep_last: keep,
-        cover_rate: if keep { 0.0 } else { 100.0 },
+        keep_first: kept.first,
+        keep_last: kept.last,
+        cover_rate: if kept.last { 0.0 } else { 100.0 },
         step_timeout: Duration::from_secs(30),
         session_ttl: Duration::from_secs(600),
         ..cluster.remote_options()
     }
+}
+
+/// Whether a gradient row names its label: one non-zero entry (NLLLoss's gradient), or one
+/// negative entry (softmax minus one-hot, the logits' gradient).
+fn spells_a_label(row: &[f32]) -> bool {
+    row.iter().filter(|v| **v != 0.0).count() == 1 || row.iter().filter(|v| **v < 0.0).count() == 1
 }
 
 /// 32-byte windows of each image (from where its pixels are most varied), as `f32` values
@@ -131,7 +145,7 @@ fn assert_nothing_repeats_across_links(links: &[Vec<u8>]) {
 }
 
 /// Checks one session's views; `hosts` says which hosts of the cluster exist.
-fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
+fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: Kept) {
     let spec = paper_spec();
     let n = views.len();
     let fingerprints: Vec<[u8; 32]> = (0..cluster.host_addrs.len())
@@ -146,11 +160,9 @@ fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
     // P1: each actual hop holds its own layer's component, in the spec's order; dummies hold
     // the identity; nobody holds another hop's.
     let groups = spec.hosts();
-    let remote = if kept {
-        &groups[1..groups.len() - 1]
-    } else {
-        &groups[..]
-    };
+    // Kept at the end: from the last weight layer (2: linear 64->10) on.
+    let tail = if kept.last { 3 } else { 0 };
+    let remote = &groups[usize::from(kept.first)..groups.len() - tail];
     let actual: Vec<&View> = views.iter().filter(|v| !v.is_dummy()).collect();
     assert_eq!(actual.len(), remote.len());
     for (view, group) in actual.iter().zip(remote) {
@@ -200,7 +212,7 @@ fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
     // A loss hop turns batches around itself: the designer sends it nothing on its link, and
     // it alone could tell (it holds the labels, and it is always the last hop).
     let frame_len = views[0].setup["frame_len"].as_u64().unwrap() as usize;
-    let turns = !kept;
+    let turns = !kept.last;
     for (k, view) in views.iter().enumerate() {
         for (name, bytes) in [
             ("prev.in", &view.prev_in),
@@ -291,7 +303,7 @@ fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
     }
     assert_eq!(
         from_prev.contains(&Op::COVER.0),
-        !kept,
+        !kept.last,
         "cover traffic in the first session only"
     );
 
@@ -300,14 +312,14 @@ fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
     let images = image_needles(splits);
     for (k, view) in views.iter().enumerate() {
         let has_images = contains_any(&view.decrypted, &images);
-        assert_eq!(has_images, !kept && k == 0, "hop {k}: raw images");
+        assert_eq!(has_images, !kept.first && k == 0, "hop {k}: raw images");
     }
     let labels: Vec<&[u8]> = views[n - 1]
         .sealed()
         .into_iter()
         .filter(|s| s.len() > 8)
         .collect();
-    assert_eq!(labels.len(), if kept { 0 } else { 3 }, "label batches");
+    assert_eq!(labels.len(), if kept.last { 0 } else { 3 }, "label batches");
     let label_needles: HashSet<[u8; 32]> = labels
         .iter()
         .map(|l| l[l.len() - 32..].try_into().unwrap())
@@ -318,7 +330,29 @@ fn check(views: &[View], cluster: &LocalCluster, splits: &Splits, kept: bool) {
             "hop {k} opened something other than export slots"
         );
         let has_labels = contains_any(&view.decrypted, &label_needles);
-        assert_eq!(has_labels, !kept && k + 1 == n, "hop {k}: labels");
+        assert_eq!(has_labels, !kept.last && k + 1 == n, "hop {k}: labels");
+    }
+    // Nor through gradients: the host after the last weight layer (LogSoftmax's) receives
+    // NLLLoss's one-hot gradient, the last weight layer's the logits' softmax minus one-hot,
+    // unless the designer keeps them.
+    for (k, view) in views.iter().enumerate() {
+        let rows: Vec<&[f32]> = view
+            .received(Op::BACKWARD, false)
+            .into_iter()
+            .flat_map(|t| {
+                let width = t.shape.last().copied().unwrap_or(1) as usize;
+                t.data.chunks(width)
+            })
+            .collect();
+        let spelled = rows.iter().filter(|r| spells_a_label(r)).count();
+        let after_weights = view.components == [mixnn_components::LINEAR]
+            || view.components == [mixnn_components::LOG_SOFTMAX];
+        if kept.last {
+            assert_eq!(spelled, 0, "hop {k}: label-spelling gradients");
+        } else if after_weights {
+            assert_eq!(spelled, rows.len(), "hop {k}: every row spells its label");
+            assert_eq!(rows.len(), 3 * BATCH);
+        }
     }
 }
 
@@ -327,13 +361,39 @@ fn each_host_sees_only_its_part_of_a_session() {
     let cluster = LocalCluster::start_audited(env!("CARGO_BIN_EXE_mixnn").as_ref(), 8).unwrap();
     let splits = mnist(3 * BATCH, BATCH);
 
-    let views = session(&cluster, options(&cluster, 2, false), splits.clone());
+    let none = Kept {
+        first: false,
+        last: false,
+    };
+    let views = session(&cluster, options(&cluster, 2, none), splits.clone());
     assert_eq!(views.len(), 7);
-    check(&views, &cluster, &splits, false);
+    check(&views, &cluster, &splits, none);
 
-    let views = session(&cluster, options(&cluster, 1, true), splits.clone());
-    assert_eq!(views.len(), 4);
-    check(&views, &cluster, &splits, true);
+    // The last layers kept: 2 actual hosts (the first two linear-relu) and a dummy.
+    let last = Kept {
+        first: false,
+        last: true,
+    };
+    let views = session(&cluster, options(&cluster, 1, last), splits.clone());
+    assert_eq!(views.len(), 3);
+    check(&views, &cluster, &splits, last);
+
+    // Both kept: the second linear-relu alone is left to a host.
+    let both = Kept {
+        first: true,
+        last: true,
+    };
+    let views = session(&cluster, options(&cluster, 0, both), splits.clone());
+    assert_eq!(views.len(), 1);
+    assert!(!contains_any(&views[0].decrypted, &image_needles(&splits)));
+    assert!(
+        views[0].sealed().iter().all(|s| s.len() == 8),
+        "only export slots"
+    );
+    for t in views[0].received(Op::BACKWARD, false) {
+        let width = *t.shape.last().unwrap() as usize;
+        assert!(!t.data.chunks(width).any(spells_a_label));
+    }
 
     assert_eq!(cluster.shutdown().unwrap(), 0);
 }

@@ -23,6 +23,7 @@ const STANDARD: &[(&str, &str)] = &[
         "SOFTMAX_CROSS_ENTROPY",
         "mixnn-component-softmax-cross-entropy",
     ),
+    ("MSE_LOSS", "mixnn-component-mse-loss"),
     ("IDENTITY", "mixnn-component-identity"),
 ];
 

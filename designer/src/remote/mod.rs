@@ -52,7 +52,8 @@ pub struct RemoteOptions {
     pub dummies: usize,
     /// Keep the first host's layers here.
     pub keep_first: bool,
-    /// Keep the last host's layers (the loss) here.
+    /// Keep the last layers here: from the last layer with parameters to the loss (see
+    /// [`plan::kept_tail`]), so that no host receives a gradient that spells the labels out.
     pub keep_last: bool,
     /// Cover messages per second into the first hop (0: none). They go while the designer
     /// waits on the cascade (the session is woken for them); a designer busy elsewhere (its
@@ -201,10 +202,9 @@ impl RemoteCascade {
         chosen: Vec<Candidate>,
     ) -> Result<Self, RemoteError> {
         let groups = spec.hosts();
-        let local = |group: Option<&Vec<usize>>| -> Result<Vec<LocalLayer>, CascadeError> {
-            group
-                .into_iter()
-                .flatten()
+        let local = |layers: &[usize]| -> Result<Vec<LocalLayer>, CascadeError> {
+            layers
+                .iter()
                 .map(|&i| {
                     let (info, mut backend) = build_layer(spec, i, Backend::Wasm, Some(sandbox))?;
                     match states.get(i) {
@@ -224,8 +224,11 @@ impl RemoteCascade {
                 })
                 .collect()
         };
-        let head = local(groups.first().filter(|_| plan.keep_first))?;
-        let tail = local(groups.last().filter(|_| plan.keep_last))?;
+        let head = match groups.first() {
+            Some(first) if plan.keep_first => local(first)?,
+            _ => Vec::new(),
+        };
+        let tail = local(&plan.kept_tail(&groups))?;
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -84,6 +84,20 @@ fn identity_state_len(sandbox: &Sandbox) -> Result<usize, CascadeError> {
     Ok(layer.export_state().map_err(failed)?.len())
 }
 
+/// How many groups of layers (hosts' worth) the designer keeps at the end with `keep_last`:
+/// from the group that holds the last layer with parameters to the loss. A host after that
+/// layer would receive a gradient that spells the labels out (the gradient of the logits is
+/// softmax minus one-hot, with one negative entry, at the label; that of log-probabilities is
+/// one-hot), so keeping the loss alone keeps nothing private. Hosts before it receive the
+/// gradient through the last weight layer, whose leak the attack harness measures.
+pub fn kept_tail(groups: &[Vec<usize>], param_counts: &[u64]) -> usize {
+    let last_weights = param_counts.iter().rposition(|&p| p > 0);
+    let from = last_weights
+        .and_then(|layer| groups.iter().position(|g| g.contains(&layer)))
+        .unwrap_or(groups.len().saturating_sub(1));
+    groups.len() - from
+}
+
 fn encoded_len(shape: &[usize]) -> usize {
     1 + 4 * shape.len() + 4 * shape.iter().product::<usize>()
 }
@@ -98,7 +112,8 @@ pub struct Plan {
     pub(super) frame_len: usize,
     pub(super) blob_len: usize,
     pub(super) keep_first: bool,
-    pub(super) keep_last: bool,
+    /// Groups of layers the designer keeps at the end ([`kept_tail`]; 0 without `keep_last`).
+    pub(super) tail_groups: usize,
 }
 
 impl Plan {
@@ -112,15 +127,20 @@ impl Plan {
         input_shape: &[usize],
     ) -> Result<Self, RemoteError> {
         let groups = spec.hosts();
-        let keep_first = usize::from(options.keep_first);
-        let keep_last = usize::from(options.keep_last);
-        if groups.len() < keep_first + keep_last + 1 {
-            return Err(PlanError::NoLayerLeft.into());
-        }
-        let remote_groups = &groups[keep_first..groups.len() - keep_last];
-        let layer_count = spec.layers.len();
         // Sizes: run a fresh copy of the model once on a batch of zeros.
         let mut probe = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
+        let params: Vec<u64> = probe.infos().iter().map(|i| i.param_count).collect();
+        let keep_first = usize::from(options.keep_first);
+        let tail_groups = if options.keep_last {
+            kept_tail(&groups, &params)
+        } else {
+            0
+        };
+        if groups.len() < keep_first + tail_groups + 1 {
+            return Err(PlanError::NoLayerLeft.into());
+        }
+        let remote_groups = &groups[keep_first..groups.len() - tail_groups];
+        let layer_count = spec.layers.len();
         let zeros = Tensor::zeros(input_shape.to_vec());
         let outputs = probe.shapes(zeros.clone())?;
         let input_of = |layer: usize| -> Vec<usize> {
@@ -139,7 +159,11 @@ impl Plan {
         let byte_input = options.byte_inputs && !options.keep_first;
         let max_tensor = remote_groups
             .iter()
-            .chain(groups.last().filter(|_| options.keep_last))
+            .chain(
+                groups
+                    .get(groups.len() - tail_groups)
+                    .filter(|_| tail_groups > 0),
+            )
             .map(|g| match g[0] {
                 0 if byte_input => byte_tensor_len(input_shape),
                 first => encoded_len(&input_of(first)),
@@ -241,8 +265,22 @@ impl Plan {
             frame_len,
             blob_len,
             keep_first: options.keep_first,
-            keep_last: options.keep_last,
+            tail_groups,
         })
+    }
+
+    /// Whether the designer keeps the last layers (and the loss).
+    pub fn keeps_last(&self) -> bool {
+        self.tail_groups > 0
+    }
+
+    /// The layers the designer keeps at the end, in order (empty without `keep_last`).
+    pub fn kept_tail(&self, groups: &[Vec<usize>]) -> Vec<usize> {
+        groups[groups.len().saturating_sub(self.tail_groups)..]
+            .iter()
+            .flatten()
+            .copied()
+            .collect()
     }
 
     /// Hops in the cascade (actual and dummies).

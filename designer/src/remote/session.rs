@@ -288,7 +288,7 @@ impl<E: Entropy> DesignerSession<E> {
             circuit,
             hops,
             state: State::SettingUp,
-            remote_loss: !plan.keep_last,
+            remote_loss: !plan.keeps_last(),
             loss_turns: plan.flags.iter().any(|f| f & HopSetup::LOSS_TURNS != 0),
             frame_len,
             route_keys: per_message.then(|| hosts.into_iter().map(|c| c.onion_key).collect()),

@@ -7,13 +7,14 @@
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
 /// The standard components by layer name (the names of `mixnn_layers::STANDARD`).
-pub const STANDARD: [(&str, &[u8]); 7] = [
+pub const STANDARD: [(&str, &[u8]); 8] = [
     ("linear", LINEAR),
     ("relu", RELU),
     ("linear-relu", LINEAR_RELU),
     ("log-softmax", LOG_SOFTMAX),
     ("nll-loss", NLL_LOSS),
     ("softmax-cross-entropy", SOFTMAX_CROSS_ENTROPY),
+    ("mse-loss", MSE_LOSS),
     ("identity", IDENTITY),
 ];
 

@@ -4,24 +4,27 @@
 
 mod identity;
 mod linear;
+mod mse;
 mod relu;
 mod softmax;
 
 pub use identity::Identity;
 pub use linear::{Linear, LinearConfig, MAX_WEIGHTS};
+pub use mse::MseLoss;
 pub use relu::{LinearRelu, Relu};
 pub use softmax::{LogSoftmax, NllLoss, SoftmaxCrossEntropy, log_softmax};
 
 use mixnn_layer_sdk::{Layer, LayerRuntime, Runtime};
 
 /// The names of the standard layers, as their components are named.
-pub const STANDARD: [&str; 7] = [
+pub const STANDARD: [&str; 8] = [
     Linear::NAME,
     Relu::NAME,
     LinearRelu::NAME,
     LogSoftmax::NAME,
     NllLoss::NAME,
     SoftmaxCrossEntropy::NAME,
+    MseLoss::NAME,
     Identity::NAME,
 ];
 
@@ -37,6 +40,7 @@ pub fn native(name: &str) -> Option<Box<dyn LayerRuntime>> {
         LogSoftmax::NAME => boxed::<LogSoftmax>(),
         NllLoss::NAME => boxed::<NllLoss>(),
         SoftmaxCrossEntropy::NAME => boxed::<SoftmaxCrossEntropy>(),
+        MseLoss::NAME => boxed::<MseLoss>(),
         Identity::NAME => boxed::<Identity>(),
         _ => None,
     }

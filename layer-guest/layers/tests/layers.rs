@@ -9,7 +9,8 @@
 
 use mixnn_layer_sdk::{Init, InitConfig, Layer, LayerRuntime, Mode, Runtime, SgdConfig, Tensor};
 use mixnn_layers::{
-    Identity, Linear, LinearConfig, LinearRelu, LogSoftmax, NllLoss, Relu, SoftmaxCrossEntropy,
+    Identity, Linear, LinearConfig, LinearRelu, LogSoftmax, MseLoss, NllLoss, Relu,
+    SoftmaxCrossEntropy,
 };
 
 fn t(shape: &[usize], data: &[f32]) -> Tensor {
@@ -224,6 +225,30 @@ fn nll_loss_by_hand_and_gradient() {
         );
     }
     assert!(l.loss(t(&[2, 4], &[0.0; 8]), t(&[3], &[0.0; 3])).is_err());
+}
+
+#[test]
+fn mse_loss_by_hand_and_gradient() {
+    // As torch.nn.MSELoss(): mean over every element.
+    let out = MseLoss
+        .loss(
+            t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]),
+            t(&[2, 2], &[1.0, 0.0, 3.0, 5.0]),
+        )
+        .unwrap();
+    assert_eq!(out.loss, (4.0 + 1.0) / 4.0);
+    assert_eq!(out.grad_input.data(), &[0.0, 1.0, 0.0, -0.5]);
+    check_loss_gradient(
+        MseLoss,
+        t(&[3, 4], &values(12, 5)),
+        t(&[3, 4], &values(12, 6)),
+    );
+    assert!(
+        MseLoss
+            .loss(t(&[2, 2], &[0.0; 4]), t(&[4], &[0.0; 4]))
+            .is_err()
+    );
+    assert!(MseLoss.loss(t(&[0, 2], &[]), t(&[0, 2], &[])).is_err());
 }
 
 #[test]
