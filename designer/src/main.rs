@@ -22,6 +22,8 @@ use mixnn_transport::{directory_client, hex_fingerprint};
 mod bench;
 #[cfg(feature = "local-hosts")]
 mod demo;
+#[cfg(feature = "local-hosts")]
+mod privacy;
 
 /// Train deep-learning models whose layers run as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -45,6 +47,12 @@ enum Command {
     #[cfg(feature = "local-hosts")]
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// What colluding hosts can learn, measured: train over host processes with audits on,
+    /// then attack with nothing but coalitions' audits (label leakage from gradients, model
+    /// completion from held layers and a few labels); one line per measurement, a final
+    /// JSON line, report.json and plots.
+    #[cfg(feature = "local-hosts")]
+    Attack(privacy::AttackArgs),
     /// Run a host daemon (as `mixnn-host run`; used by `demo`).
     #[cfg(feature = "local-hosts")]
     #[command(hide = true)]
@@ -422,6 +430,8 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Paper(args)) => bench::paper::run(args),
+        #[cfg(feature = "local-hosts")]
+        Command::Attack(args) => privacy::run(args),
         #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Scale(args)) => bench::scale::run(args),
         #[cfg(feature = "local-hosts")]

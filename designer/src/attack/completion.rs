@@ -79,6 +79,9 @@ pub struct Budget {
     pub steps: usize,
     /// SGD steps on observed pairs, per run.
     pub pair_steps: usize,
+    /// Their normalised learning rate: the step is this times the outputs' width over the
+    /// inputs' mean squared norm.
+    pub pair_lr: f32,
     /// Width of a generic MLP's hidden layer.
     pub hidden: usize,
     /// The attacker's seed (initialisation, order).
@@ -90,6 +93,7 @@ impl Default for Budget {
         Budget {
             steps: 600,
             pair_steps: 400,
+            pair_lr: 0.5,
             hidden: 256,
             seed: 0xA77AC,
         }
@@ -105,6 +109,8 @@ pub struct Completion {
     pub fidelity: f64,
     /// Layers it had to train (0: it held them all).
     pub trained_layers: usize,
+    /// Of which, layers fitted to the pairs it saw around them.
+    pub fitted_layers: usize,
 }
 
 /// A run of consecutive layers the coalition lacks (the loss layer excluded).
@@ -122,6 +128,14 @@ fn widths(spec: &ModelSpec, input: usize) -> Result<Vec<usize>, CompletionError>
         .iter()
         .map(|s| s.last().copied().unwrap_or(0))
         .collect())
+}
+
+/// The runs of consecutive layers (the loss excluded) that `held` lacks, as (first, last).
+pub fn missing_runs(layers: usize, held: &BTreeMap<usize, Vec<u8>>) -> Vec<(usize, usize)> {
+    runs(layers, held)
+        .iter()
+        .map(|r| (r.first, r.last))
+        .collect()
 }
 
 fn runs(layers: usize, held: &BTreeMap<usize, Vec<u8>>) -> Vec<Run> {
@@ -248,11 +262,14 @@ fn fit_pairs(
 ) -> Result<(), CompletionError> {
     let mut sub = spec.clone();
     sub.layers = spec.layers[start..end].to_vec();
-    // The regression's gradient is averaged over every output value, not over the batch
-    // alone: a larger step keeps it learning at a classifier's pace.
+    // A normalised step (as NLMS): the regression's gradient is averaged over every output
+    // value, and it grows with the inputs' squared norm, which differs by orders of magnitude
+    // between raw pixels and later features.
     let width = pairs.outputs.shape().last().copied().unwrap_or(1).max(1);
+    let rows = pairs.inputs.shape().first().copied().unwrap_or(0).max(1);
+    let square_norm = pairs.inputs.data().iter().map(|v| v * v).sum::<f32>() / rows as f32;
     for l in &mut sub.layers {
-        l.lr = Some(spec.training.lr * width as f32);
+        l.lr = Some(budget.pair_lr * width as f32 / square_norm.max(1e-6));
     }
     sub.layers.push(layer("mse-loss", toml::Table::new(), None));
     let mut fit = Cascade::build(&sub, Backend::Native, None)?;
@@ -349,13 +366,30 @@ pub fn complete(
     let mut model = Cascade::build(&rebuilt.spec, Backend::Native, None)?;
     model.import_states(&rebuilt.states)?;
     let mut trained_layers = 0;
+    let mut fitted = Vec::new();
     for (run, start, end) in &rebuilt.runs {
         trained_layers += end - start;
         if let Some(pairs) = knowledge.observed.get(&run.first) {
             fit_pairs(&mut model, &rebuilt.spec, (*start, *end), pairs, budget)?;
+            fitted.push((*start, *end));
         }
     }
-    if trained_layers > 0 {
+    if !fitted.is_empty() {
+        // What the layers were seen to do is better evidence than a few labels: the runs
+        // fitted to it stay as they are from here on.
+        let states = model.export_states()?;
+        let mut frozen = rebuilt.spec.clone();
+        for &(start, end) in &fitted {
+            for l in &mut frozen.layers[start..end] {
+                l.lr = Some(0.0);
+                l.momentum = Some(0.0);
+            }
+        }
+        model = Cascade::build(&frozen, Backend::Native, None)?;
+        model.import_states(&states)?;
+    }
+    let fitted_layers: usize = fitted.iter().map(|(s, e)| e - s).sum();
+    if trained_layers > fitted_layers {
         let mut order = Order::new(labelled.len(), budget.seed);
         for _ in 0..budget.steps {
             let idx = order.next_batch(64);
@@ -381,6 +415,7 @@ pub fn complete(
                 .count(),
         ),
         trained_layers,
+        fitted_layers,
     })
 }
 
@@ -399,6 +434,70 @@ mod tests {
         assert!(runs(3, &[(0, vec![]), (1, vec![])].into_iter().collect()).is_empty());
         let r = runs(5, &BTreeMap::new());
         assert_eq!((r[0].first, r[0].last, r.len()), (0, 3, 1));
+    }
+
+    fn spec(text: &str) -> ModelSpec {
+        ModelSpec::parse(text, std::env::temp_dir()).unwrap()
+    }
+
+    /// A layer seen from both sides is recovered: its outputs on new inputs come close.
+    #[test]
+    fn a_layer_seen_from_both_sides_is_fitted_to_what_it_did() {
+        let teacher = spec(
+            r#"
+            name = "t"
+            [training]
+            seed = 5
+            [[layer]]
+            component = "linear"
+            config = { in_features = 64, out_features = 10 }
+            [[layer]]
+            component = "mse-loss"
+            "#,
+        );
+        let mut truth = Cascade::build(&teacher, Backend::Native, None).unwrap();
+        let rows = |n: usize, salt: u64| {
+            let data: Vec<f32> = (0..n * 64)
+                .map(|i| {
+                    let v = ((i as u64 * 2654435761 + salt) % 1000) as f32 / 1000.0;
+                    (v - 0.3).max(0.0)
+                })
+                .collect();
+            Tensor::new(vec![n, 64], data).unwrap()
+        };
+        let (seen, new) = (rows(256, 1), rows(128, 7));
+        let pairs = Observed {
+            outputs: truth.predict(seen.clone()).unwrap(),
+            inputs: seen,
+        };
+        let mut student_spec = teacher.clone();
+        student_spec.training.seed = 99;
+        let mut student = Cascade::build(&student_spec, Backend::Native, None).unwrap();
+        let error = |student: &mut Cascade, truth: &mut Cascade| {
+            let (a, b) = (
+                student.predict(new.clone()).unwrap(),
+                truth.predict(new.clone()).unwrap(),
+            );
+            let mse: f32 = a
+                .data()
+                .iter()
+                .zip(b.data())
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum();
+            let power: f32 = b.data().iter().map(|y| y * y).sum();
+            mse / power
+        };
+        let before = error(&mut student, &mut truth);
+        fit_pairs(
+            &mut student,
+            &student_spec,
+            (0, 1),
+            &pairs,
+            &Budget::default(),
+        )
+        .unwrap();
+        let after = error(&mut student, &mut truth);
+        assert!(after < 0.01 && after < before / 20.0, "{before} -> {after}");
     }
 
     #[test]

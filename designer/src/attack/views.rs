@@ -26,8 +26,9 @@ pub enum ViewError {
     /// An audit's `setup.json` is not what a host writes.
     #[error("{0}: a setup that does not parse")]
     Setup(PathBuf),
-    /// The audited sessions do not form one chain of neighbours from the designer back to it.
-    #[error("the audited sessions do not form one cascade")]
+    /// The audited sessions do not form chains of neighbours from the designer back to it
+    /// (or, where one was expected, more than one).
+    #[error("the audited sessions do not form the cascades expected")]
     NotOneCascade,
 }
 
@@ -186,6 +187,17 @@ impl HostView {
 /// the designer has closed), reads every session's, removes them, and returns the one
 /// session they hold in cascade order, from the hop after the designer.
 pub fn collect(cluster: &LocalCluster) -> Result<Vec<HostView>, ViewError> {
+    let mut sessions = collect_all(cluster)?;
+    match (sessions.pop(), sessions.is_empty()) {
+        (Some(one), true) => Ok(one),
+        _ => Err(ViewError::NotOneCascade),
+    }
+}
+
+/// As [`collect`], for any number of sessions: each in cascade order, chained by the circuit
+/// ids the two ends of every link share (the harness's bookkeeping: no host knows more than
+/// its own two).
+pub fn collect_all(cluster: &LocalCluster) -> Result<Vec<Vec<HostView>>, ViewError> {
     let audited = || -> u64 {
         (0..cluster.host_addrs.len())
             .filter_map(|host| cluster.host_audit(host))
@@ -219,24 +231,26 @@ pub fn collect(cluster: &LocalCluster) -> Result<Vec<HostView>, ViewError> {
         }
         std::fs::remove_dir_all(&dir).map_err(|source| ViewError::Read { path: dir, source })?;
     }
-    let address = |v: &HostView| cluster.host_addrs[v.host].to_string();
-    let mut ordered: Vec<HostView> = Vec::new();
-    let mut next = serde_json::json!({ "designer": true });
-    while let Some(i) = views.iter().position(|v| {
-        let prev = &v.setup["prev"];
-        match ordered.last() {
-            None => prev["designer"] == true,
-            Some(last) => next["address"] == address(v) && prev["address"] == address(last),
+    let mut sessions = Vec::new();
+    while let Some(start) = views
+        .iter()
+        .position(|v| v.setup["prev"]["designer"] == true)
+    {
+        let mut chain = vec![views.remove(start)];
+        while let Some(last) = chain.last().filter(|v| v.setup["next"]["designer"] != true) {
+            let out = last.setup["circuit_out"].clone();
+            let next = views
+                .iter()
+                .position(|v| v.setup["circuit_in"] == out)
+                .ok_or(ViewError::NotOneCascade)?;
+            chain.push(views.remove(next));
         }
-    }) {
-        let v = views.remove(i);
-        next = v.setup["next"].clone();
-        ordered.push(v);
+        sessions.push(chain);
     }
-    if !views.is_empty() || next["designer"] != true {
+    if !views.is_empty() {
         return Err(ViewError::NotOneCascade);
     }
-    Ok(ordered)
+    Ok(sessions)
 }
 
 /// The sizes of the files under `dir`.
