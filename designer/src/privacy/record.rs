@@ -58,7 +58,7 @@ impl Setting {
                 ..base
             },
             "cover" => Setting {
-                cover_rate: 200.0,
+                cover_rate: 50.0,
                 ..base
             },
             other => {

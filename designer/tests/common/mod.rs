@@ -20,12 +20,16 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The first `train` and `test` examples of MNIST (`$MIXNN_DATA`, else `../shared/data/mnist`
-/// beside the workspace).
-pub fn mnist(train: usize, test: usize) -> Splits {
-    let dir = std::env::var_os(data::DATA_ENV)
+/// Where MNIST is: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
+pub fn mnist_dir() -> PathBuf {
+    std::env::var_os(data::DATA_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data/mnist"));
+        .unwrap_or_else(|| workspace().join("../shared/data/mnist"))
+}
+
+/// The first `train` and `test` examples of MNIST ([`mnist_dir`]).
+pub fn mnist(train: usize, test: usize) -> Splits {
+    let dir = mnist_dir();
     let mut splits =
         data::load(&dir).unwrap_or_else(|e| panic!("MNIST is needed for this test: {e}"));
     splits.train = splits.train.truncate(train);
