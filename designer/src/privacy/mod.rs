@@ -14,6 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use mixnn_designer::{
     attack::{
         completion::{self, Architecture, Budget, Knowledge},
+        inputs::{self, DecoderBudget, Reconstruction},
         labels::{self, LabelLeak},
         linking,
         views::HostView,
@@ -65,6 +66,10 @@ pub(crate) struct AttackArgs {
     /// scored on.
     #[arg(long, default_value_t = 2000, value_name = "N")]
     eval: usize,
+    /// Public images the attackers train decoders on (training examples the designer did not
+    /// use).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    public: usize,
     /// Designers training at once for the linking attack (with and without cover).
     #[arg(long, default_value_t = 4, value_name = "N")]
     concurrent: usize,
@@ -121,6 +126,9 @@ struct Row {
     estimate: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     truth: Option<f64>,
+    /// Input reconstruction at a position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<Reconstruction>,
 }
 
 impl Row {
@@ -142,6 +150,7 @@ impl Row {
             chance: None,
             estimate: None,
             truth: None,
+            inputs: None,
         }
     }
 }
@@ -170,6 +179,8 @@ struct Data {
     designer: Splits,
     pool: Dataset,
     eval: Dataset,
+    /// Public images the attackers train decoders on (other training examples).
+    public: Dataset,
 }
 
 fn slice(data: &Dataset, from: usize, n: usize) -> Dataset {
@@ -189,6 +200,7 @@ pub(crate) fn run(mut args: AttackArgs) -> Result<()> {
         args.labels = vec![100];
         args.coalitions = 1;
         args.eval = 500;
+        args.public = 500;
         // 100 steps: enough for a model worth taking (about 0.75 accuracy).
         args.data.train_limit.get_or_insert(6400);
         args.data.test_limit.get_or_insert(256);
@@ -205,8 +217,12 @@ pub(crate) fn run(mut args: AttackArgs) -> Result<()> {
         },
         pool: slice(&all.train, train_n, max_labels),
         eval: slice(&all.test, test_n, args.eval),
+        public: slice(&all.train, train_n + max_labels, args.public),
     };
-    if data.pool.len() < max_labels || data.eval.len() < args.eval {
+    if data.pool.len() < max_labels
+        || data.eval.len() < args.eval
+        || data.public.len() < args.public
+    {
         return Err(anyhow!(
             "the data set is too small for {train_n} + {max_labels} training and {test_n} + {} test examples",
             args.eval
@@ -220,6 +236,18 @@ pub(crate) fn run(mut args: AttackArgs) -> Result<()> {
         }
     } else {
         Budget::default()
+    };
+    let decoder = if args.quick {
+        DecoderBudget {
+            steps: 300,
+            hidden: 256,
+            ..DecoderBudget::default()
+        }
+    } else {
+        DecoderBudget {
+            steps: 1000,
+            ..DecoderBudget::default()
+        }
     };
     let options = TrainOptions {
         epochs: args.epochs,
@@ -259,6 +287,7 @@ pub(crate) fn run(mut args: AttackArgs) -> Result<()> {
         );
         rows.extend(label_rows(&recorded)?);
         rows.extend(position_rows(&recorded));
+        rows.extend(input_rows(&recorded, &spec, &data, &decoder)?);
         let mut designer = Cascade::build(&spec, Backend::Native, None)?;
         designer.import_states(&recorded.states)?;
         let reference = completion::predict(&mut designer, &data.eval)?;
@@ -427,6 +456,80 @@ fn coalitions(n: usize, k: usize, count: usize, rng: &mut ChaCha8Rng) -> Vec<Vec
         }
     }
     drawn
+}
+
+/// Input reconstruction at every position that receives test inputs: a decoder trained on
+/// public images and their features through the true layers before the position (a
+/// coalition holding every earlier host: the worst case), applied to what the host saw.
+fn input_rows(
+    recorded: &Recorded,
+    spec: &mixnn_designer::spec::ModelSpec,
+    data: &Data,
+    budget: &DecoderBudget,
+) -> Result<Vec<Row>> {
+    let name = &recorded.setting.name;
+    let images = |d: &Dataset, n: usize| {
+        mixnn_layer_sdk::Tensor::new(vec![n, d.pixels], d.images[..n * d.pixels].to_vec())
+    };
+    let public = images(&data.public, data.public.len())?;
+    let mut done: std::collections::BTreeMap<usize, Reconstruction> = Default::default();
+    let mut rows = Vec::new();
+    for k in 0..recorded.views.len() {
+        let Some((seen, before)) = recorded.features(k) else {
+            continue;
+        };
+        let rows_seen = seen.shape()[0];
+        let truth = images(&data.designer.test, rows_seen)?;
+        let got = match done.get(&before) {
+            Some(r) => r.clone(),
+            None => {
+                let r = if before == 0 {
+                    inputs::raw_inputs(&public, &truth)?
+                } else {
+                    let through = front(spec, &recorded.states, before, &public)?;
+                    inputs::reconstruct((&through, &public), (&seen, &truth), budget)?
+                };
+                done.insert(before, r.clone());
+                r
+            }
+        };
+        println!(
+            "inputs    {name} hop {k} ({}): rebuilds the raw inputs from what it sees with MSE {:.4}, SSIM {:.3} (the mean image: {:.4}, {:.3})",
+            recorded.role(k),
+            got.mse,
+            got.ssim,
+            got.baseline_mse,
+            got.baseline_ssim
+        );
+        rows.push(Row {
+            position: Some(k),
+            role: Some(recorded.role(k)),
+            inputs: Some(got),
+            ..Row::new(name, "inputs")
+        });
+    }
+    Ok(rows)
+}
+
+/// `images` through the first `layers` layers of the model, with the designer's `states`.
+fn front(
+    spec: &mixnn_designer::spec::ModelSpec,
+    states: &[Vec<u8>],
+    layers: usize,
+    images: &mixnn_layer_sdk::Tensor,
+) -> Result<mixnn_layer_sdk::Tensor> {
+    let mut cut = spec.clone();
+    cut.layers.truncate(layers);
+    // A loss layer ends every model; this one passes its input through.
+    let mut loss = spec.layers[spec.layers.len() - 1].clone();
+    loss.component = "mse-loss".into();
+    loss.config = Default::default();
+    cut.layers.push(loss);
+    let mut model = Cascade::build(&cut, Backend::Native, None)?;
+    let mut kept = states[..layers].to_vec();
+    kept.push(Vec::new());
+    model.import_states(&kept)?;
+    Ok(model.predict(images.clone())?)
 }
 
 /// What each host guesses of its position from its own timeline, beside the truth (the

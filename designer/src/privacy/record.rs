@@ -264,6 +264,21 @@ impl Recorded {
         }
     }
 
+    /// The test inputs view `k` received in the last test pass (one row per test example),
+    /// and the layers before it: every layer before the next actual host's, at or after it
+    /// (what turned the raw inputs into what it sees).
+    pub(crate) fn features(&self, k: usize) -> Option<(Tensor, usize)> {
+        let received = self.views[k].received(Op::TEST, true);
+        let from = received.len().checked_sub(self.test_batches)?;
+        let seen = stack(&received[from..])?;
+        let before = (k..self.views.len())
+            .find_map(|i| self.group_of[i])
+            .map_or(self.groups.iter().map(Vec::len).sum::<usize>() - 1, |g| {
+                self.groups[g][0]
+            });
+        Some((seen, before))
+    }
+
     /// The test tensors of the last test pass on link `j` (into view `j`; `j == n`: out of
     /// the last), if a member of `coalition` touches the link and it carries tensors.
     fn link(&self, j: usize, coalition: &[bool]) -> Option<Tensor> {
