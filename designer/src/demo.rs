@@ -10,7 +10,7 @@ use mixnn_designer::{
     local_cluster::LocalCluster,
     pool,
     recovery::{Checkpoint, Event, RecoveryOptions, Resilient},
-    remote::RemoteOptions,
+    remote::{RemoteOptions, plan::kept_tail},
     train::{self, EpochReport, TrainOptions},
 };
 
@@ -33,9 +33,20 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         spec.training.seed = seed;
     }
     let splits = args.data.load()?;
-    let actual = spec.hosts().len()
-        - usize::from(args.cascade.keep_first)
-        - usize::from(args.cascade.keep_last);
+    let groups = spec.hosts();
+    // The layers kept at the end, for the count of hosts needed: the standard layers tell
+    // their parameters natively; a custom component's model keeps at least its loss.
+    let kept_tail = if args.cascade.keep_last() {
+        Cascade::build(&spec, Backend::Native, None).map_or(1, |probe| {
+            let params: Vec<u64> = probe.infos().iter().map(|i| i.param_count).collect();
+            kept_tail(&groups, &params)
+        })
+    } else {
+        0
+    };
+    let actual = groups
+        .len()
+        .saturating_sub(usize::from(args.cascade.keep_first) + kept_tail);
     let needed = actual + args.cascade.dummies + usize::from(args.kill_host_after.is_some());
     if args.hosts < needed {
         return Err(anyhow!(
@@ -82,7 +93,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let remote = RemoteOptions {
         dummies: args.cascade.dummies,
         keep_first: args.cascade.keep_first,
-        keep_last: args.cascade.keep_last,
+        keep_last: args.cascade.keep_last(),
         cover_rate: args.cascade.cover_rate,
         ..cluster.remote_options()
     };

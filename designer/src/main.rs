@@ -133,11 +133,16 @@ struct CascadeArgs {
     /// Keep the first host's layers on the designer: raw inputs never leave it.
     #[arg(long)]
     keep_first: bool,
-    /// Keep the last layers on the designer, from the last weight layer to the loss: no host
-    /// sees the labels or a gradient that spells them out (what earlier gradients still leak
-    /// is measured by `mixnn attack`).
-    #[arg(long)]
+    /// Keep the last layers on the designer, from the last weight layer to the loss (the
+    /// default, unless the spec's `[cascade]` says `keep_last = false`): no host sees the
+    /// labels or a gradient that spells them out, and all hosts together lack the last weight
+    /// layer (what earlier gradients still leak is measured by `mixnn attack`).
+    #[arg(long, overrides_with = "no_keep_last")]
     keep_last: bool,
+    /// Let hosts run the last layers too, as the paper does: the hosts after the last weight
+    /// layer then read every label off the gradients they receive.
+    #[arg(long)]
+    no_keep_last: bool,
     /// Cover messages per second looped through the cascade.
     #[arg(long, value_name = "PER_SECOND")]
     cover_rate: Option<f64>,
@@ -163,7 +168,7 @@ impl CascadeArgs {
         RemoteOptions {
             dummies: self.dummies.unwrap_or(s.dummies),
             keep_first: self.keep_first || s.keep_first,
-            keep_last: self.keep_last || s.keep_last,
+            keep_last: !self.no_keep_last && (self.keep_last || s.keep_last),
             cover_rate: self.cover_rate.unwrap_or(s.cover_rate),
             step_timeout: std::time::Duration::from_secs(self.step_timeout.unwrap_or(60).max(1)),
             adaptive_deadline: self.step_timeout.is_none(),
@@ -267,12 +272,25 @@ struct DemoCascadeArgs {
     /// Keep the first host's layers on the designer.
     #[arg(long)]
     keep_first: bool,
-    /// Keep the last layers on the designer, from the last weight layer to the loss.
-    #[arg(long)]
+    /// Keep the last layers on the designer, from the last weight layer to the loss (the
+    /// default): no host sees the labels or a gradient that spells them out.
+    #[arg(long, overrides_with = "no_keep_last")]
     keep_last: bool,
+    /// Let hosts run the last layers too, as the paper does: the hosts after the last weight
+    /// layer then read every label off the gradients they receive.
+    #[arg(long)]
+    no_keep_last: bool,
     /// Cover messages per second.
     #[arg(long, default_value_t = 0.0, value_name = "PER_SECOND")]
     cover_rate: f64,
+}
+
+#[cfg(feature = "local-hosts")]
+impl DemoCascadeArgs {
+    /// Whether the designer keeps the last layers: unless `--no-keep-last` came last.
+    fn keep_last(&self) -> bool {
+        self.keep_last || !self.no_keep_last
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -673,5 +691,66 @@ pub(crate) fn print_evaluation(report: &EpochReport) {
     for row in &eval.confusion.counts {
         let cells: Vec<String> = row.iter().map(|c| format!("{c:>5}")).collect();
         println!("{}", cells.join(" "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("mixnn").chain(args.iter().copied())).unwrap()
+    }
+
+    /// The designer keeps the last layers unless told otherwise, and the flag given last wins.
+    #[test]
+    fn the_last_layers_stay_with_the_designer_by_default() {
+        let spec = |table: &str| {
+            let text = format!(
+                "name = \"m\"\n[[layer]]\ncomponent = \"linear\"\nconfig = {{ in_features = 2, out_features = 2 }}\n[[layer]]\ncomponent = \"nll-loss\"\n{table}"
+            );
+            ModelSpec::parse(&text, PathBuf::from(".")).unwrap()
+        };
+        let keeps = |args: &[&str], spec: &ModelSpec| {
+            let mut all = vec![
+                "train",
+                "--model",
+                "m.toml",
+                "--directory",
+                "127.0.0.1:7000",
+            ];
+            all.extend_from_slice(args);
+            let Command::Train(train) = parse(&all).command else {
+                unreachable!("a train command")
+            };
+            train
+                .cascade
+                .options(spec, "127.0.0.1:7000".parse().unwrap(), [0; 32])
+                .keep_last
+        };
+        let default = spec("");
+        let off = spec("[cascade]\nkeep_last = false\n");
+        assert!(keeps(&[], &default));
+        assert!(!keeps(&["--no-keep-last"], &default));
+        assert!(keeps(&["--no-keep-last", "--keep-last"], &default));
+        assert!(!keeps(&[], &off));
+        assert!(keeps(&["--keep-last"], &off));
+        assert!(!keeps(&["--keep-last", "--no-keep-last"], &off));
+
+        #[cfg(feature = "local-hosts")]
+        for (args, kept) in [
+            (&[][..], true),
+            (&["--no-keep-last"][..], false),
+            (&["--no-keep-last", "--keep-last"][..], true),
+        ] {
+            let mut all = vec!["demo"];
+            all.extend_from_slice(args);
+            let Command::Demo(demo) = parse(&all).command else {
+                unreachable!("a demo command")
+            };
+            assert_eq!(demo.cascade.keep_last(), kept, "{args:?}");
+        }
     }
 }

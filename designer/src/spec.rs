@@ -17,7 +17,7 @@
 //! [cascade]                          # over hosts: `mixnn train --directory`
 //! dummies = 2
 //! keep_first = false
-//! keep_last = false
+//! keep_last = true                 # the designer keeps the last weight layer to the loss
 //! cover_rate = 0.0                   # cover messages per second
 //! ```
 
@@ -141,7 +141,9 @@ pub struct CascadeSettings {
     /// Keep the first host's layers on the designer: raw inputs never leave it.
     pub keep_first: bool,
     /// Keep the last layers on the designer, from the last weight layer to the loss: no host
-    /// sees the labels or a gradient that spells them out.
+    /// sees the labels or a gradient that spells them out, and all hosts together lack the last
+    /// weight layer. On by default (`mixnn attack` measures what it saves); `false` lets hosts
+    /// run every layer, as the paper does.
     pub keep_last: bool,
     /// Cover messages per second looped through the cascade (0: none).
     pub cover_rate: f64,
@@ -152,7 +154,7 @@ impl Default for CascadeSettings {
         CascadeSettings {
             dummies: 2,
             keep_first: false,
-            keep_last: false,
+            keep_last: true,
             cover_rate: 0.0,
         }
     }

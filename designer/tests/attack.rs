@@ -4,7 +4,11 @@
 //! where the gradients spell them and nowhere once the designer keeps the last layers, and
 //! every kind of measurement is in the report.
 
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 
