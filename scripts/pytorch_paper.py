@@ -73,7 +73,31 @@ def load_split(directory, prefix, limit):
     return torch.from_numpy(images), torch.from_numpy(labels[:n].astype(np.int64))
 
 
-def model():
+def lenet5():
+    """models/lenet5-fashion.toml's LeNet-5, on [N, 1, 28, 28] images."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, 10),
+        nn.LogSoftmax(dim=1),
+    )
+
+
+MODELS = {"paper-mlp": lambda: paper_mlp(), "lenet5": lenet5}
+# The shape of one example each model takes.
+INPUT_SHAPES = {"paper-mlp": (784,), "lenet5": (1, 28, 28)}
+
+
+def paper_mlp():
     """The paper's MLP; PyTorch's default initialisation (the Rust layers use the same)."""
     return nn.Sequential(
         nn.Linear(784, 128),
@@ -92,6 +116,17 @@ def emit(obj):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="directory of the MNIST IDX files")
+    p.add_argument("--model", choices=sorted(MODELS), default="paper-mlp")
+    p.add_argument(
+        "--save-init",
+        metavar="FILE",
+        help="save the initial weights (safetensors, state_dict names) for mixnn --init-weights",
+    )
+    p.add_argument(
+        "--save-order",
+        metavar="FILE",
+        help="save each epoch's order of the training examples, for mixnn --order",
+    )
     p.add_argument("--train-limit", type=int, help="use only the first N training examples")
     p.add_argument("--test-limit", type=int, help="use only the first N test examples")
     p.add_argument("--epochs", type=int, default=3)
@@ -115,10 +150,24 @@ def main():
     torch.manual_seed(args.seed)
     train_x, train_y = load_split(args.data, "train", args.train_limit)
     test_x, test_y = load_split(args.data, "t10k", args.test_limit)
-    net = model()
+    shape = INPUT_SHAPES[args.model]
+    train_x = train_x.reshape(len(train_x), *shape)
+    test_x = test_x.reshape(len(test_x), *shape)
+    net = MODELS[args.model]()
+    if args.save_init:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, args.save_init)
     loss_fn = nn.NLLLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
     shuffle = torch.Generator().manual_seed(args.seed)
+    if args.save_order:
+        # The same generator draws the same orders again below.
+        probe = torch.Generator().manual_seed(args.seed)
+        with open(args.save_order, "w") as f:
+            for _ in range(args.epochs):
+                f.write(" ".join(map(str, torch.randperm(len(train_y), generator=probe).tolist())))
+                f.write("\n")
     emit(
         {
             "ready": True,

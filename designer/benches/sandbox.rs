@@ -4,7 +4,8 @@
 //! 1. `Linear` 784->128, forward + backward (with the SGD step) on a batch of 64: native, in
 //!    the sandbox with host kernels (the default), in the sandbox with the matrix products as
 //!    wasm code.
-//! 2. The paper's model, one epoch of the 24,000-image MNIST slice, in-process: wasm vs native
+//! 2. LeNet-5's second `Conv2d` (6->16, 5x5) on `[64, 6, 14, 14]`, the same three ways.
+//! 3. The paper's model, one epoch of the 24,000-image MNIST slice, in-process: wasm vs native
 //!    vs PyTorch's 0.32 s (one thread, this machine; ../shared/data/README.md).
 //!
 //! `cargo bench -p mixnn-designer --bench sandbox`; `MIXNN_BENCH_QUICK=1` for a short run.
@@ -34,16 +35,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn linear(kernels: &str) -> Vec<u8> {
+fn config(mut layer: serde_json::Value, kernels: &str) -> Vec<u8> {
+    layer["kernels"] = kernels.into();
     InitConfig {
         seed: 1,
         optimizer: SgdConfig {
             lr: 0.01,
             momentum: 0.9,
         },
-        layer: serde_json::json!({"in_features": 784, "out_features": 128, "kernels": kernels}),
+        layer,
     }
     .to_bytes()
+}
+
+/// A layer to measure: its component, its config, and the shapes of its input and of its
+/// output's gradient.
+struct Case {
+    title: &'static str,
+    name: &'static str,
+    component: &'static [u8],
+    layer: serde_json::Value,
+    input: Vec<usize>,
+    grad: Vec<usize>,
 }
 
 fn random(shape: Vec<usize>, seed: u64) -> Tensor {
@@ -52,23 +65,23 @@ fn random(shape: Vec<usize>, seed: u64) -> Tensor {
     Tensor::new(shape, (0..n).map(|_| init.uniform(0.0, 1.0)).collect()).unwrap_or_default()
 }
 
-fn bench_linear(sandbox: &Sandbox, rounds: usize, iters: usize) -> serde_json::Value {
+fn bench_layer(sandbox: &Sandbox, case: &Case, rounds: usize, iters: usize) -> serde_json::Value {
     let module = sandbox
-        .load(mixnn_components::LINEAR)
+        .load(case.component)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut variants: Vec<(&str, Box<dyn LayerBackend>)> = Vec::new();
-    let native = mixnn_layers::native("linear").unwrap_or_else(|| panic!("no native linear"));
+    let native = mixnn_layers::native(case.name).unwrap_or_else(|| panic!("no native layer"));
     variants.push(("native", Box::new(NativeLayer(native))));
     for name in ["wasm (host kernels)", "wasm (wasm kernels)"] {
         let session = sandbox.start(&module).unwrap_or_else(|e| panic!("{e}"));
         variants.push((name, Box::new(WasmLayer(session))));
     }
-    let configs = [linear("host"), linear("host"), linear("guest")];
+    let configs = ["host", "host", "guest"].map(|k| config(case.layer.clone(), k));
     for ((_, layer), config) in variants.iter_mut().zip(&configs) {
         layer.init(config).unwrap_or_else(|e| panic!("{e}"));
     }
-    let x = random(vec![64, 784], 1);
-    let g = random(vec![64, 128], 2);
+    let x = random(case.input.clone(), 1);
+    let g = random(case.grad.clone(), 2);
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for _ in 0..rounds {
         for (i, (_, layer)) in variants.iter_mut().enumerate() {
@@ -86,7 +99,8 @@ fn bench_linear(sandbox: &Sandbox, rounds: usize, iters: usize) -> serde_json::V
     }
     let medians: Vec<f64> = samples.into_iter().map(median).collect();
     println!(
-        "Linear 784->128, forward + backward + SGD step, batch 64 ({rounds} rounds x {iters} iterations, median):"
+        "{}, forward + backward + SGD step, batch 64 ({rounds} rounds x {iters} iterations, median):",
+        case.title
     );
     for ((name, _), m) in variants.iter().zip(&medians) {
         println!(
@@ -121,6 +135,7 @@ fn bench_epoch(sandbox: &Sandbox, reps: usize, train_images: usize) -> serde_jso
         test_batch_size: 1000,
         progress: false,
         order: Default::default(),
+        input_shape: spec.input_shape.clone(),
     };
     let backends = [Backend::Native, Backend::Wasm];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); backends.len()];
@@ -176,9 +191,39 @@ fn main() {
             } else {
                 (15, 200, 5, 24_000)
             };
-            let linear = bench_linear(&worker, rounds, iters);
+            let linear = bench_layer(
+                &worker,
+                &Case {
+                    title: "Linear 784->128",
+                    name: "linear",
+                    component: mixnn_components::LINEAR,
+                    layer: serde_json::json!({"in_features": 784, "out_features": 128}),
+                    input: vec![64, 784],
+                    grad: vec![64, 128],
+                },
+                rounds,
+                iters,
+            );
+            // LeNet-5's second convolution, on what its first block passes on.
+            let conv = bench_layer(
+                &worker,
+                &Case {
+                    title: "\nConv2d 6->16, 5x5, on 14x14",
+                    name: "conv2d",
+                    component: mixnn_components::CONV2D,
+                    layer: serde_json::json!({"in_channels": 6, "out_channels": 16, "kernel_size": 5}),
+                    input: vec![64, 6, 14, 14],
+                    grad: vec![64, 16, 10, 10],
+                },
+                rounds,
+                iters / 4,
+            );
             let epoch = bench_epoch(&worker, reps, images);
-            serde_json::json!({"linear_784_128_batch_64": linear, "paper_epoch": epoch})
+            serde_json::json!({
+                "linear_784_128_batch_64": linear,
+                "conv2d_6_16_5x5_14x14_batch_64": conv,
+                "paper_epoch": epoch,
+            })
         })
         .unwrap_or_else(|e| panic!("{e}"))
         .join()

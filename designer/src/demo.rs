@@ -88,6 +88,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         test_batch_size: spec.training.batch_size,
         progress: !args.json,
         order: args.order.order(splits.train.len())?,
+        input_shape: spec.input_shape.clone(),
     };
     options.order.check(options.epochs, splits.train.len())?;
     let remote = RemoteOptions {
@@ -115,7 +116,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
         let inproc = train::train(&mut local, &splits, &options, print)?;
         let local_states = local.export_states()?;
-        let input = [options.batch_size, splits.train.pixels];
+        let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
         let mut cascade = Resilient::connect(
             &spec,
             sandbox,

@@ -12,7 +12,7 @@
 //! let spec = ModelSpec::from_file("models/paper-mlp.toml".as_ref())?;
 //! let splits = data::load("../shared/data/mnist".as_ref())?;
 //! let mut cascade = Cascade::build(&spec, Backend::Native, None)?;
-//! let options = train::TrainOptions { epochs: 1, seed: 1, batch_size: 64, test_batch_size: 1000, progress: false, order: Default::default() };
+//! let options = train::TrainOptions { epochs: 1, seed: 1, batch_size: 64, test_batch_size: 1000, progress: false, order: Default::default(), input_shape: spec.input_shape.clone() };
 //! let reports = train::train(&mut cascade, &splits, &options, |r| println!("{}", r.test_acc))?;
 //! # Ok(()) }
 //! ```

@@ -501,6 +501,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         test_batch_size: spec.training.test_batch_size,
         progress: !args.json,
         order: args.order.order(splits.train.len())?,
+        input_shape: spec.input_shape.clone(),
     };
     options.order.check(options.epochs, splits.train.len())?;
     let backend = match args.mode {
@@ -576,7 +577,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
                 test_batch_size: options.batch_size,
                 ..options
             };
-            let input = [options.batch_size, splits.train.pixels];
+            let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
             let start = match (&init_weights, &resume) {
                 (_, Some(dir)) => {
                     let checkpoint = Checkpoint::read(dir)?;

@@ -3,6 +3,9 @@
 //!
 //! ```toml
 //! name = "paper-mlp"
+//! input_shape = [784]                # one example's shape, without the batch dimension:
+//!                                    # [1, 28, 28] for a conv layer's [N, C, H, W] (default:
+//!                                    # the data's values per example, flat)
 //!
 //! [training]
 //! batch_size = 64
@@ -23,8 +26,16 @@
 
 use std::path::{Path, PathBuf};
 
-use mixnn_layer_sdk::{InitConfig, SgdConfig};
+use mixnn_layer_sdk::{InitConfig, MAX_RANK, SgdConfig};
 use serde::Deserialize;
+
+/// The most dimensions of one example (`input_shape`): a batch adds one, and tensors have at
+/// most [`MAX_RANK`].
+pub const MAX_INPUT_RANK: usize = MAX_RANK - 1;
+
+/// The most values in one example (`input_shape`'s product): 64 MiB of `f32`, four times what
+/// a frame to a host carries.
+pub const MAX_INPUT_VALUES: usize = 1 << 24;
 
 /// Why a model spec was refused.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +66,28 @@ pub enum SpecError {
     /// A host label that comes back after another host.
     #[error("host {0:?} holds layers that are not adjacent")]
     HostNotAdjacent(String),
+    /// An `input_shape` that no tensor can take.
+    #[error(
+        "input_shape {shape:?}: needs 1 to {MAX_INPUT_RANK} dimensions, none zero, \
+         and at most {MAX_INPUT_VALUES} values"
+    )]
+    InputShape {
+        /// The spec's shape.
+        shape: Vec<usize>,
+    },
+    /// The model's inputs and the data's examples differ in size.
+    #[error(
+        "the model takes inputs of {shape:?} ({values} values) but the data has {pixels} \
+         values per example"
+    )]
+    InputMismatch {
+        /// One example's shape, as the model takes it.
+        shape: Vec<usize>,
+        /// The values it holds.
+        values: usize,
+        /// The values of one example of the data.
+        pixels: usize,
+    },
     /// A layer's config cannot be passed to its `init`.
     #[error("layer {index}: config: {source}")]
     Config {
@@ -166,6 +199,11 @@ impl Default for CascadeSettings {
 pub struct ModelSpec {
     /// A name for reports.
     pub name: String,
+    /// The shape of one example as the first layer takes it, without the batch dimension
+    /// (`[1, 28, 28]`: batches of `[N, 1, 28, 28]`). `None`: the data's values per example,
+    /// flat (`[N, pixels]`). See [`ModelSpec::batch_shape`].
+    #[serde(default)]
+    pub input_shape: Option<Vec<usize>>,
     /// Training settings.
     #[serde(default)]
     pub training: Training,
@@ -216,6 +254,21 @@ impl ModelSpec {
         if t.batch_size == 0 || t.test_batch_size == 0 {
             return Err(SpecError::ZeroBatch);
         }
+        if let Some(shape) = &self.input_shape {
+            let values = shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                .filter(|&v| v <= MAX_INPUT_VALUES);
+            if shape.is_empty()
+                || shape.len() > MAX_INPUT_RANK
+                || shape.contains(&0)
+                || values.is_none()
+            {
+                return Err(SpecError::InputShape {
+                    shape: shape.clone(),
+                });
+            }
+        }
         // A host label may not come back after another host: a host holds adjacent layers.
         let hosts = self.hosts();
         for (i, group) in hosts.iter().enumerate() {
@@ -227,6 +280,13 @@ impl ModelSpec {
             }
         }
         Ok(())
+    }
+
+    /// The shape of a batch of `batch` examples of data with `pixels` values each:
+    /// `[batch, input_shape...]`, or `[batch, pixels]` without an `input_shape`. Fails if
+    /// `input_shape` holds other than `pixels` values.
+    pub fn batch_shape(&self, batch: usize, pixels: usize) -> Result<Vec<usize>, SpecError> {
+        batch_shape(self.input_shape.as_deref(), batch, pixels)
     }
 
     /// The layers grouped by host, in cascade order: each inner list holds adjacent layer
@@ -277,6 +337,33 @@ impl ModelSpec {
             layer: fields,
         })
     }
+}
+
+/// The shape of a batch of `batch` examples of `pixels` values each, for a model that takes
+/// examples of `input_shape` (`None`: flat, `[batch, pixels]`); see [`ModelSpec::batch_shape`].
+pub fn batch_shape(
+    input_shape: Option<&[usize]>,
+    batch: usize,
+    pixels: usize,
+) -> Result<Vec<usize>, SpecError> {
+    let Some(shape) = input_shape else {
+        return Ok(vec![batch, pixels]);
+    };
+    // A product that overflows holds more values than any data set.
+    let values = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if values != pixels {
+        return Err(SpecError::InputMismatch {
+            shape: shape.to_vec(),
+            values,
+            pixels,
+        });
+    }
+    Ok(std::iter::once(batch)
+        .chain(shape.iter().copied())
+        .collect())
 }
 
 /// The seed of layer `index`: distinct per layer, fixed by the model's seed.
@@ -347,5 +434,76 @@ mod tests {
         );
         assert!(ModelSpec::parse("name = \"x\"\nlayer = []", "/".into()).is_err());
         assert!(ModelSpec::parse(&SPEC.replace("lr = 0.05", "rate = 0.05"), "/".into()).is_err());
+    }
+
+    fn with_shape(shape: &str) -> Result<ModelSpec, SpecError> {
+        let text = SPEC.replace(
+            "name = \"t\"",
+            &format!("name = \"t\"\ninput_shape = {shape}"),
+        );
+        ModelSpec::parse(&text, "/".into())
+    }
+
+    #[test]
+    fn input_shape_parses_and_shapes_batches() {
+        let flat = ModelSpec::parse(SPEC, "/".into()).unwrap();
+        assert_eq!(flat.input_shape, None);
+        assert_eq!(flat.batch_shape(64, 784).unwrap(), vec![64, 784]);
+        let image = with_shape("[1, 28, 28]").unwrap();
+        assert_eq!(image.input_shape, Some(vec![1, 28, 28]));
+        assert_eq!(image.batch_shape(64, 784).unwrap(), vec![64, 1, 28, 28]);
+        assert_eq!(image.batch_shape(1, 784).unwrap(), vec![1, 1, 28, 28]);
+        let given = with_shape("[784]").unwrap();
+        assert_eq!(
+            given.batch_shape(64, 784).unwrap(),
+            flat.batch_shape(64, 784).unwrap()
+        );
+        let deepest = with_shape("[1, 1, 1, 1, 1, 28, 28]").unwrap();
+        assert_eq!(deepest.batch_shape(2, 784).unwrap().len(), MAX_RANK);
+    }
+
+    #[test]
+    fn refuses_bad_input_shapes() {
+        for bad in [
+            "[]",
+            "[1, 0, 28]",
+            "[1, 1, 1, 1, 1, 1, 28, 28]",
+            "[65536, 65536]",
+            "[4294967296, 4294967296, 4294967296]",
+        ] {
+            let e = with_shape(bad).unwrap_err();
+            assert!(matches!(e, SpecError::InputShape { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("input_shape"), "{e}");
+        }
+        assert!(matches!(
+            with_shape("[-1, 28]").unwrap_err(),
+            SpecError::Parse { .. }
+        ));
+        assert!(matches!(
+            with_shape("28").unwrap_err(),
+            SpecError::Parse { .. }
+        ));
+    }
+
+    #[test]
+    fn batch_shape_refuses_data_of_another_size() {
+        let e = with_shape("[1, 28, 28]")
+            .unwrap()
+            .batch_shape(64, 3072)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            SpecError::InputMismatch {
+                values: 784,
+                pixels: 3072,
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "the model takes inputs of [1, 28, 28] (784 values) but the data has 3072 values per example"
+        );
+        // An overflowing product matches no data.
+        assert!(batch_shape(Some(&[usize::MAX, 2]), 1, 784).is_err());
     }
 }

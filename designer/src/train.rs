@@ -12,6 +12,7 @@ use crate::{
     data::{Dataset, Splits},
     metrics::{ClassMetrics, Confusion, argmax_rows},
     order::DataOrder,
+    spec,
 };
 
 /// How to train.
@@ -29,6 +30,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// The order of the training examples in each epoch.
     pub order: DataOrder,
+    /// The shape of one example as the model takes it: the spec's
+    /// [`input_shape`](crate::spec::ModelSpec::input_shape) (`None`: flat).
+    pub input_shape: Option<Vec<usize>>,
 }
 
 /// What an epoch achieved.
@@ -60,8 +64,14 @@ pub struct Evaluation {
     pub per_class: Vec<ClassMetrics>,
 }
 
-/// A batch of images and labels (as class indices in `f32`, the loss layer's target).
-pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor), CascadeError> {
+/// A batch of images, shaped as `input_shape` says ([`spec::batch_shape`]), and labels (as
+/// class indices in `f32`, the loss layer's target).
+pub fn batch(
+    data: &Dataset,
+    indices: &[usize],
+    input_shape: Option<&[usize]>,
+) -> Result<(Tensor, Tensor), CascadeError> {
+    let shape = spec::batch_shape(input_shape, indices.len(), data.pixels)?;
     let mut pixels = Vec::with_capacity(indices.len() * data.pixels);
     for &i in indices {
         pixels.extend_from_slice(data.image(i));
@@ -69,7 +79,7 @@ pub fn batch(data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor), Casc
     let labels = indices.iter().map(|&i| f32::from(data.labels[i])).collect();
     let shape_error = CascadeError::Batch;
     Ok((
-        Tensor::new(vec![indices.len(), data.pixels], pixels).map_err(shape_error)?,
+        Tensor::new(shape, pixels).map_err(shape_error)?,
         Tensor::new(vec![indices.len()], labels).map_err(shape_error)?,
     ))
 }
@@ -181,14 +191,19 @@ fn train_epoch_from<M: Model>(
     let started = Instant::now();
     let mut loss_sum = 0.0f64;
     for chunk in order.chunks(batch_size).skip(skip) {
-        let (x, y) = batch(&data.train, chunk)?;
+        let (x, y) = batch(&data.train, chunk, options.input_shape.as_deref())?;
         loss_sum += f64::from(cascade.train_step(x, y)?);
         bar.inc(1);
     }
     let train_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let started = Instant::now();
-    let evaluation = evaluate(cascade, &data.test, options.test_batch_size)?;
+    let evaluation = evaluate(
+        cascade,
+        &data.test,
+        options.test_batch_size,
+        options.input_shape.as_deref(),
+    )?;
     Ok(EpochReport {
         epoch,
         train_loss: loss_sum / batches.max(1) as f64,
@@ -200,17 +215,19 @@ fn train_epoch_from<M: Model>(
     })
 }
 
-/// Runs the test set through the model and scores the predictions.
+/// Runs the test set through the model (examples of `input_shape`, as in [`batch`]) and
+/// scores the predictions.
 pub fn evaluate<M: Model>(
     cascade: &mut M,
     test: &Dataset,
     batch_size: usize,
+    input_shape: Option<&[usize]>,
 ) -> Result<Evaluation, M::Error> {
     let classes = test.classes().max(1);
     let mut confusion = Confusion::new(classes);
     let indices: Vec<usize> = (0..test.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
-        let (x, _) = batch(test, chunk)?;
+        let (x, _) = batch(test, chunk, input_shape)?;
         let out = cascade.predict(x)?;
         let cols = out.shape().last().copied().unwrap_or(1);
         for (&i, predicted) in chunk.iter().zip(argmax_rows(out.data(), cols)) {
@@ -222,4 +239,73 @@ pub fn evaluate<M: Model>(
         confusion,
         per_class,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use mixnn_wire::{
+        frame::{WireTensor, byte_tensor_len},
+        reader::Reader,
+    };
+
+    use super::*;
+    use crate::spec::SpecError;
+
+    /// Three 28x28 images whose pixels are all k / 255, as MNIST's are.
+    fn images() -> Dataset {
+        Dataset {
+            images: (0..3 * 784u32)
+                .map(|i| f32::from(u8::try_from(i % 256).unwrap()) / 255.0)
+                .collect(),
+            labels: vec![7, 2, 1],
+            pixels: 784,
+        }
+    }
+
+    #[test]
+    fn batches_take_the_models_input_shape() {
+        let data = images();
+        let (flat, labels) = batch(&data, &[2, 0], None).unwrap();
+        assert_eq!(flat.shape(), &[2, 784]);
+        assert_eq!(labels.data(), &[1.0, 7.0]);
+        let (given, _) = batch(&data, &[2, 0], Some(&[784])).unwrap();
+        assert_eq!(given, flat);
+        let (image, _) = batch(&data, &[2, 0], Some(&[1, 28, 28])).unwrap();
+        assert_eq!(image.shape(), &[2, 1, 28, 28]);
+        assert_eq!(image.data(), flat.data());
+        let e = batch(&data, &[0], Some(&[3, 32, 32])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CascadeError::Spec(SpecError::InputMismatch {
+                    values: 3072,
+                    pixels: 784,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_batch_of_images_travels_as_bytes_whatever_its_rank() {
+        let (image, _) = batch(&images(), &[0, 1, 2], Some(&[1, 28, 28])).unwrap();
+        let (shape, data) = image.into_parts();
+        let wire = WireTensor {
+            shape: shape.iter().map(|&d| u32::try_from(d).unwrap()).collect(),
+            data,
+        };
+        assert_eq!(wire.encoded_len(), byte_tensor_len(&shape));
+        let mut out = Vec::new();
+        wire.encode_into(&mut out).unwrap();
+        assert_eq!(out.len(), 1 + 4 * 4 + 3 * 784);
+        let back = WireTensor::decode(&mut Reader::new(&out)).unwrap();
+        assert_eq!(back.shape, wire.shape);
+        assert!(
+            back.data
+                .iter()
+                .zip(&wire.data)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
 }

@@ -20,6 +20,7 @@ use mixnn_designer::{
     data::Splits,
     local_cluster::LocalCluster,
     remote::{RemoteCascade, RemoteOptions},
+    spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
     weights::Layout,
 };
@@ -33,7 +34,7 @@ use mixnn_wire::{
 
 mod common;
 
-use common::{mnist, on_worker, paper_spec};
+use common::{mnist, on_worker, paper_spec, workspace};
 
 fn cluster(hosts: usize) -> LocalCluster {
     LocalCluster::start(env!("CARGO_BIN_EXE_mixnn").as_ref(), hosts).unwrap()
@@ -50,7 +51,7 @@ fn remote_options(cluster: &LocalCluster, dummies: usize, keep: (bool, bool)) ->
     }
 }
 
-fn options() -> TrainOptions {
+fn options(spec: &ModelSpec) -> TrainOptions {
     TrainOptions {
         epochs: 1,
         seed: 7,
@@ -58,29 +59,31 @@ fn options() -> TrainOptions {
         test_batch_size: 64,
         progress: false,
         order: Default::default(),
+        input_shape: spec.input_shape.clone(),
     }
 }
 
 type Run = (Vec<EpochReport>, Vec<Vec<u8>>);
 
-/// Trains in this process and over the cluster, both starting from `init` (by layer; none:
-/// the seeded init).
+/// Trains `spec` in this process and over the cluster, both starting from `init` (by layer;
+/// none: the seeded init).
 fn train_both(
+    spec: ModelSpec,
     remote: RemoteOptions,
     splits: Splits,
     init: Vec<Vec<u8>>,
 ) -> (Run, Run, Vec<String>) {
     on_worker(move |sandbox| {
-        let spec = paper_spec();
         let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox)).unwrap();
         local.import_states(&init).unwrap();
-        let local_reports = train::train(&mut local, &splits, &options(), |_| {}).unwrap();
+        let options = options(&spec);
+        let local_reports = train::train(&mut local, &splits, &options, |_| {}).unwrap();
         let local_states = local.export_states().unwrap();
-        let input = [64, splits.train.pixels];
+        let input = spec.batch_shape(64, splits.train.pixels).unwrap();
         let mut cascade =
             RemoteCascade::connect_from(&spec, sandbox, &remote, &input, &init).unwrap();
         let hops = cascade.describe();
-        let reports = train::train(&mut cascade, &splits, &options(), |_| {}).unwrap();
+        let reports = train::train(&mut cascade, &splits, &options, |_| {}).unwrap();
         let states = cascade.export_states().unwrap();
         cascade.close();
         ((local_reports, local_states), (reports, states), hops)
@@ -116,6 +119,7 @@ fn host_processes_train_bit_for_bit_like_one_process_with_dummies_and_kept_layer
 
     // P9: 5 actual hosts + 2 dummies.
     let (local, remote, hops) = train_both(
+        paper_spec(),
         remote_options(&cluster, 2, (false, false)),
         splits.clone(),
         Vec::new(),
@@ -139,7 +143,7 @@ fn host_processes_train_bit_for_bit_like_one_process_with_dummies_and_kept_layer
     let layout = Layout::new(&other, &donor_states).unwrap();
     let init = layout.load(&layout.save(&donor_states).unwrap()).unwrap();
     let without_init = local;
-    let (local, remote, hops) = train_both(options, splits, init);
+    let (local, remote, hops) = train_both(paper_spec(), options, splits, init);
     assert!(
         local.1 != without_init.1,
         "the weights file made no difference"
@@ -171,6 +175,33 @@ fn host_processes_train_bit_for_bit_like_one_process_with_dummies_and_kept_layer
         0,
         "every process stopped by itself"
     );
+}
+
+/// LeNet-5 (convolutions, pooling, a flatten, images as `[N, 1, 28, 28]`) over host
+/// processes: each hop runs its block of layers, and the weights come out as in this process.
+#[test]
+fn a_convolutional_model_trains_bit_for_bit_over_host_processes() {
+    let cluster = cluster(6);
+    let spec = ModelSpec::from_file(&workspace().join("models/lenet5-fashion.toml")).unwrap();
+    let (local, remote, hops) = train_both(
+        spec,
+        remote_options(&cluster, 2, (false, true)),
+        mnist(256, 128),
+        Vec::new(),
+    );
+    let actual: Vec<&String> = hops.iter().filter(|h| *h != "dummy").collect();
+    assert_eq!(
+        actual,
+        [
+            "layers 0,1,2: conv2d + relu + max-pool2d",
+            "layers 3,4,5,6: conv2d + relu + max-pool2d + flatten",
+            "layers 7: linear-relu",
+            "layers 8: linear-relu",
+        ],
+        "{hops:?}"
+    );
+    assert_same(&local, &remote);
+    assert_eq!(cluster.shutdown().unwrap(), 0);
 }
 
 #[test]
@@ -278,6 +309,7 @@ fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_servin
 
     // The host still serves: a full session through all five hosts trains exactly.
     let (local, remote, _) = train_both(
+        paper_spec(),
         remote_options(&cluster, 0, (false, false)),
         mnist(256, 64),
         Vec::new(),

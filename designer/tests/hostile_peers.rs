@@ -232,7 +232,7 @@ fn bystander_batch(
     let batches = BYSTANDER_EXAMPLES / 64;
     let start = (i % batches) * 64;
     let indices: Vec<usize> = (start..start + 64).collect();
-    train::batch(&splits.train, &indices).unwrap()
+    train::batch(&splits.train, &indices, None).unwrap()
 }
 
 impl Bystander {

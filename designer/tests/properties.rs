@@ -54,6 +54,7 @@ fn session(cluster: &LocalCluster, options: RemoteOptions, splits: Splits) -> Ve
                 test_batch_size: BATCH,
                 progress: false,
                 order: Default::default(),
+                input_shape: None,
             };
             train::train(&mut cascade, &splits, &train_options, |_| {}).unwrap();
             cascade.export_states().unwrap();

@@ -63,14 +63,14 @@ where
     for b in 0..BATCHES {
         between(b);
         let indices: Vec<usize> = (b * BATCH..(b + 1) * BATCH).collect();
-        let (x, y) = train::batch(&data.train, &indices).unwrap();
+        let (x, y) = train::batch(&data.train, &indices, None).unwrap();
         losses.push(model.train_step(x, y).unwrap().to_bits());
     }
     between(BATCHES);
     let mut outputs = Vec::new();
     for t in 0..data.test.len() / BATCH {
         let indices: Vec<usize> = (t * BATCH..(t + 1) * BATCH).collect();
-        let (x, _) = train::batch(&data.test, &indices).unwrap();
+        let (x, _) = train::batch(&data.test, &indices, None).unwrap();
         let out = model.predict(x).unwrap();
         outputs.push(out.data().iter().map(|v| v.to_bits()).collect());
     }

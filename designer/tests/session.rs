@@ -331,7 +331,7 @@ fn batches(n: usize) -> Vec<(Tensor, Tensor)> {
     (0..n)
         .map(|b| {
             let idx: Vec<usize> = (b * BATCH..(b + 1) * BATCH).collect();
-            train::batch(&splits.train, &idx).unwrap()
+            train::batch(&splits.train, &idx, None).unwrap()
         })
         .collect()
 }

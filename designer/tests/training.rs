@@ -34,6 +34,7 @@ fn options(epochs: usize) -> TrainOptions {
         test_batch_size: 1000,
         progress: false,
         order: Default::default(),
+        input_shape: None,
     }
 }
 
@@ -49,7 +50,11 @@ fn run(
     sandbox
         .spawn_worker("trainer", move || {
             let mut cascade = Cascade::build(&spec, backend, Some(&worker)).unwrap();
-            let reports = train::train(&mut cascade, &splits, &options(epochs), |_| {}).unwrap();
+            let options = TrainOptions {
+                input_shape: spec.input_shape.clone(),
+                ..options(epochs)
+            };
+            let reports = train::train(&mut cascade, &splits, &options, |_| {}).unwrap();
             (reports, cascade.export_states().unwrap())
         })
         .unwrap()
@@ -104,6 +109,33 @@ fn wasm_equals_native_after_one_epoch_on_a_2000_slice() {
     assert_eq!(
         wasm_states, native_states,
         "wasm and native states differ in some bit"
+    );
+}
+
+#[test]
+fn an_explicit_flat_input_shape_trains_bit_for_bit_as_the_default() {
+    let path = common::workspace().join("models/paper-mlp.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let explicit = text.replacen(
+        "name = \"paper-mlp\"",
+        "name = \"paper-mlp\"\ninput_shape = [784]",
+        1,
+    );
+    assert_ne!(explicit, text);
+    let explicit = ModelSpec::parse(&explicit, path.parent().unwrap().into()).unwrap();
+    assert_eq!(explicit.input_shape, Some(vec![784]));
+    assert_eq!(paper_spec().input_shape, None);
+    let splits = mnist(2000, 500);
+    let (a_reports, a) = run(paper_spec(), Backend::Wasm, splits.clone(), 1);
+    let (b_reports, b) = run(explicit, Backend::Wasm, splits, 1);
+    assert_eq!(a, b, "the states differ in some bit");
+    assert_eq!(
+        a_reports[0].train_loss.to_bits(),
+        b_reports[0].train_loss.to_bits()
+    );
+    assert_eq!(
+        a_reports[0].test_acc.to_bits(),
+        b_reports[0].test_acc.to_bits()
     );
 }
 

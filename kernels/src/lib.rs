@@ -9,6 +9,10 @@
 //! a [`KernelError`] instead of panicking.
 #![deny(unsafe_code)]
 
+mod conv;
+
+pub use conv::{Conv2d, MAX_SCRATCH, conv2d, conv2d_input_grad, conv2d_weight_grad};
+
 /// The largest number of elements a kernel accepts in one operand or result (256 Mi floats,
 /// 1 GiB), far above anything a sandboxed component can hold in its capped memory.
 pub const MAX_ELEMENTS: usize = 1 << 28;
@@ -27,6 +31,9 @@ pub enum KernelError {
         /// The length received.
         actual: usize,
     },
+    /// A convolution's geometry is impossible or too large.
+    #[error("convolution refused: {0}")]
+    Geometry(&'static str),
     /// The dimensions overflow or exceed [`MAX_ELEMENTS`].
     #[error("dimensions {m}x{k}x{n} are too large")]
     TooLarge {
@@ -106,7 +113,7 @@ pub fn gemm(
     let n_stride = to_isize(n);
     // SAFETY is matrixmultiply's own: the checks above guarantee that every index it forms
     // from (m, k, n) and the strides lies inside `a`, `b` and `c`.
-    sgemm_checked(m, k, n, a, rsa, csa, b, rsb, csb, &mut c, n_stride);
+    sgemm_checked(m, k, n, a, rsa, csa, b, rsb, csb, &mut c, n_stride, 0.0);
     Ok(c)
 }
 
@@ -137,8 +144,9 @@ fn sgemm_checked(
     csb: isize,
     c: &mut [f32],
     rsc: isize,
+    beta: f32,
 ) {
-    // matrixmultiply's sgemm is the kernel ndarray uses: cache-blocked with AVX/FMA paths chosen
+    // `c = a * b + beta * c`. matrixmultiply's sgemm is the kernel ndarray uses: cache-blocked with AVX/FMA paths chosen
     // at run time, single-threaded, so the summation order (and thus every bit) is reproducible.
     unsafe {
         matrixmultiply::sgemm(
@@ -152,7 +160,7 @@ fn sgemm_checked(
             b.as_ptr(),
             rsb,
             csb,
-            0.0,
+            beta,
             c.as_mut_ptr(),
             rsc,
             1,

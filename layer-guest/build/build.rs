@@ -25,6 +25,10 @@ const STANDARD: &[(&str, &str)] = &[
     ),
     ("MSE_LOSS", "mixnn-component-mse-loss"),
     ("IDENTITY", "mixnn-component-identity"),
+    ("CONV2D", "mixnn-component-conv2d"),
+    ("FLATTEN", "mixnn-component-flatten"),
+    ("MAX_POOL2D", "mixnn-component-max-pool2d"),
+    ("AVG_POOL2D", "mixnn-component-avg-pool2d"),
 ];
 
 /// Built with the `test-guests` feature.

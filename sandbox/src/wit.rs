@@ -10,6 +10,8 @@ wasmtime::component::bindgen!({
 pub use exports::mixnn::layer::layer::{LayerInfo, LossOutput};
 pub use mixnn::layer::types::{LayerError, Mode, Tensor};
 
+use mixnn::layer::kernels::Conv2dGeometry;
+
 use mixnn_kernels::Layout;
 use wasmtime::{
     StoreContextMut,
@@ -25,7 +27,95 @@ pub(crate) fn add_kernels(linker: &mut Linker<SessionData>) -> wasmtime::Result<
         "gemm",
         |store: StoreContextMut<'_, SessionData>, args: GemmArgs| Ok((gemm(store, args),)),
     )?;
+    for conv in [Conv::Forward, Conv::InputGrad, Conv::WeightGrad] {
+        kernels.func_wrap(
+            conv.name(),
+            move |store: StoreContextMut<'_, SessionData>, args: ConvArgs| {
+                Ok((conv2d(store, conv, args),))
+            },
+        )?;
+    }
     Ok(())
+}
+
+type ConvArgs = (Conv2dGeometry, WasmList<u32>, WasmList<u32>);
+
+/// The three convolution kernels.
+#[derive(Debug, Clone, Copy)]
+enum Conv {
+    Forward,
+    InputGrad,
+    WeightGrad,
+}
+
+impl Conv {
+    fn name(self) -> &'static str {
+        match self {
+            Conv::Forward => "conv2d",
+            Conv::InputGrad => "conv2d-input-grad",
+            Conv::WeightGrad => "conv2d-weight-grad",
+        }
+    }
+}
+
+fn conv2d(
+    mut store: StoreContextMut<'_, SessionData>,
+    conv: Conv,
+    args: ConvArgs,
+) -> Result<Vec<f32>, String> {
+    let result = checked_conv2d(&mut store, conv, args);
+    if result.is_err() {
+        store.data().counters.kernel_refused();
+    }
+    result
+}
+
+fn checked_conv2d(
+    store: &mut StoreContextMut<'_, SessionData>,
+    conv: Conv,
+    (geometry, a, b): ConvArgs,
+) -> Result<Vec<f32>, String> {
+    let d = |v: u32| v as usize;
+    let g = mixnn_kernels::Conv2d {
+        batch: d(geometry.batch),
+        in_channels: d(geometry.in_channels),
+        height: d(geometry.height),
+        width: d(geometry.width),
+        out_channels: d(geometry.out_channels),
+        kernel_h: d(geometry.kernel_h),
+        kernel_w: d(geometry.kernel_w),
+        stride_h: d(geometry.stride_h),
+        stride_w: d(geometry.stride_w),
+        pad_h: d(geometry.pad_h),
+        pad_w: d(geometry.pad_w),
+    };
+    let name = conv.name();
+    let (out_h, out_w) = g.out_size().map_err(|e| format!("{name}: {e}"))?;
+    if !store.data_mut().kernel_macs_allowed(g.macs()) {
+        return Err(format!("{name} exceeds the multiply-adds allowed"));
+    }
+    // The result must fit in the component's memory; refuse before allocating it here.
+    let result_len = match conv {
+        Conv::Forward => [g.batch, g.out_channels, out_h, out_w],
+        Conv::InputGrad => [g.batch, g.in_channels, g.height, g.width],
+        Conv::WeightGrad => [g.out_channels, g.in_channels, g.kernel_h, g.kernel_w],
+    }
+    .iter()
+    .fold(4u64, |acc, &v| acc.saturating_mul(v as u64));
+    if result_len > store.data().max_memory_bytes {
+        return Err(format!(
+            "{name} result cannot fit in the component's memory"
+        ));
+    }
+    let store = &*store;
+    let a: &[f32] = bytemuck::try_cast_slice(a.as_le_slice(store)).map_err(|e| e.to_string())?;
+    let b: &[f32] = bytemuck::try_cast_slice(b.as_le_slice(store)).map_err(|e| e.to_string())?;
+    match conv {
+        Conv::Forward => mixnn_kernels::conv2d(&g, a, b),
+        Conv::InputGrad => mixnn_kernels::conv2d_input_grad(&g, a, b),
+        Conv::WeightGrad => mixnn_kernels::conv2d_weight_grad(&g, a, b),
+    }
+    .map_err(|e| format!("{name}: {e}"))
 }
 
 type GemmArgs = (u32, u32, u32, WasmList<u32>, bool, WasmList<u32>, bool);

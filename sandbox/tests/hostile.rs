@@ -412,6 +412,31 @@ fn kernel_abuse_is_refused_as_an_error_value() {
     });
 }
 
+#[test]
+fn convolution_abuse_is_refused_as_an_error_value() {
+    with_bystander(|sandbox| {
+        let module = sandbox.load(HOSTILE).unwrap();
+        let mut session = sandbox.start(&module).unwrap();
+        session.init(&hostile_config("conv-abuse", 0)).unwrap();
+        let started = std::time::Instant::now();
+        let err = session
+            .forward(&tensor(vec![1.0]), Mode::Train)
+            .unwrap_err();
+        let message = err.to_string();
+        for part in ["multiply-adds", "cannot fit", "elements"] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        assert!(!err.ends_session(), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "refusal took {:?}",
+            started.elapsed()
+        );
+        assert!(!session.is_dead());
+        assert_eq!(sandbox.stats().kernel_refusals, 3);
+    });
+}
+
 /// `component` with a custom section named `tag` at its end: as valid, but another hash.
 fn variant(component: &[u8], tag: u8) -> Vec<u8> {
     let mut bytes = component.to_vec();

@@ -123,7 +123,7 @@ struct Run {
 /// The layers' output widths (loss excluded), and the input's.
 fn widths(spec: &ModelSpec, input: usize) -> Result<Vec<usize>, CompletionError> {
     let mut probe = Cascade::build(spec, Backend::Native, None)?;
-    let shapes = probe.shapes(Tensor::zeros(vec![1, input]))?;
+    let shapes = probe.shapes(Tensor::zeros(spec.batch_shape(1, input)?))?;
     Ok(shapes
         .iter()
         .map(|s| s.last().copied().unwrap_or(0))
@@ -197,6 +197,8 @@ fn rebuild(
             (Some(run), Architecture::Unknown) => {
                 let start = out.layers.len();
                 let from = if run.first == 0 {
+                    // The generic block takes the examples flat.
+                    out.input_shape = None;
                     input
                 } else {
                     widths[run.first - 1]
@@ -334,12 +336,17 @@ impl Order {
     }
 }
 
-/// The classes `model` predicts for every example of `data`.
-pub fn predict(model: &mut Cascade, data: &Dataset) -> Result<Vec<usize>, CompletionError> {
+/// The classes `model` predicts for every example of `data` (examples of `input_shape`, as
+/// the model's spec says).
+pub fn predict(
+    model: &mut Cascade,
+    data: &Dataset,
+    input_shape: Option<&[usize]>,
+) -> Result<Vec<usize>, CompletionError> {
     let mut out = Vec::with_capacity(data.len());
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(500) {
-        let (x, _) = batch(data, chunk)?;
+        let (x, _) = batch(data, chunk, input_shape)?;
         let y = model.predict(x)?;
         let cols = y.shape().last().copied().unwrap_or(1);
         out.extend(argmax_rows(y.data(), cols));
@@ -393,11 +400,11 @@ pub fn complete(
         let mut order = Order::new(labelled.len(), budget.seed);
         for _ in 0..budget.steps {
             let idx = order.next_batch(64);
-            let (x, y) = batch(labelled, &idx)?;
+            let (x, y) = batch(labelled, &idx, rebuilt.spec.input_shape.as_deref())?;
             model.train_step(x, y)?;
         }
     }
-    let predicted = predict(&mut model, eval)?;
+    let predicted = predict(&mut model, eval, rebuilt.spec.input_shape.as_deref())?;
     let share = |hits: usize| hits as f64 / predicted.len().max(1) as f64;
     Ok(Completion {
         accuracy: share(

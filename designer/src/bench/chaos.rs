@@ -244,6 +244,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         test_batch_size: spec.training.batch_size,
         progress: false,
         order: Default::default(),
+        input_shape: spec.input_shape.clone(),
     };
     let remote = RemoteOptions {
         dummies: args.dummies,
@@ -261,7 +262,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
         let local_reports = train::train(&mut local, &splits, &options, |_| {})?;
         let local_states = local.export_states()?;
-        let input = [options.batch_size, splits.train.pixels];
+        let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
         let mut model = Resilient::connect_on(
             &spec,
             sandbox,

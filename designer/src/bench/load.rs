@@ -14,6 +14,7 @@ use mixnn_designer::{
     data::Splits,
     local_cluster::LocalCluster,
     remote::RemoteCascade,
+    spec::ModelSpec,
     train::{self, Model},
 };
 use mixnn_layer_sdk::Tensor;
@@ -65,15 +66,19 @@ struct Report {
 
 const BATCH: usize = 64;
 
-/// Batch `b` of session `k`: sessions start at different places in the data.
-fn batch(splits: &Splits, k: usize, b: usize) -> Result<(Tensor, Tensor)> {
+/// Batch `b` of session `k` for `spec`: sessions start at different places in the data.
+fn batch(spec: &ModelSpec, splits: &Splits, k: usize, b: usize) -> Result<(Tensor, Tensor)> {
     let batches = splits.train.len() / BATCH;
     if batches == 0 {
         bail!("the training set holds fewer than {BATCH} examples");
     }
     let start = ((k + b) % batches) * BATCH;
     let indices: Vec<usize> = (start..start + BATCH).collect();
-    Ok(train::batch(&splits.train, &indices)?)
+    Ok(train::batch(
+        &splits.train,
+        &indices,
+        spec.input_shape.as_deref(),
+    )?)
 }
 
 fn bar(len: usize, what: &str) -> ProgressBar {
@@ -114,7 +119,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
     let report = run_in_sandbox_worker(move |sandbox| {
         let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
         let spec = model_spec(None)?.on_one_host();
-        let input = [BATCH, splits.train.pixels];
+        let input = spec.batch_shape(BATCH, splits.train.pixels)?;
         let setup_bar = bar(n, "opening sessions");
         let mut sessions = Vec::with_capacity(n);
         let mut setup_s = Vec::with_capacity(n);
@@ -136,7 +141,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
         let mut batch_ms = Vec::with_capacity(n * batches);
         for b in 0..batches {
             for (k, session) in sessions.iter_mut().enumerate() {
-                let (x, y) = batch(&splits, k, b)?;
+                let (x, y) = batch(&spec, &splits, k, b)?;
                 let started = Instant::now();
                 let loss = session
                     .train_step(x, y)
@@ -158,7 +163,7 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
             session.close();
             let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
             for b in 0..batches {
-                let (x, y) = batch(&splits, k, b)?;
+                let (x, y) = batch(&spec, &splits, k, b)?;
                 local.train_step(x, y)?;
             }
             let identical = local.export_states()? == remote;

@@ -403,12 +403,16 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         test_batch_size: spec.training.batch_size,
         progress: false,
         order: Default::default(),
+        input_shape: spec.input_shape.clone(),
     };
     // PyTorch first: when it cannot run, the fallback is known before the long part.
     let (torch, fallback_because) = if args.no_pytorch {
         (None, Some("--no-pytorch".to_owned()))
-    } else if spec.name != "paper-mlp" {
-        let why = format!("the reference is the paper's model, not {}", spec.name);
+    } else if pytorch_model(&spec.name).is_none() {
+        let why = format!(
+            "the PyTorch script has the paper's MLP and LeNet-5, not {}",
+            spec.name
+        );
         (None, Some(why))
     } else {
         match find_python(args.python.as_deref())? {
@@ -416,6 +420,10 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
                 let dir = mixnn_designer::data::resolve_dir(args.data.data.as_deref())?;
                 let t = &spec.training;
                 let script_args = [
+                    (
+                        "--model",
+                        pytorch_model(&spec.name).unwrap_or_default().to_owned(),
+                    ),
                     ("--data", dir.to_string_lossy().into_owned()),
                     ("--train-limit", splits.train.len().to_string()),
                     ("--test-limit", splits.test.len().to_string()),
@@ -501,7 +509,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
                 Mode::Cascade | Mode::Paper => {
                     let mut remote = remote.clone().ok_or_else(|| anyhow!("no cluster"))?;
                     remote.per_message_rsa = mode == Mode::Paper;
-                    let input = [options.batch_size, splits.train.pixels];
+                    let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
                     let c = RemoteCascade::connect_from(&spec, sandbox, &remote, &input, &init)?;
                     println!(
                         "{}: session set up in {:.0} ms over {}",
@@ -756,4 +764,13 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The script's name for the model a spec names, if it has that model.
+fn pytorch_model(spec_name: &str) -> Option<&'static str> {
+    match spec_name {
+        "paper-mlp" => Some("paper-mlp"),
+        "lenet5-fashion" => Some("lenet5"),
+        _ => None,
+    }
 }

@@ -321,7 +321,7 @@ fn hop_growth(args: &ScaleArgs, exe: &std::path::Path) -> Result<Vec<HopsRow>> {
         let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
         let spec = model_spec(None)?;
         let init = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?.export_states()?;
-        let input = [64, splits.train.pixels];
+        let input = spec.batch_shape(64, splits.train.pixels)?;
         let mut cascades = Vec::new();
         for (o, &h) in options.iter().zip(&sizes) {
             let c = RemoteCascade::connect_from(&spec, sandbox, o, &input, &init)?;
@@ -334,7 +334,7 @@ fn hop_growth(args: &ScaleArgs, exe: &std::path::Path) -> Result<Vec<HopsRow>> {
         let order = mixnn_designer::order::DataOrder::Shuffled.epoch(1, 1, splits.train.len());
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); cascades.len()];
         for (b, chunk) in order.chunks(64).take(batches).enumerate() {
-            let (x, y) = train::batch(&splits.train, chunk)?;
+            let (x, y) = train::batch(&splits.train, chunk, spec.input_shape.as_deref())?;
             for k in 0..cascades.len() {
                 let i = (k + b) % cascades.len();
                 let started = Instant::now();
@@ -345,7 +345,8 @@ fn hop_growth(args: &ScaleArgs, exe: &std::path::Path) -> Result<Vec<HopsRow>> {
         let mut rows = Vec::new();
         let mut first_states = None;
         for ((mut c, ms), &h) in cascades.into_iter().zip(times).zip(&sizes) {
-            let evaluation = train::evaluate(&mut c, &splits.test, 64)?;
+            let evaluation =
+                train::evaluate(&mut c, &splits.test, 64, spec.input_shape.as_deref())?;
             let states = c.export_states()?;
             let setup_s = c.setup_time().as_secs_f64();
             c.close();
@@ -496,10 +497,12 @@ fn memory_growth(checkpoints: &[usize], exe: &std::path::Path) -> Result<Vec<Mem
             rss_mb: read().ok_or_else(|| anyhow!("cannot read the host's memory"))?,
         }];
         let mut sessions = Vec::new();
-        let x = mixnn_layer_sdk::Tensor::zeros(vec![64, 784]);
+        // The paper's model on MNIST-sized examples.
+        let input = spec.batch_shape(64, 784)?;
+        let x = mixnn_layer_sdk::Tensor::zeros(input.clone());
         let y = mixnn_layer_sdk::Tensor::zeros(vec![64]);
         for k in 1..=most {
-            let mut c = RemoteCascade::connect(&spec, sandbox, &options, &[64, 784])?;
+            let mut c = RemoteCascade::connect(&spec, sandbox, &options, &input)?;
             // One step, so that the session holds what training needs.
             c.train_step(x.clone(), y.clone())?;
             sessions.push(c);

@@ -256,6 +256,7 @@ pub(crate) fn run(mut args: AttackArgs) -> Result<()> {
         test_batch_size: spec.training.batch_size,
         progress: false,
         order: Default::default(),
+        input_shape: spec.input_shape.clone(),
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -290,7 +291,8 @@ pub(crate) fn run(mut args: AttackArgs) -> Result<()> {
         rows.extend(input_rows(&recorded, &spec, &data, &decoder)?);
         let mut designer = Cascade::build(&spec, Backend::Native, None)?;
         designer.import_states(&recorded.states)?;
-        let reference = completion::predict(&mut designer, &data.eval)?;
+        let reference =
+            completion::predict(&mut designer, &data.eval, spec.input_shape.as_deref())?;
         designer_accuracy = share(&reference, &data.eval);
         // The baseline: the attackers' labels alone, the model trained from scratch.
         let mut baseline = Vec::new();
@@ -529,7 +531,11 @@ fn front(
     let mut kept = states[..layers].to_vec();
     kept.push(Vec::new());
     model.import_states(&kept)?;
-    Ok(model.predict(images.clone())?)
+    // The images come one per row; the model takes them in its own shape.
+    let n = images.shape().first().copied().unwrap_or(0);
+    let shape = spec.batch_shape(n, images.len() / n.max(1))?;
+    let shaped = mixnn_layer_sdk::Tensor::new(shape, images.data().to_vec())?;
+    Ok(model.predict(shaped)?)
 }
 
 /// What each host guesses of its position from its own timeline, beside the truth (the

@@ -105,7 +105,7 @@ pub(crate) fn record(
         let (spec, splits, options) = (spec.clone(), splits.clone(), options.clone());
         run_in_sandbox_worker(move |sandbox| {
             let sandbox = sandbox.context("a sandbox")?;
-            let input = [options.batch_size, splits.train.pixels];
+            let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
             let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input)?;
             let hops = cascade.describe();
             train::train(&mut cascade, &splits, &options, |_| {})?;
@@ -179,7 +179,7 @@ pub(crate) fn record_concurrent(
                 scope.spawn(move || {
                     run_in_sandbox_worker(move |sandbox| {
                         let sandbox = sandbox.context("a sandbox")?;
-                        let input = [options.batch_size, splits.train.pixels];
+                        let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
                         let mut cascade = RemoteCascade::connect(&spec, sandbox, &remote, &input)?;
                         train::train(&mut cascade, &splits, &options, |_| {})?;
                         cascade.close();

@@ -7,7 +7,7 @@
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
 /// The standard components by layer name (the names of `mixnn_layers::STANDARD`).
-pub const STANDARD: [(&str, &[u8]); 8] = [
+pub const STANDARD: [(&str, &[u8]); 12] = [
     ("linear", LINEAR),
     ("relu", RELU),
     ("linear-relu", LINEAR_RELU),
@@ -16,6 +16,10 @@ pub const STANDARD: [(&str, &[u8]); 8] = [
     ("softmax-cross-entropy", SOFTMAX_CROSS_ENTROPY),
     ("mse-loss", MSE_LOSS),
     ("identity", IDENTITY),
+    ("conv2d", CONV2D),
+    ("flatten", FLATTEN),
+    ("max-pool2d", MAX_POOL2D),
+    ("avg-pool2d", AVG_POOL2D),
 ];
 
 /// The standard component called `name`.

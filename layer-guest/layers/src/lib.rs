@@ -2,22 +2,30 @@
 //! component (see `layer-guest/components/`), and the designer's native baseline runs the same
 //! types directly through [`native`].
 
+mod conv;
+mod flatten;
 mod identity;
 mod linear;
 mod mse;
+mod pool;
 mod relu;
+mod sides;
 mod softmax;
 
+pub use conv::{Conv2d, Conv2dConfig, MAX_SIDE};
+pub use flatten::Flatten;
 pub use identity::Identity;
 pub use linear::{Linear, LinearConfig, MAX_WEIGHTS};
 pub use mse::MseLoss;
+pub use pool::{AvgPool2d, MAX_POOL_WINDOW, MaxPool2d, PoolConfig};
 pub use relu::{LinearRelu, Relu};
+pub use sides::Pair;
 pub use softmax::{LogSoftmax, NllLoss, SoftmaxCrossEntropy, log_softmax};
 
 use mixnn_layer_sdk::{Layer, LayerRuntime, Runtime};
 
 /// The names of the standard layers, as their components are named.
-pub const STANDARD: [&str; 8] = [
+pub const STANDARD: [&str; 12] = [
     Linear::NAME,
     Relu::NAME,
     LinearRelu::NAME,
@@ -26,6 +34,10 @@ pub const STANDARD: [&str; 8] = [
     SoftmaxCrossEntropy::NAME,
     MseLoss::NAME,
     Identity::NAME,
+    Conv2d::NAME,
+    Flatten::NAME,
+    MaxPool2d::NAME,
+    AvgPool2d::NAME,
 ];
 
 /// A native runtime for the standard layer called `name` (waiting for `init`), or `None`.
@@ -42,6 +54,10 @@ pub fn native(name: &str) -> Option<Box<dyn LayerRuntime>> {
         SoftmaxCrossEntropy::NAME => boxed::<SoftmaxCrossEntropy>(),
         MseLoss::NAME => boxed::<MseLoss>(),
         Identity::NAME => boxed::<Identity>(),
+        Conv2d::NAME => boxed::<Conv2d>(),
+        Flatten::NAME => boxed::<Flatten>(),
+        MaxPool2d::NAME => boxed::<MaxPool2d>(),
+        AvgPool2d::NAME => boxed::<AvgPool2d>(),
         _ => None,
     }
 }

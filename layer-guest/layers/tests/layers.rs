@@ -7,21 +7,14 @@
     clippy::cast_possible_truncation
 )]
 
+mod common;
+
+use common::{assert_close, check_gradients, t, values};
 use mixnn_layer_sdk::{Init, InitConfig, Layer, LayerRuntime, Mode, Runtime, SgdConfig, Tensor};
 use mixnn_layers::{
     Identity, Linear, LinearConfig, LinearRelu, LogSoftmax, MseLoss, NllLoss, Relu,
     SoftmaxCrossEntropy,
 };
-
-fn t(shape: &[usize], data: &[f32]) -> Tensor {
-    Tensor::new(shape.to_vec(), data.to_vec()).unwrap()
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, salt: u64) -> Vec<f32> {
-    let mut init = Init::new(salt);
-    (0..n).map(|_| init.uniform(-1.0, 1.0)).collect()
-}
 
 fn linear(in_features: usize, out_features: usize) -> Linear {
     let config = LinearConfig {
@@ -31,63 +24,6 @@ fn linear(in_features: usize, out_features: usize) -> Linear {
         kernels: Default::default(),
     };
     Linear::new(config, &mut Init::new(7)).unwrap()
-}
-
-fn assert_close(what: &str, got: f32, want: f64, tol: f64) {
-    let err = (f64::from(got) - want).abs();
-    assert!(
-        err <= tol * (1.0 + want.abs()),
-        "{what}: analytic {got} vs numeric {want}"
-    );
-}
-
-/// Checks `backward` of `layer` at `x` against central differences of `L = sum(y * r)`, for
-/// the input and for every parameter.
-fn check_gradients<L: Layer>(mut layer: L, x: Tensor, eps: f32, tol: f64) {
-    let y = layer.forward(x.clone(), Mode::Train).unwrap();
-    let r = Tensor::new(y.shape().to_vec(), values(y.len(), 99)).unwrap();
-    let dx = layer.backward(r.clone()).unwrap();
-    assert_eq!(dx.shape(), x.shape());
-    let objective = |layer: &mut L, x: &Tensor| -> f64 {
-        let y = layer.forward(x.clone(), Mode::Test).unwrap();
-        y.data()
-            .iter()
-            .zip(r.data())
-            .map(|(a, b)| f64::from(*a) * f64::from(*b))
-            .sum()
-    };
-    for i in 0..x.len() {
-        let (mut plus, mut minus) = (x.clone(), x.clone());
-        plus.data_mut()[i] += eps;
-        minus.data_mut()[i] -= eps;
-        let numeric =
-            (objective(&mut layer, &plus) - objective(&mut layer, &minus)) / f64::from(2.0 * eps);
-        assert_close(&format!("dx[{i}]"), dx.data()[i], numeric, tol);
-    }
-    let names: Vec<&str> = layer.params().iter().map(|(n, _)| *n).collect();
-    for name in names {
-        let (grad, len) = {
-            let params = layer.params();
-            let p = params.into_iter().find(|(n, _)| *n == name).unwrap().1;
-            (p.grad.clone(), p.value.len())
-        };
-        for i in 0..len {
-            let mut at = |delta: f32| {
-                {
-                    let mut params = layer.params();
-                    let p = params.iter_mut().find(|(n, _)| *n == name).unwrap();
-                    p.1.value.data_mut()[i] += delta;
-                }
-                let v = objective(&mut layer, &x);
-                let mut params = layer.params();
-                let p = params.iter_mut().find(|(n, _)| *n == name).unwrap();
-                p.1.value.data_mut()[i] -= delta;
-                v
-            };
-            let numeric = (at(eps) - at(-eps)) / f64::from(2.0 * eps);
-            assert_close(&format!("d{name}[{i}]"), grad.data()[i], numeric, tol);
-        }
-    }
 }
 
 /// Checks a loss layer's gradient against central differences of its loss.

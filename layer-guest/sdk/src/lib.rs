@@ -43,7 +43,7 @@ mod tensor;
 #[doc(hidden)]
 pub use component::bindings;
 pub use error::LayerError;
-pub use kernels::Kernels;
+pub use kernels::{Conv2d, Kernels};
 pub use layer::{Init, Layer, LossOutput, Mode, Param};
 pub use optim::{Sgd, SgdConfig};
 pub use runtime::{InitConfig, LayerInfo, LayerRuntime, MAX_CONFIG_BYTES, Runtime};

@@ -55,13 +55,13 @@ impl CascadeRun {
         let batches = (0..count)
             .map(|b| {
                 let indices: Vec<usize> = (b * batch_size..(b + 1) * batch_size).collect();
-                train::batch(train, &indices)
+                train::batch(train, &indices, spec.input_shape.as_deref())
             })
             .collect::<Result<Vec<_>, _>>()?;
         let init = Cascade::build(spec, Backend::Wasm, Some(sandbox))?.export_states()?;
         let mut inproc = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
         inproc.import_states(&init)?;
-        let input = [batch_size, train.pixels];
+        let input = spec.batch_shape(batch_size, train.pixels)?;
         let remote = RemoteCascade::connect_from(spec, sandbox, options, &input, &init)
             .context("setting up the session over the host processes")?;
         Ok(CascadeRun {

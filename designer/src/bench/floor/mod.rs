@@ -178,7 +178,8 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
                 let options = remote.clone().unwrap_or_else(|| {
                     RemoteOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), [0; 32])
                 });
-                let plan = Plan::new(&spec, sandbox, &options, &[batch_size, s.train.pixels])?;
+                let input = spec.batch_shape(batch_size, s.train.pixels)?;
+                let plan = Plan::new(&spec, sandbox, &options, &input)?;
                 (plan.frame_len(), "session".to_owned())
             }
             (None, None) => bail!("no data to size the session's frames"),

@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use mixnn_layer_sdk::{Init, Kernels, Layer, LayerError, Mode, Tensor};
+use mixnn_layer_sdk::{Conv2d, Init, Kernels, Layer, LayerError, Mode, Tensor};
 use serde::Deserialize;
 
 /// How `forward` misbehaves.
@@ -25,6 +25,9 @@ pub enum Behavior {
     HugeOutput,
     /// Asks the host's kernels for absurd amounts of work and memory.
     KernelAbuse,
+    /// Asks the host's convolution kernels for absurd work, an absurd result, and a small
+    /// convolution over operands shorter than it says.
+    ConvAbuse,
     /// Doubles its input for `after` calls (cheap, so a host runs it on its network thread),
     /// then never returns.
     TurnsSlow,
@@ -103,6 +106,39 @@ impl Layer for Hostile {
                 match (slow, huge) {
                     (Err(a), Err(b)) => Err(LayerError::Failed(format!("{a}; {b}"))),
                     _ => Ok(input),
+                }
+            }
+            Behavior::ConvAbuse => {
+                let small = vec![0.0f32; 1 << 10];
+                let g = |batch, channels, side| Conv2d {
+                    batch,
+                    in_channels: channels,
+                    height: side,
+                    width: side,
+                    out_channels: channels,
+                    kernel_h: 1,
+                    kernel_w: 1,
+                    stride_h: 1,
+                    stride_w: 1,
+                    pad_h: 0,
+                    pad_w: 0,
+                };
+                let calls = [
+                    // 2^38 multiply-adds.
+                    Kernels::Host.conv2d(&g(1, 1 << 12, 1 << 7), &small, &small),
+                    // 2^28 multiply-adds, but 2^28 weights' gradient: 1 GiB.
+                    Kernels::Host.conv2d_weight_grad(&g(1, 1 << 14, 1), &small, &small),
+                    // A 4x4 image, 1024 values short of what it claims.
+                    Kernels::Host.conv2d_input_grad(&g(64, 4, 4), &small, &small[..16]),
+                ];
+                let errors: Vec<String> = calls
+                    .into_iter()
+                    .filter_map(|c| c.err().map(|e| e.to_string()))
+                    .collect();
+                if errors.len() == 3 {
+                    Err(LayerError::Failed(errors.join("; ")))
+                } else {
+                    Ok(input)
                 }
             }
             Behavior::HugeOutput => {

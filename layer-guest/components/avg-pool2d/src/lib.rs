@@ -1,0 +1,2 @@
+//! The standard `avg-pool2d` layer, exported as a component.
+mixnn_layer_sdk::export_layer!(mixnn_layers::AvgPool2d);
