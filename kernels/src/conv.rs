@@ -190,8 +190,18 @@ impl Checked {
                         let line = &channel[iy * g.width..(iy + 1) * g.width];
                         seg[..lo].fill(0.0);
                         seg[hi..].fill(0.0);
-                        for (ox, v) in seg[lo..hi].iter_mut().enumerate() {
-                            *v = line[(lo + ox) * g.stride_w + j - g.pad_w];
+                        // Input columns (lo + k) * stride + j - pad, k < hi - lo.
+                        if lo == hi {
+                            continue;
+                        }
+                        let from = lo * g.stride_w + j - g.pad_w;
+                        if g.stride_w == 1 {
+                            seg[lo..hi].copy_from_slice(&line[from..from + hi - lo]);
+                        } else {
+                            let picked = line[from..].iter().step_by(g.stride_w);
+                            for (v, x) in seg[lo..hi].iter_mut().zip(picked) {
+                                *v = *x;
+                            }
                         }
                     }
                 }
@@ -215,9 +225,14 @@ impl Checked {
                         let Some(iy) = self.input_row(oy, i) else {
                             continue;
                         };
+                        if lo == hi {
+                            continue;
+                        }
                         let line = &mut channel[iy * g.width..(iy + 1) * g.width];
-                        for (ox, v) in col[k * ow + lo..k * ow + hi].iter().enumerate() {
-                            line[(lo + ox) * g.stride_w + j - g.pad_w] += v;
+                        let from = lo * g.stride_w + j - g.pad_w;
+                        let picked = line[from..].iter_mut().step_by(g.stride_w);
+                        for (x, v) in picked.zip(&col[k * ow + lo..k * ow + hi]) {
+                            *x += v;
                         }
                     }
                 }
@@ -429,6 +444,20 @@ mod tests {
                 pad_w: 3,
                 stride_h: 2,
                 ..base
+            },
+            // Strides past the padding: some filter columns see no input at all.
+            Conv2d {
+                batch: 1,
+                in_channels: 2,
+                height: 3,
+                width: 1,
+                out_channels: 2,
+                kernel_h: 1,
+                kernel_w: 2,
+                stride_h: 3,
+                stride_w: 10,
+                pad_h: 5,
+                pad_w: 5,
             },
             // LeNet-5's first layer, on one example.
             Conv2d {
