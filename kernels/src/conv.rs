@@ -592,6 +592,67 @@ mod tests {
         close(&y, &naive(&g, &x, &w), "banded y");
     }
 
+    /// Random small geometries, degenerate ones included, with operands of the right length
+    /// or not: never a panic, and what is accepted matches the definition.
+    #[test]
+    fn random_geometries_never_panic_and_match_the_definition() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let mut accepted = 0;
+        for _ in 0..6000 {
+            let g = Conv2d {
+                batch: next(3),
+                in_channels: next(4),
+                height: next(7),
+                width: next(7),
+                out_channels: next(4),
+                kernel_h: next(5),
+                kernel_w: next(5),
+                stride_h: next(4),
+                stride_w: next(4),
+                pad_h: next(6),
+                pad_w: next(6),
+            };
+            let Ok((oh, ow)) = g.out_size() else {
+                assert!(conv2d(&g, &[], &[]).is_err());
+                continue;
+            };
+            let x_len = g.batch * g.in_channels * g.height * g.width;
+            let w_len = g.out_channels * g.in_channels * g.kernel_h * g.kernel_w;
+            let y_len = g.batch * g.out_channels * oh * ow;
+            let off = next(3); // 0: right; 1 or 2: one value too many
+            let x = values(x_len + usize::from(off == 1), 1.0);
+            let w = values(w_len, 2.0);
+            let dy = values(y_len + usize::from(off == 2), 3.0);
+            let (y, dx, dw) = (
+                conv2d(&g, &x, &w),
+                conv2d_input_grad(&g, &dy, &w),
+                conv2d_weight_grad(&g, &x, &dy),
+            );
+            if off != 0 {
+                assert!(y.is_err() || dx.is_err() || dw.is_err(), "{g:?}");
+                continue;
+            }
+            accepted += 1;
+            close(&y.unwrap(), &naive(&g, &x, &w), "y");
+            let dot = |a: &[f32], b: &[f32]| -> f64 {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum()
+            };
+            let want = dot(&dy, &naive(&g, &x, &w));
+            assert!((dot(&dx.unwrap(), &x) - want).abs() < 1e-3 * (1.0 + want.abs()));
+            assert!((dot(&dw.unwrap(), &w) - want).abs() < 1e-3 * (1.0 + want.abs()));
+        }
+        assert!(accepted > 200, "only {accepted} geometries accepted");
+    }
+
     #[test]
     fn hostile_geometries_are_refused() {
         let ok = geometries()[0];

@@ -283,8 +283,9 @@ impl Drop for Torch {
 struct PytorchReport {
     /// Run here, in this run; else the fallback constant (or `--pytorch-s`), scaled.
     measured: bool,
-    /// Seconds per epoch of `train_examples`: the measured median, or the fallback.
-    median_train_s: f64,
+    /// Seconds per epoch of `train_examples`: the measured median, or the fallback (which
+    /// exists for the paper's model only: none for another model not measured).
+    median_train_s: Option<f64>,
     /// Why it was not measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     fallback_because: Option<String>,
@@ -349,7 +350,7 @@ struct Summary {
     median_train_s: f64,
     vs_native: Option<f64>,
     vs_inproc: Option<f64>,
-    vs_pytorch: f64,
+    vs_pytorch: Option<f64>,
     final_acc: f64,
     /// op=0 end to end (remote modes).
     setup_s: Option<f64>,
@@ -625,7 +626,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
     let pytorch = match fallback_because {
         None => PytorchReport {
             measured: true,
-            median_train_s: median(torch_rows.iter().map(|r| r.train_s).collect()),
+            median_train_s: Some(median(torch_rows.iter().map(|r| r.train_s).collect())),
             fallback_because: None,
             python: torch_info.as_ref().map(|i| i.0.clone()),
             torch: torch_info.as_ref().map(|i| i.1.clone()),
@@ -634,7 +635,8 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         },
         Some(why) => PytorchReport {
             measured: false,
-            median_train_s: args.pytorch_s * train_examples as f64 / PYTORCH_EXAMPLES as f64,
+            median_train_s: (model == "paper-mlp")
+                .then(|| args.pytorch_s * train_examples as f64 / PYTORCH_EXAMPLES as f64),
             fallback_because: Some(why),
             python: None,
             torch: None,
@@ -662,7 +664,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
                 median_train_s: med,
                 vs_native: base(Mode::Native),
                 vs_inproc: base(Mode::Inproc),
-                vs_pytorch: med / pytorch_s,
+                vs_pytorch: pytorch_s.map(|p| med / p),
                 final_acc: rows
                     .iter()
                     .rfind(|r| r.mode == m)
@@ -679,12 +681,12 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
     let opt = |x: Option<f64>, digits: usize| x.map_or("-".to_owned(), |x| format!("{x:.digits$}"));
     for s in &summary {
         println!(
-            "{:>8}  {:>14.3}  {:>8}  {:>8}  {:>9.2}  {:>9.4}  {:>8}  {}",
+            "{:>8}  {:>14.3}  {:>8}  {:>8}  {:>9}  {:>9.4}  {:>8}  {}",
             s.mode.name(),
             s.median_train_s,
             opt(s.vs_native, 2),
             opt(s.vs_inproc, 2),
-            s.vs_pytorch,
+            opt(s.vs_pytorch, 2),
             s.final_acc,
             opt(s.setup_s, 3),
             s.weights_identical_to_inproc.map_or("-", |same| if same {
@@ -698,18 +700,25 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         println!(
             "{:>8}  {:>14.3}  (measured in this run: torch {}, {} thread(s), final acc {:.4})",
             "pytorch",
-            pytorch_s,
+            pytorch_s.unwrap_or(f64::NAN),
             pytorch.torch.as_deref().unwrap_or("?"),
             pytorch.threads.unwrap_or(0),
             pytorch.rows.last().map_or(f64::NAN, |r| r.test_acc)
         );
-    } else {
+    } else if let Some(pytorch_s) = pytorch_s {
         println!(
             "{:>8}  {:>14.3}  (NOT measured: the fallback, --pytorch-s {} s per 24,000 examples, \
              scaled; {})",
             "pytorch",
             pytorch_s,
             args.pytorch_s,
+            pytorch.fallback_because.as_deref().unwrap_or("")
+        );
+    } else {
+        println!(
+            "{:>8}  {:>14}  (NOT measured, and no fallback for {model}: {})",
+            "pytorch",
+            "-",
             pytorch.fallback_because.as_deref().unwrap_or("")
         );
     }
@@ -737,7 +746,7 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
     // Measured, PyTorch's accuracy is this run's; the fallback's is known for the paper's
     // model on the whole slice only.
     let measured_acc: Vec<f64> = report.pytorch.rows.iter().map(|r| r.test_acc).collect();
-    let reference = plot::Reference {
+    let reference = pytorch_s.map(|seconds| plot::Reference {
         accuracy: if report.pytorch.measured {
             &measured_acc
         } else if report.model == "paper-mlp" && train_examples == PYTORCH_EXAMPLES {
@@ -745,9 +754,9 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         } else {
             &[]
         },
-        seconds: pytorch_s,
-    };
-    plot::figure3(&report.rows, &modes, Some(reference), &accuracy, &time)?;
+        seconds,
+    });
+    plot::figure3(&report.rows, &modes, reference, &accuracy, &time)?;
     println!(
         "\nwrote {}, {} and {}",
         json.display(),
