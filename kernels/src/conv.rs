@@ -257,7 +257,15 @@ pub fn conv2d(g: &Conv2d, x: &[f32], w: &[f32]) -> Result<Vec<f32>, KernelError>
     expect_len("w", w, c.w_len)?;
     let ohw = c.out_h * c.out_w;
     let mut y = vec![0.0f32; g.batch * c.y_len];
-    let mut cols = vec![0.0f32; c.patch * c.band * c.out_w];
+    // No scratch for an empty batch (nothing to compute; the multiply-adds say 0).
+    let mut cols = vec![
+        0.0f32;
+        if g.batch == 0 {
+            0
+        } else {
+            c.patch * c.band * c.out_w
+        }
+    ];
     for n in 0..g.batch {
         let x_n = &x[n * c.x_len..(n + 1) * c.x_len];
         let y_n = &mut y[n * c.y_len..(n + 1) * c.y_len];
@@ -295,7 +303,15 @@ pub fn conv2d_input_grad(g: &Conv2d, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, 
     expect_len("w", w, c.w_len)?;
     let ohw = c.out_h * c.out_w;
     let mut dx = vec![0.0f32; g.batch * c.x_len];
-    let mut cols = vec![0.0f32; c.patch * c.band * c.out_w];
+    // No scratch for an empty batch (nothing to compute; the multiply-adds say 0).
+    let mut cols = vec![
+        0.0f32;
+        if g.batch == 0 {
+            0
+        } else {
+            c.patch * c.band * c.out_w
+        }
+    ];
     for n in 0..g.batch {
         let dy_n = &dy[n * c.y_len..(n + 1) * c.y_len];
         let dx_n = &mut dx[n * c.x_len..(n + 1) * c.x_len];
@@ -332,7 +348,15 @@ pub fn conv2d_weight_grad(g: &Conv2d, x: &[f32], dy: &[f32]) -> Result<Vec<f32>,
     expect_len("dy", dy, g.batch * c.y_len)?;
     let ohw = c.out_h * c.out_w;
     let mut dw = vec![0.0f32; c.w_len];
-    let mut cols = vec![0.0f32; c.patch * c.band * c.out_w];
+    // No scratch for an empty batch (nothing to compute; the multiply-adds say 0).
+    let mut cols = vec![
+        0.0f32;
+        if g.batch == 0 {
+            0
+        } else {
+            c.patch * c.band * c.out_w
+        }
+    ];
     for n in 0..g.batch {
         let x_n = &x[n * c.x_len..(n + 1) * c.x_len];
         let dy_n = &dy[n * c.y_len..(n + 1) * c.y_len];

@@ -146,6 +146,15 @@ fn sgemm_checked(
     rsc: isize,
     beta: f32,
 ) {
+    // Every index sgemm forms must lie in its slice: callers derive the sizes and strides from
+    // checked dimensions, and a mistake there must panic here rather than read or write out of
+    // bounds (O(1), beside an O(m k n) product).
+    assert!(
+        within(a.len(), m, k, rsa, csa)
+            && within(b.len(), k, n, rsb, csb)
+            && within(c.len(), m, n, rsc, 1),
+        "sgemm operands out of bounds (a bug)"
+    );
     // `c = a * b + beta * c`. matrixmultiply's sgemm is the kernel ndarray uses: cache-blocked with AVX/FMA paths chosen
     // at run time, single-threaded, so the summation order (and thus every bit) is reproducible.
     unsafe {
@@ -166,6 +175,21 @@ fn sgemm_checked(
             1,
         );
     }
+}
+
+/// Whether a `rows x cols` matrix read with non-negative strides `rs`, `cs` from a slice of
+/// `len` values stays inside it.
+fn within(len: usize, rows: usize, cols: usize, rs: isize, cs: isize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let (Ok(rs), Ok(cs)) = (usize::try_from(rs), usize::try_from(cs)) else {
+        return false;
+    };
+    (rows - 1)
+        .checked_mul(rs)
+        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)))
+        .is_some_and(|last| last < len)
 }
 
 #[cfg(test)]

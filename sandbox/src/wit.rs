@@ -91,18 +91,23 @@ fn checked_conv2d(
     };
     let name = conv.name();
     let (out_h, out_w) = g.out_size().map_err(|e| format!("{name}: {e}"))?;
-    if !store.data_mut().kernel_macs_allowed(g.macs()) {
-        return Err(format!("{name} exceeds the multiply-adds allowed"));
-    }
-    // The result must fit in the component's memory; refuse before allocating it here.
     let result_len = match conv {
         Conv::Forward => [g.batch, g.out_channels, out_h, out_w],
         Conv::InputGrad => [g.batch, g.in_channels, g.height, g.width],
         Conv::WeightGrad => [g.out_channels, g.in_channels, g.kernel_h, g.kernel_w],
     }
     .iter()
-    .fold(4u64, |acc, &v| acc.saturating_mul(v as u64));
-    if result_len > store.data().max_memory_bytes {
+    .fold(1u64, |acc, &v| acc.saturating_mul(v as u64));
+    // The work is the products, or filling the result where it has more values than products
+    // (a large stride, an empty batch).
+    if !store
+        .data_mut()
+        .kernel_macs_allowed(g.macs().max(result_len))
+    {
+        return Err(format!("{name} exceeds the multiply-adds allowed"));
+    }
+    // The result must fit in the component's memory; refuse before allocating it here.
+    if result_len.saturating_mul(4) > store.data().max_memory_bytes {
         return Err(format!(
             "{name} result cannot fit in the component's memory"
         ));

@@ -23,7 +23,7 @@ pub struct Conv2dConfig {
     #[serde(default = "one")]
     pub stride: Pair,
     /// Zeros added on each side (default 0).
-    #[serde(default = "zero")]
+    #[serde(default)]
     pub padding: Pair,
     /// Whether to learn an additive bias per output channel (default true).
     #[serde(default = "yes")]
@@ -35,10 +35,6 @@ pub struct Conv2dConfig {
 
 fn one() -> Pair {
     Pair::Square(1)
-}
-
-fn zero() -> Pair {
-    Pair::Square(0)
 }
 
 fn yes() -> bool {
@@ -166,6 +162,7 @@ impl Layer for Conv2d {
             .kernels
             .conv2d(&g, input.data(), self.weight.value.data())?;
         if let Some(bias) = &self.bias {
+            // Outputs are at least 1x1, so planes are never empty.
             let plane = shape[2] * shape[3];
             for (k, channel) in y.chunks_exact_mut(plane.max(1)).enumerate() {
                 let b = bias.value.data()[k % self.out_channels];
