@@ -457,7 +457,11 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         .as_ref()
         .map(|t| (t.python.display().to_string(), t.version.clone(), t.threads));
     if let Some(why) = &fallback_because {
-        println!("PyTorch is not measured ({why}): the ratios use the fallback, --pytorch-s");
+        if pytorch_model(&spec.name) == Some("paper-mlp") {
+            println!("PyTorch is not measured ({why}): the ratios use the fallback, --pytorch-s");
+        } else {
+            println!("PyTorch is not measured ({why}): no ratios to PyTorch");
+        }
     }
     let link_delay = Duration::from_secs_f64(args.link_delay_ms / 1e3);
     let cluster = if modes.iter().any(|m| m.remote()) {
