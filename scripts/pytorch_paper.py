@@ -92,9 +92,37 @@ def lenet5():
     )
 
 
-MODELS = {"paper-mlp": lambda: paper_mlp(), "lenet5": lenet5}
+def vgg():
+    """models/vgg-fashion.toml's VGG-style network (as torchvision's VGG with batch norm): four
+    blocks of two 3x3 convolutions (8, 16, 32, 64 channels), each with batch norm and ReLU, max
+    pooling after each block, then three Linear layers with dropout."""
+
+    def conv(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    def block(c_in, c_out, pool):
+        return [*conv(c_in, c_out), *conv(c_out, c_out), nn.MaxPool2d(pool)]
+
+    return nn.Sequential(
+        *block(1, 8, 2),
+        *block(8, 16, 2),
+        *block(16, 32, 2),
+        *block(32, 64, 3),
+        nn.Flatten(),
+        nn.Linear(64, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 10),
+        nn.LogSoftmax(dim=1),
+    )
+
+
+MODELS = {"paper-mlp": lambda: paper_mlp(), "lenet5": lenet5, "vgg": vgg}
 # The shape of one example each model takes.
-INPUT_SHAPES = {"paper-mlp": (784,), "lenet5": (1, 28, 28)}
+INPUT_SHAPES = {"paper-mlp": (784,), "lenet5": (1, 28, 28), "vgg": (1, 28, 28)}
 
 
 def paper_mlp():

@@ -21,6 +21,7 @@ pub mod attack;
 pub mod backend;
 pub mod cascade;
 pub mod data;
+pub mod front;
 #[cfg(feature = "local-hosts")]
 pub mod local_cluster;
 pub mod metrics;

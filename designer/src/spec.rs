@@ -63,6 +63,12 @@ pub enum SpecError {
     /// A batch size of zero.
     #[error("batch sizes must be positive")]
     ZeroBatch,
+    /// A frozen layer after a trainable one, or a frozen loss.
+    #[error(
+        "layer {0}: frozen layers must come first, before any trainable layer and the loss \
+         (the designer keeps them)"
+    )]
+    FrozenNotFirst(usize),
     /// A host label that comes back after another host.
     #[error("host {0:?} holds layers that are not adjacent")]
     HostNotAdjacent(String),
@@ -163,6 +169,11 @@ pub struct LayerSpec {
     /// loss (the last layer), 1 otherwise.
     #[serde(default)]
     pub torch_modules: Option<usize>,
+    /// Frozen: pretrained and never trained, no optimizer state and no backward through it.
+    /// Frozen layers come first, and the designer runs them itself (PrivyNet's split, see
+    /// [`crate::front`]): only the features they make travel.
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 /// How a model runs over remote hosts (the `[cascade]` table; command-line flags override).
@@ -216,6 +227,11 @@ pub struct ModelSpec {
     /// The directory of the spec file (component paths are relative to it).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The index of the first layer in the model this one was cut from
+    /// ([`ModelSpec::without_front`]): seeds follow the layers, so a layer starts from the
+    /// same weights whatever was cut before it.
+    #[serde(skip)]
+    pub first_layer: usize,
 }
 
 impl ModelSpec {
@@ -269,6 +285,12 @@ impl ModelSpec {
                 });
             }
         }
+        let front = self.frozen_front();
+        if let Some(i) = self.layers.iter().rposition(|l| l.frozen)
+            && (i >= front || i + 1 == self.layers.len())
+        {
+            return Err(SpecError::FrozenNotFirst(i));
+        }
         // A host label may not come back after another host: a host holds adjacent layers.
         let hosts = self.hosts();
         for (i, group) in hosts.iter().enumerate() {
@@ -304,6 +326,23 @@ impl ModelSpec {
         groups
     }
 
+    /// How many layers at the front are frozen (the designer keeps them).
+    pub fn frozen_front(&self) -> usize {
+        self.layers.iter().take_while(|l| l.frozen).count()
+    }
+
+    /// The model from layer `n` on, taking examples of `input_shape` (what the first `n`
+    /// layers make). Its layers keep their seeds, so they start as they would in the whole
+    /// model; weights files of the whole model number its tensors.
+    pub fn without_front(&self, n: usize, input_shape: Vec<usize>) -> ModelSpec {
+        let mut rest = self.clone();
+        rest.layers
+            .drain(..n.min(self.layers.len().saturating_sub(1)));
+        rest.input_shape = Some(input_shape);
+        rest.first_layer = self.first_layer + n;
+        rest
+    }
+
     /// The same model with every layer on one host: a session of one hop (what a host's load
     /// test runs many of).
     pub fn on_one_host(mut self) -> Self {
@@ -329,7 +368,7 @@ impl ModelSpec {
         let fields = serde_json::to_value(&layer.config)
             .map_err(|source| SpecError::Config { index: i, source })?;
         Ok(InitConfig {
-            seed: layer_seed(self.training.seed, i),
+            seed: layer_seed(self.training.seed, self.first_layer + i),
             optimizer: SgdConfig {
                 lr: layer.lr.unwrap_or(self.training.lr),
                 momentum: layer.momentum.unwrap_or(self.training.momentum),

@@ -90,6 +90,22 @@ pub enum WeightsError {
     },
 }
 
+/// The suffix of BatchNorm's batch counter, which PyTorch saves as an `I64` and mixnn keeps as
+/// an `F32` (exact up to 2^24 batches; PyTorch converts it back when it loads a file).
+const COUNTER_SUFFIX: &str = ".num_batches_tracked";
+
+/// Little-endian `I64` values as little-endian `F32` ones.
+fn counter_as_f32(bytes: &[u8]) -> Vec<u8> {
+    bytes
+        .chunks_exact(8)
+        .flat_map(|c| {
+            let v = i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            #[allow(clippy::cast_precision_loss)]
+            (v as f32).to_le_bytes()
+        })
+        .collect()
+}
+
 /// One parameter of a layer: its name in the layer's state and in the file, and its shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Param {
@@ -215,16 +231,12 @@ impl Layout {
         let mut states = Vec::with_capacity(self.layers.len());
         for params in &self.layers {
             let mut views = Vec::with_capacity(params.len());
+            // Counters PyTorch keeps as integers, as F32 values.
+            let mut converted = Vec::new();
             for p in params {
                 let view = file
                     .tensor(&p.name)
                     .map_err(|_| WeightsError::Missing(p.name.clone()))?;
-                if view.dtype() != Dtype::F32 {
-                    return Err(WeightsError::Dtype {
-                        name: p.name.clone(),
-                        got: view.dtype().to_string(),
-                    });
-                }
                 if view.shape() != p.shape.as_slice() {
                     return Err(WeightsError::Shape {
                         name: p.name.clone(),
@@ -232,6 +244,21 @@ impl Layout {
                         expected: p.shape.clone(),
                     });
                 }
+                if view.dtype() == Dtype::I64 && p.name.ends_with(COUNTER_SUFFIX) {
+                    converted.push((p, counter_as_f32(view.data())));
+                    continue;
+                }
+                if view.dtype() != Dtype::F32 {
+                    return Err(WeightsError::Dtype {
+                        name: p.name.clone(),
+                        got: view.dtype().to_string(),
+                    });
+                }
+                views.push((p.local.as_str(), view));
+            }
+            for (p, bytes) in &converted {
+                let view = TensorView::new(Dtype::F32, p.shape.clone(), bytes)
+                    .map_err(WeightsError::Format)?;
                 views.push((p.local.as_str(), view));
             }
             states.push(if views.is_empty() {
@@ -421,6 +448,90 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing_file.starts_with("/nonexistent/weights.safetensors: "));
+    }
+
+    /// BatchNorm's buffers are in the file under PyTorch's names, and its batch counter,
+    /// which PyTorch saves as an `I64`, loads from either dtype.
+    #[test]
+    fn batch_norm_buffers_are_in_the_file_and_pytorchs_integer_counter_loads() {
+        let spec = ModelSpec::parse(
+            r#"
+            name = "bn"
+            input_shape = [1, 4, 4]
+            [[layer]]
+            component = "conv2d"
+            config = { in_channels = 1, out_channels = 2, kernel_size = 3 }
+            [[layer]]
+            component = "batch-norm2d"
+            config = { num_features = 2 }
+            [[layer]]
+            component = "flatten"
+            [[layer]]
+            component = "linear"
+            config = { in_features = 8, out_features = 3 }
+            [[layer]]
+            component = "log-softmax"
+            [[layer]]
+            component = "nll-loss"
+            "#,
+            ".".into(),
+        )
+        .unwrap();
+        let mut model = Cascade::build(&spec, Backend::Native, None).unwrap();
+        let states = model.export_states().unwrap();
+        let layout = Layout::new(&spec, &states).unwrap();
+        assert_eq!(
+            layout.names(),
+            [
+                "0.bias",
+                "0.weight",
+                "1.bias",
+                "1.num_batches_tracked",
+                "1.running_mean",
+                "1.running_var",
+                "1.weight",
+                "3.bias",
+                "3.weight"
+            ]
+        );
+        let mut tensors: Vec<(&str, Dtype, Vec<usize>)> = vec![
+            ("0.bias", Dtype::F32, vec![2]),
+            ("0.weight", Dtype::F32, vec![2, 1, 3, 3]),
+            ("1.bias", Dtype::F32, vec![2]),
+            ("1.num_batches_tracked", Dtype::I64, vec![]),
+            ("1.running_mean", Dtype::F32, vec![2]),
+            ("1.running_var", Dtype::F32, vec![2]),
+            ("1.weight", Dtype::F32, vec![2]),
+            ("3.bias", Dtype::F32, vec![3]),
+            ("3.weight", Dtype::F32, vec![3, 8]),
+        ];
+        // PyTorch's counter, 7 batches, as the little-endian i64 it writes.
+        let mut bytes = serialize(&tensors);
+        let at = SafeTensors::deserialize(&bytes)
+            .unwrap()
+            .tensor("1.num_batches_tracked")
+            .unwrap()
+            .data()
+            .as_ptr() as usize
+            - bytes.as_ptr() as usize;
+        bytes[at..at + 8].copy_from_slice(&7i64.to_le_bytes());
+        model.import_states(&layout.load(&bytes).unwrap()).unwrap();
+        let saved = layout.save(&model.export_states().unwrap()).unwrap();
+        let saved = SafeTensors::deserialize(&saved).unwrap();
+        let counter = saved.tensor("1.num_batches_tracked").unwrap();
+        assert_eq!(
+            (counter.dtype(), counter.data()),
+            (Dtype::F32, &7.0f32.to_le_bytes()[..])
+        );
+        // Any other integer tensor is still refused.
+        tensors[4].1 = Dtype::I64;
+        assert!(
+            layout
+                .load(&serialize(&tensors))
+                .unwrap_err()
+                .to_string()
+                .starts_with("1.running_mean has dtype I64")
+        );
     }
 
     #[test]

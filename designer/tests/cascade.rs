@@ -204,6 +204,101 @@ fn a_convolutional_model_trains_bit_for_bit_over_host_processes() {
     assert_eq!(cluster.shutdown().unwrap(), 0);
 }
 
+/// PrivyNet's split over host processes: the designer keeps a frozen front (convolution,
+/// ReLU, pooling) and sends only its features; the rest, with batch norm (running statistics
+/// in the hop's state) and dropout (seeded masks, their position in the state), trains over
+/// the hosts exactly as in this process, buffers and dropout positions included.
+#[test]
+fn a_split_model_with_batch_norm_and_dropout_trains_bit_for_bit_over_host_processes() {
+    let cluster = cluster(4);
+    let spec = ModelSpec::parse(
+        r#"
+        name = "split"
+        input_shape = [1, 28, 28]
+        [[layer]]
+        component = "conv2d"
+        config = { in_channels = 1, out_channels = 4, kernel_size = 3, padding = 1 }
+        frozen = true
+        [[layer]]
+        component = "relu"
+        frozen = true
+        [[layer]]
+        component = "max-pool2d"
+        config = { kernel_size = 2 }
+        frozen = true
+        [[layer]]
+        component = "conv2d"
+        config = { in_channels = 4, out_channels = 8, kernel_size = 3, padding = 1 }
+        host = "a"
+        [[layer]]
+        component = "batch-norm2d"
+        config = { num_features = 8 }
+        host = "a"
+        [[layer]]
+        component = "relu"
+        host = "a"
+        [[layer]]
+        component = "max-pool2d"
+        config = { kernel_size = 2 }
+        host = "a"
+        [[layer]]
+        component = "flatten"
+        host = "a"
+        [[layer]]
+        component = "linear-relu"
+        config = { in_features = 392, out_features = 32 }
+        host = "b"
+        [[layer]]
+        component = "dropout"
+        config = { p = 0.5 }
+        host = "b"
+        [[layer]]
+        component = "linear"
+        config = { in_features = 32, out_features = 10 }
+        [[layer]]
+        component = "log-softmax"
+        [[layer]]
+        component = "nll-loss"
+        "#,
+        workspace(),
+    )
+    .unwrap();
+    let split = mixnn_designer::front::Split::new(&spec, &mnist(256, 128), None).unwrap();
+    assert_eq!(split.rest.input_shape.as_deref(), Some(&[4, 14, 14][..]));
+    let (local, remote, hops) = train_both(
+        split.rest,
+        // Features are not bytes over 255: they travel as floats.
+        RemoteOptions {
+            byte_inputs: false,
+            ..remote_options(&cluster, 2, (false, true))
+        },
+        split.features,
+        Vec::new(),
+    );
+    let actual: Vec<&String> = hops.iter().filter(|h| *h != "dummy").collect();
+    assert_eq!(
+        actual,
+        [
+            "layers 0,1,2,3,4: conv2d + batch-norm2d + relu + max-pool2d + flatten",
+            "layers 5,6: linear-relu + dropout",
+        ],
+        "{hops:?}"
+    );
+    assert_same(&local, &remote);
+    // The hops' state holds the running statistics and where the dropout masks are.
+    let bn = safetensors::SafeTensors::deserialize(&remote.1[1]).unwrap();
+    assert_eq!(
+        bn.tensor("num_batches_tracked").unwrap().data(),
+        4.0f32.to_le_bytes()
+    );
+    let (_, dropout) = safetensors::SafeTensors::read_metadata(&remote.1[6]).unwrap();
+    assert_eq!(
+        dropout.metadata().as_ref().unwrap()["extra_state"],
+        "draws=4"
+    );
+    assert_eq!(cluster.shutdown().unwrap(), 0);
+}
+
 #[test]
 fn hostile_setups_and_frames_are_refused_and_counted_while_the_host_keeps_serving() {
     let cluster = cluster(5);

@@ -29,6 +29,8 @@ const STANDARD: &[(&str, &str)] = &[
     ("FLATTEN", "mixnn-component-flatten"),
     ("MAX_POOL2D", "mixnn-component-max-pool2d"),
     ("AVG_POOL2D", "mixnn-component-avg-pool2d"),
+    ("DROPOUT", "mixnn-component-dropout"),
+    ("BATCH_NORM2D", "mixnn-component-batch-norm2d"),
 ];
 
 /// Built with the `test-guests` feature.

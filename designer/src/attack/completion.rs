@@ -157,6 +157,7 @@ fn layer(component: &str, config: toml::Table, lr: Option<f32>) -> LayerSpec {
         lr,
         momentum: lr.map(|_| 0.0),
         torch_modules: None,
+        frozen: false,
     }
 }
 

@@ -784,6 +784,7 @@ fn pytorch_model(spec_name: &str) -> Option<&'static str> {
     match spec_name {
         "paper-mlp" => Some("paper-mlp"),
         "lenet5-fashion" => Some("lenet5"),
+        "vgg-fashion" => Some("vgg"),
         _ => None,
     }
 }

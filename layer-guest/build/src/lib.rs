@@ -7,7 +7,7 @@
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 
 /// The standard components by layer name (the names of `mixnn_layers::STANDARD`).
-pub const STANDARD: [(&str, &[u8]); 12] = [
+pub const STANDARD: [(&str, &[u8]); 14] = [
     ("linear", LINEAR),
     ("relu", RELU),
     ("linear-relu", LINEAR_RELU),
@@ -20,6 +20,8 @@ pub const STANDARD: [(&str, &[u8]); 12] = [
     ("flatten", FLATTEN),
     ("max-pool2d", MAX_POOL2D),
     ("avg-pool2d", AVG_POOL2D),
+    ("dropout", DROPOUT),
+    ("batch-norm2d", BATCH_NORM2D),
 ];
 
 /// The standard component called `name`.

@@ -2,7 +2,9 @@
 //! component (see `layer-guest/components/`), and the designer's native baseline runs the same
 //! types directly through [`native`].
 
+mod batchnorm;
 mod conv;
+mod dropout;
 mod flatten;
 mod identity;
 mod linear;
@@ -12,7 +14,9 @@ mod relu;
 mod sides;
 mod softmax;
 
+pub use batchnorm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv::{Conv2d, Conv2dConfig, MAX_SIDE};
+pub use dropout::{Dropout, DropoutConfig};
 pub use flatten::Flatten;
 pub use identity::Identity;
 pub use linear::{Linear, LinearConfig, MAX_WEIGHTS};
@@ -25,7 +29,7 @@ pub use softmax::{LogSoftmax, NllLoss, SoftmaxCrossEntropy, log_softmax};
 use mixnn_layer_sdk::{Layer, LayerRuntime, Runtime};
 
 /// The names of the standard layers, as their components are named.
-pub const STANDARD: [&str; 12] = [
+pub const STANDARD: [&str; 14] = [
     Linear::NAME,
     Relu::NAME,
     LinearRelu::NAME,
@@ -38,6 +42,8 @@ pub const STANDARD: [&str; 12] = [
     Flatten::NAME,
     MaxPool2d::NAME,
     AvgPool2d::NAME,
+    Dropout::NAME,
+    BatchNorm2d::NAME,
 ];
 
 /// A native runtime for the standard layer called `name` (waiting for `init`), or `None`.
@@ -58,6 +64,8 @@ pub fn native(name: &str) -> Option<Box<dyn LayerRuntime>> {
         Flatten::NAME => boxed::<Flatten>(),
         MaxPool2d::NAME => boxed::<MaxPool2d>(),
         AvgPool2d::NAME => boxed::<AvgPool2d>(),
+        Dropout::NAME => boxed::<Dropout>(),
+        BatchNorm2d::NAME => boxed::<BatchNorm2d>(),
         _ => None,
     }
 }

@@ -67,6 +67,12 @@ impl Init {
         low + (high - low) * unit
     }
 
+    /// A seed for a generator of the layer's own (as a dropout layer keeps), drawn from the
+    /// designer's seed.
+    pub fn seed(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
     /// A tensor of `shape` with values drawn uniformly from `[-bound, bound)`.
     pub fn uniform_tensor(&mut self, shape: Vec<usize>, bound: f32) -> Tensor {
         let mut t = Tensor::zeros(shape);
@@ -128,6 +134,29 @@ pub trait Layer: Sized + 'static {
     /// The trainable parameters, by stable name (`weight`, `bias`, ...).
     fn params(&mut self) -> Vec<(&'static str, &mut Param)> {
         Vec::new()
+    }
+
+    /// Tensors the layer keeps but does not train (as BatchNorm's running statistics), by
+    /// stable name: saved and loaded with its state and in weights files, as PyTorch's
+    /// buffers are in its `state_dict`, but left alone by the optimizer.
+    fn buffers(&mut self) -> Vec<(&'static str, &mut Tensor)> {
+        Vec::new()
+    }
+
+    /// State that is not a tensor (a random generator's position, say), as PyTorch's
+    /// `get_extra_state`: saved with the layer's state so that a checkpoint resumes training
+    /// exactly, but not in weights files. `None`: the layer has none.
+    fn extra_state(&self) -> Option<String> {
+        None
+    }
+
+    /// Restores what [`Layer::extra_state`] gave. Called only with a state that carries some.
+    fn set_extra_state(&mut self, state: &str) -> Result<(), LayerError> {
+        let _ = state;
+        Err(LayerError::BadState(format!(
+            "{} keeps no extra state",
+            Self::NAME
+        )))
     }
 
     /// Loss layers: the mean loss of `input` against `target`, and its gradient.

@@ -1,6 +1,8 @@
-//! A layer's state as safetensors bytes: each parameter under its own name, and each momentum
-//! buffer under `<name>.momentum_buffer`, all `F32`, so a state can be opened by any
-//! safetensors reader (PyTorch, numpy) and checkpoints restore training exactly.
+//! A layer's state as safetensors bytes: each parameter and buffer ([`Layer::buffers`]) under
+//! its own name, and each momentum buffer under `<name>.momentum_buffer`, all `F32`, so a state
+//! can be opened by any safetensors reader (PyTorch, numpy) and checkpoints restore training
+//! exactly. A layer's
+//! extra state ([`Layer::extra_state`]) rides in the metadata under [`EXTRA_STATE_KEY`].
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -8,6 +10,9 @@ use crate::{Layer, LayerError, Sgd, Tensor};
 
 /// The suffix of a momentum buffer's name.
 pub const MOMENTUM_SUFFIX: &str = ".momentum_buffer";
+
+/// The metadata key of a layer's extra state.
+pub const EXTRA_STATE_KEY: &str = "extra_state";
 
 fn to_le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -24,7 +29,8 @@ fn state_error(e: impl core::fmt::Display) -> LayerError {
     LayerError::BadState(e.to_string())
 }
 
-/// Serialises the parameters of `layer` and the optimizer's momentum buffers.
+/// Serialises the parameters and buffers of `layer`, its extra state and the optimizer's
+/// momentum buffers.
 pub fn export<L: Layer>(layer: &mut L, sgd: &Sgd) -> Result<Vec<u8>, LayerError> {
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, param) in layer.params() {
@@ -38,6 +44,13 @@ pub fn export<L: Layer>(layer: &mut L, sgd: &Sgd) -> Result<Vec<u8>, LayerError>
             owned.push((format!("{name}{MOMENTUM_SUFFIX}"), shape, to_le_bytes(v)));
         }
     }
+    for (name, buffer) in layer.buffers() {
+        owned.push((
+            name.to_owned(),
+            buffer.shape().to_vec(),
+            to_le_bytes(buffer.data()),
+        ));
+    }
     let views = owned
         .iter()
         .map(|(name, shape, bytes)| {
@@ -45,21 +58,33 @@ pub fn export<L: Layer>(layer: &mut L, sgd: &Sgd) -> Result<Vec<u8>, LayerError>
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(state_error)?;
+    let extra = layer
+        .extra_state()
+        .map(|state| (EXTRA_STATE_KEY.to_owned(), state));
     let metadata = [("layer".to_owned(), L::NAME.to_owned())]
         .into_iter()
+        .chain(extra)
         .collect();
     safetensors::serialize(views, Some(metadata)).map_err(state_error)
 }
 
-/// Loads parameters (all required) and momentum buffers (optional; absent ones are cleared)
-/// from safetensors bytes. Nothing changes unless every tensor fits.
+/// Loads parameters and buffers (all required) and momentum buffers (optional; absent ones
+/// are cleared) from safetensors bytes, and the extra state when there is some (absent, as in a weights
+/// file, the layer's stays as it is). Nothing changes unless every tensor fits.
 pub fn import<L: Layer>(layer: &mut L, sgd: &mut Sgd, bytes: &[u8]) -> Result<(), LayerError> {
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(state_error)?;
+    let extra = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(EXTRA_STATE_KEY).cloned());
     let file = SafeTensors::deserialize(bytes).map_err(state_error)?;
-    let mut params = layer.params();
+    let buffer_names: Vec<&'static str> = layer.buffers().into_iter().map(|(n, _)| n).collect();
+    let params = layer.params();
     let known = |n: &str| {
-        params
-            .iter()
-            .any(|(p, _)| *p == n || n.strip_suffix(MOMENTUM_SUFFIX) == Some(*p))
+        buffer_names.contains(&n)
+            || params
+                .iter()
+                .any(|(p, _)| *p == n || n.strip_suffix(MOMENTUM_SUFFIX) == Some(*p))
     };
     if let Some(unknown) = file.names().into_iter().find(|n| !known(n)) {
         return Err(LayerError::BadState(format!("unknown tensor {unknown:?}")));
@@ -91,6 +116,20 @@ pub fn import<L: Layer>(layer: &mut L, sgd: &mut Sgd, bytes: &[u8]) -> Result<()
         let momentum = read(&format!("{name}{MOMENTUM_SUFFIX}"), shape)?;
         loaded.push((value, momentum));
     }
+    drop(params);
+    let mut buffers = Vec::new();
+    for (name, buffer) in layer.buffers() {
+        let value = read(name, buffer.shape())?
+            .ok_or_else(|| LayerError::BadState(format!("missing tensor {name:?}")))?;
+        buffers.push(value);
+    }
+    if let Some(extra) = &extra {
+        layer.set_extra_state(extra)?;
+    }
+    for ((_, buffer), value) in layer.buffers().into_iter().zip(buffers) {
+        *buffer = Tensor::new(buffer.shape().to_vec(), value)?;
+    }
+    let mut params = layer.params();
     for ((name, param), (value, momentum)) in params.iter_mut().zip(loaded) {
         param.value = Tensor::new(param.value.shape().to_vec(), value)?;
         sgd.set_velocity(name, momentum);
