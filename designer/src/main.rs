@@ -24,6 +24,8 @@ mod bench;
 mod demo;
 #[cfg(feature = "local-hosts")]
 mod privacy;
+#[cfg(feature = "local-hosts")]
+mod split;
 
 /// Train deep-learning models whose layers run as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -53,6 +55,14 @@ enum Command {
     /// JSON line, report.json and plots.
     #[cfg(feature = "local-hosts")]
     Attack(privacy::AttackArgs),
+    /// PrivyNet's split: pretrain the model on public data (or take its weights), then for
+    /// each number of first hosts the designer could keep frozen, train the rest on the
+    /// private data's features and measure its accuracy, how well the next host rebuilds the
+    /// private images (a decoder trained on public images) and the designer's compute; print
+    /// the table and the best split within the budget; a final JSON line, report.json and a
+    /// plot.
+    #[cfg(feature = "local-hosts")]
+    Split(split::SplitArgs),
     /// Run a host daemon (as `mixnn-host run`; used by `demo`).
     #[cfg(feature = "local-hosts")]
     #[command(hide = true)]
@@ -115,6 +125,11 @@ enum BenchCommand {
     /// session over host processes timed beside the same model in this process; one line per
     /// measurement (medians and quartiles over rounds), a final JSON line and report.json.
     Floor(bench::floor::FloorArgs),
+    /// A deep model (VGG-style by default) spread over 1 to all of its hosts: time per batch
+    /// against the number of hosts, beside the same batches in this process, each cascade's
+    /// weights compared bit for bit with this process's; a table, a final JSON line,
+    /// report.json and a plot.
+    Deep(bench::deep::DeepArgs),
 }
 
 /// Over remote hosts: where the directory is and how to build the cascade (defaults: the
@@ -213,13 +228,13 @@ struct DemoArgs {
 pub(crate) struct DataArgs {
     /// Directory with the IDX files [default: $MIXNN_DATA, else /usr/share/datasets/fashion-mnist].
     #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Use only the first N training examples.
     #[arg(long, value_name = "N")]
-    train_limit: Option<usize>,
+    pub(crate) train_limit: Option<usize>,
     /// Use only the first N test examples.
     #[arg(long, value_name = "N")]
-    test_limit: Option<usize>,
+    pub(crate) test_limit: Option<usize>,
 }
 
 impl DataArgs {
@@ -325,6 +340,12 @@ struct TrainArgs {
     /// weights `[out, in]`, F32), as `--save-weights` writes.
     #[arg(long, value_name = "FILE")]
     init_weights: Option<PathBuf>,
+    /// The pretrained weights of the model's frozen layers (`frozen = true`: the designer
+    /// keeps them and sends only their features) from FILE, a weights file of the whole model
+    /// (as `--save-weights` or `mixnn split` writes); the other layers start from the seeded
+    /// init, or from `--init-weights`.
+    #[arg(long, value_name = "FILE")]
+    front_weights: Option<PathBuf>,
     /// Save the trained weights to FILE (safetensors, the names of `--init-weights`), which
     /// PyTorch loads with `model.load_state_dict(safetensors.torch.load_file(FILE))`.
     #[arg(long, value_name = "FILE")]
@@ -451,6 +472,8 @@ fn main() -> Result<()> {
         #[cfg(feature = "local-hosts")]
         Command::Attack(args) => privacy::run(args),
         #[cfg(feature = "local-hosts")]
+        Command::Split(args) => split::run(args),
+        #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Scale(args)) => bench::scale::run(args),
         #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Load(args)) => bench::load::run(args),
@@ -458,6 +481,8 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Chaos(args)) => bench::chaos::run(args),
         #[cfg(feature = "local-hosts")]
         Command::Bench(BenchCommand::Floor(args)) => bench::floor::run(args),
+        #[cfg(feature = "local-hosts")]
+        Command::Bench(BenchCommand::Deep(args)) => bench::deep::run(args),
         #[cfg(feature = "local-hosts")]
         Command::FloorRelay {
             transport,
@@ -510,10 +535,14 @@ fn train_command(args: TrainArgs) -> Result<()> {
     };
     if !args.json {
         println!(
-            "{}: {} layers on {} hosts, {} training / {} test examples, {} mode",
+            "{}: {} layers on {} hosts{}, {} training / {} test examples, {} mode",
             spec.name,
             spec.layers.len(),
             spec.hosts().len(),
+            match spec.frozen_front() {
+                0 => String::new(),
+                n => format!(" (the first {n} frozen, kept here)"),
+            },
             splits.train.len(),
             splits.test.len(),
             backend.name()
@@ -556,61 +585,74 @@ fn train_command(args: TrainArgs) -> Result<()> {
         }
     }
     let (init_weights, save_weights) = (args.init_weights, args.save_weights);
+    let front_weights = args.front_weights;
     let (recovery, resume) = (args.recovery.options(), args.recovery.resume.clone());
-    let reports = run_in_sandbox_worker(move |sandbox| match remote {
-        None => {
-            let mut cascade = Cascade::build(&spec, backend, sandbox)?;
-            if let Some(path) = &init_weights {
-                let layout = Layout::new(&spec, &cascade.export_states()?)?;
-                cascade.import_states(&read_weights(&layout, path)?)?;
+    let reports = run_in_sandbox_worker(move |sandbox| {
+        let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
+        let part = Part::prepare(
+            &spec,
+            splits,
+            (init_weights.as_deref(), front_weights.as_deref()),
+            sandbox,
+        )?;
+        let options = TrainOptions {
+            input_shape: part.spec.input_shape.clone(),
+            ..options
+        };
+        match remote {
+            None => {
+                let mut cascade = Cascade::build(&part.spec, backend, Some(sandbox))?;
+                if let Some(states) = &part.init {
+                    cascade.import_states(states)?;
+                }
+                let reports = train::train(&mut cascade, &part.data, &options, print)?;
+                if let Some(path) = &save_weights {
+                    save(&spec, path, &part.whole(cascade.export_states()?)?)?;
+                }
+                Ok(reports)
             }
-            let reports = train::train(&mut cascade, &splits, &options, print)?;
-            if let Some(path) = &save_weights {
-                save(&spec, path, &cascade.export_states()?)?;
-            }
-            Ok(reports)
-        }
-        Some(remote) => {
-            let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
-            // Frames are sized for one training batch: test with batches of that size too.
-            let options = TrainOptions {
-                test_batch_size: options.batch_size,
-                ..options
-            };
-            let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
-            let start = match (&init_weights, &resume) {
-                (_, Some(dir)) => {
-                    let checkpoint = Checkpoint::read(dir)?;
-                    if !json {
-                        println!(
-                            "resuming from {} after {} batches",
-                            Checkpoint::path(dir).display(),
-                            checkpoint.batches
-                        );
+            Some(remote) => {
+                // Features are not bytes over 255: they travel as floats.
+                let remote = RemoteOptions {
+                    byte_inputs: remote.byte_inputs && part.front.is_none(),
+                    ..remote
+                };
+                // Frames are sized for one training batch: test with batches of that size too.
+                let options = TrainOptions {
+                    test_batch_size: options.batch_size,
+                    ..options
+                };
+                let input = part
+                    .spec
+                    .batch_shape(options.batch_size, part.data.train.pixels)?;
+                let start = match (&part.init, &resume) {
+                    (_, Some(dir)) => {
+                        let checkpoint = Checkpoint::read(dir)?;
+                        if !json {
+                            println!(
+                                "resuming from {} after {} batches",
+                                Checkpoint::path(dir).display(),
+                                checkpoint.batches
+                            );
+                        }
+                        checkpoint
                     }
-                    checkpoint
+                    (Some(states), None) => Checkpoint::start(states.clone()),
+                    (None, None) => Checkpoint::default(),
+                };
+                let done = start.batches;
+                let mut cascade =
+                    Resilient::connect(&part.spec, sandbox, &remote, &input, start, recovery)?;
+                cascade.on_event(print_event);
+                tracing::info!(hops = ?cascade.describe(), "cascade ready");
+                let reports = train::train_from(&mut cascade, &part.data, &options, done, print)?;
+                let states = cascade.export_states()?;
+                if let Some(path) = &save_weights {
+                    save(&spec, path, &part.whole(states)?)?;
                 }
-                // The model's layout, from a fresh copy of it here.
-                (Some(path), None) => {
-                    let mut probe = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
-                    Checkpoint::start(read_weights(
-                        &Layout::new(&spec, &probe.export_states()?)?,
-                        path,
-                    )?)
-                }
-                (None, None) => Checkpoint::default(),
-            };
-            let done = start.batches;
-            let mut cascade = Resilient::connect(&spec, sandbox, &remote, &input, start, recovery)?;
-            cascade.on_event(print_event);
-            tracing::info!(hops = ?cascade.describe(), "cascade ready");
-            let reports = train::train_from(&mut cascade, &splits, &options, done, print)?;
-            let states = cascade.export_states()?;
-            if let Some(path) = &save_weights {
-                save(&spec, path, &states)?;
+                cascade.close();
+                Ok(reports)
             }
-            cascade.close();
-            Ok(reports)
         }
     })?;
     if let Some(last) = reports.last().filter(|_| !json) {
@@ -619,11 +661,93 @@ fn train_command(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The layers' states from a weights file.
-fn read_weights(layout: &Layout, path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
-    layout
-        .read(path)
-        .with_context(|| format!("--init-weights {}", path.display()))
+/// The part of a model that trains, and what it trains on: the whole model on the data, or,
+/// when the spec freezes its first layers, the rest of it on their features (PrivyNet's
+/// split: the designer keeps the front, see [`mixnn_designer::front`]).
+struct Part {
+    /// The model that trains.
+    spec: ModelSpec,
+    /// Its data.
+    data: data::Splits,
+    /// Its layers' states to start from, if not the seeded init.
+    init: Option<Vec<Vec<u8>>>,
+    /// The frozen front, if any.
+    front: Option<mixnn_designer::front::Front>,
+}
+
+impl Part {
+    /// The part of `spec` that trains; `weights` are the files of `--init-weights` (every
+    /// layer) and `--front-weights` (the frozen layers only).
+    fn prepare(
+        spec: &ModelSpec,
+        data: data::Splits,
+        weights: (Option<&std::path::Path>, Option<&std::path::Path>),
+        sandbox: &Sandbox,
+    ) -> Result<Self> {
+        let frozen = spec.frozen_front();
+        // The model's layout, from a fresh copy of it here.
+        let layout = match weights {
+            (None, None) => None,
+            _ => {
+                let mut probe = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
+                Some(Layout::new(spec, &probe.export_states()?)?)
+            }
+        };
+        let read = |path: Option<&std::path::Path>, flag: &str| match (path, &layout) {
+            (Some(path), Some(layout)) => layout
+                .read(path)
+                .with_context(|| format!("{flag} {}", path.display()))
+                .map(Some),
+            _ => Ok(None),
+        };
+        let (states, front_states) = (
+            read(weights.0, "--init-weights")?,
+            read(weights.1, "--front-weights")?,
+        );
+        if frozen == 0 {
+            if weights.1.is_some() {
+                return Err(anyhow!(
+                    "--front-weights: the model freezes no layer (frozen = true)"
+                ));
+            }
+            return Ok(Part {
+                spec: spec.clone(),
+                data,
+                init: states,
+                front: None,
+            });
+        }
+        let Some(front_states) = front_states.or_else(|| states.clone()) else {
+            return Err(anyhow!(
+                "the model's first {frozen} layers are frozen: give their pretrained weights \
+                 with --front-weights (or all layers' with --init-weights)"
+            ));
+        };
+        let started = std::time::Instant::now();
+        let split = mixnn_designer::front::Split::new(spec, &data, Some(&front_states))?;
+        tracing::info!(
+            layers = frozen,
+            features = ?split.rest.input_shape,
+            seconds = started.elapsed().as_secs_f64(),
+            "the frozen front's features computed here"
+        );
+        Ok(Part {
+            spec: split.rest,
+            data: split.features,
+            init: states.map(|s| s[frozen..].to_vec()),
+            front: Some(split.front),
+        })
+    }
+
+    /// Every layer's state of the whole model, from the trained part's.
+    fn whole(mut self, trained: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        let mut states = match &mut self.front {
+            Some(front) => front.export_states()?,
+            None => Vec::new(),
+        };
+        states.extend(trained);
+        Ok(states)
+    }
 }
 
 /// The model spec at `path`, or the paper's model (models/paper-mlp.toml, built in).

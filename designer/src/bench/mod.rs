@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 pub(crate) mod chaos;
+pub(crate) mod deep;
 pub(crate) mod floor;
 pub(crate) mod load;
 pub(crate) mod paper;
