@@ -23,6 +23,8 @@ mod bench;
 #[cfg(feature = "local-hosts")]
 mod demo;
 #[cfg(feature = "local-hosts")]
+mod predict;
+#[cfg(feature = "local-hosts")]
 mod privacy;
 #[cfg(feature = "local-hosts")]
 mod split;
@@ -55,6 +57,12 @@ enum Command {
     /// JSON line, report.json and plots.
     #[cfg(feature = "local-hosts")]
     Attack(privacy::AttackArgs),
+    /// Deploy a trained model onto a fresh cascade (from a directory, or host processes
+    /// started here) and run it on new inputs (IDX files or a folder of PNG images), several
+    /// batches in flight; predictions as JSON lines or CSV, metrics when labels are known, a
+    /// final JSON line.
+    #[cfg(feature = "local-hosts")]
+    Predict(predict::PredictArgs),
     /// PrivyNet's split: pretrain the model on public data (or take its weights), then for
     /// each number of first hosts the designer could keep frozen, train the rest on the
     /// private data's features and measure its accuracy, how well the next host rebuilds the
@@ -135,13 +143,13 @@ enum BenchCommand {
 /// Over remote hosts: where the directory is and how to build the cascade (defaults: the
 /// spec's `[cascade]` table).
 #[derive(Debug, clap::Args)]
-struct CascadeArgs {
+pub(crate) struct CascadeArgs {
     /// Train over hosts from the directory at ADDR (host:port).
     #[arg(long, value_name = "ADDR")]
-    directory: Option<std::net::SocketAddr>,
+    pub(crate) directory: Option<std::net::SocketAddr>,
     /// The directory's certificate fingerprint (64 hex digits), as it prints at start.
     #[arg(long, value_name = "HEX", requires = "directory")]
-    directory_fingerprint: Option<String>,
+    pub(crate) directory_fingerprint: Option<String>,
     /// Dummy hosts interleaved at random between the actual ones.
     #[arg(long, value_name = "R")]
     dummies: Option<usize>,
@@ -173,7 +181,7 @@ struct CascadeArgs {
 }
 
 impl CascadeArgs {
-    fn options(
+    pub(crate) fn options(
         &self,
         spec: &ModelSpec,
         directory: std::net::SocketAddr,
@@ -471,6 +479,8 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::Paper(args)) => bench::paper::run(args),
         #[cfg(feature = "local-hosts")]
         Command::Attack(args) => privacy::run(args),
+        #[cfg(feature = "local-hosts")]
+        Command::Predict(args) => predict::run(args),
         #[cfg(feature = "local-hosts")]
         Command::Split(args) => split::run(args),
         #[cfg(feature = "local-hosts")]

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mixnn_layer_sdk::state::MOMENTUM_SUFFIX;
+use mixnn_layer_sdk::state::{EXTRA_STATE, MOMENTUM_SUFFIX};
 use safetensors::{Dtype, SafeTensorError, SafeTensors, tensor::TensorView};
 
 use crate::spec::ModelSpec;
@@ -153,7 +153,8 @@ impl Layout {
             let mut params: Vec<Param> = file
                 .tensors()
                 .into_iter()
-                .filter(|(local, _)| !local.ends_with(MOMENTUM_SUFFIX))
+                // Momentum belongs to the optimizer, extra state to checkpoints.
+                .filter(|(local, _)| !local.ends_with(MOMENTUM_SUFFIX) && local != EXTRA_STATE)
                 .map(|(local, view)| Param {
                     name: format!("{module}.{local}"),
                     local,

@@ -291,11 +291,207 @@ fn a_split_model_with_batch_norm_and_dropout_trains_bit_for_bit_over_host_proces
         bn.tensor("num_batches_tracked").unwrap().data(),
         4.0f32.to_le_bytes()
     );
-    let (_, dropout) = safetensors::SafeTensors::read_metadata(&remote.1[6]).unwrap();
-    assert_eq!(
-        dropout.metadata().as_ref().unwrap()["extra_state"],
-        "draws=4"
+    let dropout = safetensors::SafeTensors::deserialize(&remote.1[6]).unwrap();
+    assert_eq!(dropout.tensor("_extra_state").unwrap().data(), b"draws=4");
+    assert_eq!(cluster.shutdown().unwrap(), 0);
+}
+
+/// The same through `mixnn train`, a real designer process: LeNet with its first host's
+/// layers frozen at pretrained weights (`--front-weights`), over the cluster and in process;
+/// both save the whole model's weights, byte for byte the same, with the front unchanged.
+#[test]
+fn mixnn_train_keeps_a_frozen_front_and_saves_the_whole_model() {
+    let cluster = cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    // LeNet with conv1, its ReLU and pooling frozen.
+    let text = std::fs::read_to_string(workspace().join("models/lenet5-fashion.toml")).unwrap();
+    let mut parts: Vec<String> = text.split("[[layer]]").map(str::to_owned).collect();
+    for part in &mut parts[1..4] {
+        *part = part.replacen('\n', "\nfrozen = true\n", 1);
+    }
+    let model = dir.path().join("frozen.toml");
+    std::fs::write(&model, parts.join("[[layer]]")).unwrap();
+    // "Pretrained" weights: another seed's.
+    let mut other = ModelSpec::from_file(&model).unwrap();
+    other.training.seed = 99;
+    let mut pretrained = Cascade::build(&other, Backend::Native, None).unwrap();
+    let states = pretrained.export_states().unwrap();
+    let layout = Layout::new(&other, &states).unwrap();
+    let front = dir.path().join("front.safetensors");
+    layout.write(&front, &states).unwrap();
+
+    let data = std::env::var_os(mixnn_designer::data::DATA_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/data/mnist"));
+    let fingerprint = mixnn_transport::hex_fingerprint::format(&cluster.directory_fingerprint);
+    let run = |out: &std::path::Path, remote: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mixnn"));
+        cmd.arg("train")
+            .arg("--model")
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "--train-limit",
+                "320",
+                "--test-limit",
+                "64",
+                "--epochs",
+                "1",
+            ])
+            .args(["--json", "--front-weights"])
+            .arg(&front)
+            .arg("--save-weights")
+            .arg(out);
+        if remote {
+            cmd.args(["--dummies", "0", "--directory"])
+                .arg(cluster.directory_addr.to_string())
+                .args(["--directory-fingerprint", &fingerprint]);
+        }
+        let output = cmd.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::read(out).unwrap()
+    };
+    let over_hosts = run(&dir.path().join("remote.safetensors"), true);
+    let in_process = run(&dir.path().join("local.safetensors"), false);
+    assert!(over_hosts == in_process, "the saved weights differ");
+    let saved = safetensors::SafeTensors::deserialize(&over_hosts).unwrap();
+    let pretrained = std::fs::read(&front).unwrap();
+    let pretrained = safetensors::SafeTensors::deserialize(&pretrained).unwrap();
+    assert_eq!(saved.names().len(), pretrained.names().len());
+    for name in ["0.weight", "0.bias"] {
+        assert_eq!(
+            saved.tensor(name).unwrap().data(),
+            pretrained.tensor(name).unwrap().data(),
+            "{name} is frozen"
+        );
+    }
+    assert_ne!(
+        saved.tensor("3.weight").unwrap().data(),
+        pretrained.tensor("3.weight").unwrap().data(),
+        "the rest trains (from its own seeded init)"
     );
+    assert_eq!(cluster.shutdown().unwrap(), 0);
+}
+
+/// `mixnn predict`: trained weights deployed onto host processes (started by the command,
+/// and from a running directory), the test split and a folder of PNG images run through
+/// with several batches in flight; the accuracy and every output are exactly this
+/// process's.
+#[test]
+fn mixnn_predict_over_host_processes_gives_the_in_process_results_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = paper_spec();
+    let splits = mnist(640, 300);
+    // Weights trained here for a few batches.
+    let mut model = Cascade::build(&spec, Backend::Native, None).unwrap();
+    let mut options = options(&spec);
+    options.test_batch_size = 100;
+    train::train(&mut model, &splits, &options, |_| {}).unwrap();
+    let states = model.export_states().unwrap();
+    let weights = dir.path().join("trained.safetensors");
+    Layout::new(&spec, &states)
+        .unwrap()
+        .write(&weights, &states)
+        .unwrap();
+    let want = train::evaluate(&mut model, &splits.test, 100, None).unwrap();
+
+    let predict = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mixnn"))
+            .arg("predict")
+            .arg("--model")
+            .arg(workspace().join("models/paper-mlp.toml"))
+            .arg("--weights")
+            .arg(&weights)
+            .args(["--in-flight", "4", "--batch-size", "50", "--compare"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let last = stdout.lines().last().unwrap().to_owned();
+        serde_json::from_str::<serde_json::Value>(&last).unwrap()
+    };
+    let csv = dir.path().join("predictions.csv");
+    let summary = predict(&[
+        "--data",
+        common::mnist_dir().to_str().unwrap(),
+        "--limit",
+        "300",
+        "--local-hosts",
+        "4",
+        "--dummies",
+        "1",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(summary["examples"], 300);
+    assert_eq!(summary["identical_to_inproc"], true);
+    assert_eq!(
+        summary["test_acc"].as_f64().unwrap().to_bits(),
+        want.confusion.accuracy().to_bits()
+    );
+    let lines = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(lines.lines().count(), 301);
+    assert!(lines.starts_with("index,name,prediction,label\n0,,"));
+
+    // Three test images as PNG files, through a running directory's hosts.
+    let cluster = cluster(3);
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    for i in 0..3 {
+        let pixels: Vec<u8> = splits
+            .test
+            .image(i)
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        let file = std::fs::File::create(images.join(format!("digit-{i}.png"))).unwrap();
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 28, 28);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder
+            .write_header()
+            .unwrap()
+            .write_image_data(&pixels)
+            .unwrap();
+    }
+    let jsonl = dir.path().join("predictions.jsonl");
+    let fingerprint = mixnn_transport::hex_fingerprint::format(&cluster.directory_fingerprint);
+    let summary = predict(&[
+        "--images",
+        images.to_str().unwrap(),
+        "--directory",
+        &cluster.directory_addr.to_string(),
+        "--directory-fingerprint",
+        &fingerprint,
+        "--dummies",
+        "0",
+        "--out",
+        jsonl.to_str().unwrap(),
+    ]);
+    assert_eq!(summary["identical_to_inproc"], true);
+    assert!(summary["test_acc"].is_null());
+    let first3 = train::batch(&splits.test, &[0, 1, 2], None).unwrap().0;
+    let want = model.predict(first3).unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["name"], format!("digit-{i}.png"));
+        let output: Vec<f32> = serde_json::from_value(row["output"].clone()).unwrap();
+        assert_eq!(output, want.data()[i * 10..(i + 1) * 10], "image {i}");
+    }
     assert_eq!(cluster.shutdown().unwrap(), 0);
 }
 

@@ -22,8 +22,8 @@ use mixnn_designer::{
     cascade::Cascade,
     pool::Candidate,
     remote::{
-        DesignerSession, End, LinkError, MIN_DEADLINE, Outcome, Plan, RemoteError, RemoteOptions,
-        SessionConfig, Transmit,
+        DesignerSession, End, LinkError, MAX_TESTS_IN_FLIGHT, MIN_DEADLINE, Outcome, Plan,
+        RemoteError, RemoteOptions, SessionConfig, Transmit,
     },
     train,
 };
@@ -382,6 +382,57 @@ fn the_session_trains_bit_for_bit_over_sans_io_hops_and_times_out_a_silent_one()
         assert!(matches!(
             sim.session.forward(wire(x), &wire(y), sim.now),
             Err(RemoteError::Failed)
+        ));
+    });
+}
+
+/// Inference keeps several test batches in the cascade at once: the hops work on different
+/// batches at the same time, the outputs come back in order, bit for bit, and nothing else
+/// may start before they are all back; past the limit a test is refused.
+#[test]
+fn test_batches_in_flight_come_back_in_order_bit_for_bit() {
+    common::on_worker(|sandbox| {
+        let spec = common::paper_spec();
+        let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox)).unwrap();
+        let init = local.export_states().unwrap();
+        let mut sim = Sim::start(sandbox, &init, 2, config());
+        let data = batches(5);
+        for (x, _) in &data {
+            let sent = sim.session.test(wire(x), sim.now).unwrap();
+            sim.send([sent]);
+        }
+        assert_eq!(sim.session.tests_in_flight(), 5);
+        // Training waits for the tests.
+        let (x, y) = &data[0];
+        assert!(matches!(
+            sim.session.forward(wire(x), &wire(y), sim.now),
+            Err(RemoteError::OutOfTurn {
+                call: "forward",
+                ..
+            })
+        ));
+        for (i, (x, _)) in data.iter().enumerate() {
+            let Outcome::Output(got) = sim.run().unwrap() else {
+                panic!("a test pass answers with its output");
+            };
+            assert_eq!(
+                got.data,
+                local.predict(x.clone()).unwrap().data(),
+                "batch {i}"
+            );
+            assert_eq!(sim.session.tests_in_flight(), 4 - i);
+        }
+        // Idle again: training goes on, and matches.
+        let want = local.train_step(x.clone(), y.clone()).unwrap();
+        assert_eq!(sim.train(x, y).unwrap().to_bits(), want.to_bits());
+        // The limit.
+        for _ in 0..MAX_TESTS_IN_FLIGHT {
+            let sent = sim.session.test(wire(x), sim.now).unwrap();
+            sim.send([sent]);
+        }
+        assert!(matches!(
+            sim.session.test(wire(x), sim.now),
+            Err(RemoteError::OutOfTurn { call: "test", .. })
         ));
     });
 }

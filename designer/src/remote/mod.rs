@@ -38,7 +38,8 @@ pub use error::{End, LinkError, PeerFault, PlanError, RemoteError};
 pub use net::fetch_pool;
 pub use plan::{HostRef, Placement, Plan};
 pub use session::{
-    DEADLINE_FACTOR, DesignerSession, MIN_DEADLINE, Opening, Outcome, SessionConfig, Transmit,
+    DEADLINE_FACTOR, DesignerSession, MAX_TESTS_IN_FLIGHT, MIN_DEADLINE, Opening, Outcome,
+    SessionConfig, Transmit,
 };
 
 /// Where the directory is, and how to build the cascade.
@@ -488,12 +489,51 @@ impl Model for RemoteCascade {
     }
 
     fn predict(&mut self, input: Tensor) -> Result<Tensor, RemoteError> {
+        self.send_test(input)?;
+        self.receive_test()
+    }
+}
+
+impl RemoteCascade {
+    /// The model's outputs (test mode) for `inputs`, in order, with up to `in_flight` batches
+    /// in the cascade at once (at most [`MAX_TESTS_IN_FLIGHT`]): while one hop works on a
+    /// batch, the next hops work on earlier ones. `on_output` takes each batch's output as it
+    /// comes back.
+    pub fn predict_in_flight(
+        &mut self,
+        inputs: impl IntoIterator<Item = Tensor>,
+        in_flight: usize,
+        mut on_output: impl FnMut(usize, Tensor),
+    ) -> Result<(), RemoteError> {
+        let in_flight = in_flight.clamp(1, MAX_TESTS_IN_FLIGHT);
+        let mut inputs = inputs.into_iter();
+        let (mut sent, mut done) = (0, 0);
+        loop {
+            while sent - done < in_flight {
+                let Some(x) = inputs.next() else { break };
+                self.send_test(x)?;
+                sent += 1;
+            }
+            if done == sent {
+                return Ok(());
+            }
+            on_output(done, self.receive_test()?);
+            done += 1;
+        }
+    }
+
+    /// Sends a test batch through the kept head into the cascade.
+    fn send_test(&mut self, input: Tensor) -> Result<(), RemoteError> {
         let mut x = input;
         for (i, layer) in self.head.iter_mut().enumerate() {
             x = Self::local_call(layer, i, "forward", |l| l.forward(x, Mode::Test))?;
         }
         let sent = self.session.test(to_wire(x)?, Instant::now())?;
-        self.transmit(sent)?;
+        self.transmit(sent)
+    }
+
+    /// The next test output, through the kept tail.
+    fn receive_test(&mut self) -> Result<Tensor, RemoteError> {
         let Outcome::Output(y) = self.drive()? else {
             return Err(Self::out_of_step("test"));
         };

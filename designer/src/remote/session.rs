@@ -93,8 +93,9 @@ enum State {
     Forwarded,
     /// A backward frame is out; the first hop's backward frame is awaited.
     Backward,
-    /// A test frame is out; the output is awaited.
-    Test,
+    /// Test frames are out (`pending` of them, at most [`MAX_TESTS_IN_FLIGHT`]); their
+    /// outputs are awaited, in the order they went.
+    Test { pending: usize },
     /// EXPORT frames are out; `left` of them are still to come back.
     Export {
         left: usize,
@@ -114,7 +115,7 @@ impl State {
             State::Turning { .. } => "awaiting the backward pass",
             State::Forwarded => "awaiting the designer's backward frame",
             State::Backward => "awaiting the backward pass",
-            State::Test => "awaiting a test pass",
+            State::Test { .. } => "awaiting a test pass",
             State::Export { .. } => "awaiting the states",
             State::Failed => "failed",
         }
@@ -126,7 +127,7 @@ impl State {
             State::SettingUp => Some(Step::Setup),
             State::Forward | State::Turning { loss: None, .. } => Some(Step::Forward),
             State::Backward | State::Turning { .. } => Some(Step::Backward),
-            State::Test => Some(Step::Test),
+            State::Test { .. } => Some(Step::Test),
             State::Export { .. } => Some(Step::Export),
             State::Idle | State::Forwarded | State::Failed => None,
         }
@@ -192,6 +193,18 @@ pub enum Outcome {
     Output(WireTensor),
     /// The export: every remote layer's state, by the spec's layer index.
     States(Vec<(usize, Vec<u8>)>),
+}
+
+/// Test batches a session may have under way at once: enough to keep every hop of a long
+/// cascade busy, few enough that the frames waiting in the links stay small.
+pub const MAX_TESTS_IN_FLIGHT: usize = 32;
+
+/// The state once one of `pending` test outputs is back.
+fn after_test(pending: usize) -> State {
+    match pending {
+        0 | 1 => State::Idle,
+        n => State::Test { pending: n - 1 },
+    }
 }
 
 /// The designer's session with its cascade, sans IO.
@@ -375,14 +388,33 @@ impl<E: Entropy> DesignerSession<E> {
         Ok(sent)
     }
 
-    /// Sends a test batch: `input` into the first hop.
+    /// Sends a test batch: `input` into the first hop. Test batches may follow one another
+    /// before their outputs are back (up to [`MAX_TESTS_IN_FLIGHT`]), so that the hops work on
+    /// several at once; the outputs come back in order.
     pub fn test(&mut self, input: WireTensor, now: Instant) -> Result<Transmit, RemoteError> {
-        self.ready_for("test", |s| matches!(s, State::Idle))?;
+        self.ready_for("test", |s| match s {
+            State::Idle => true,
+            State::Test { pending } => *pending < MAX_TESTS_IN_FLIGHT,
+            _ => false,
+        })?;
         let blob = self.circuit.random_blob(&mut self.entropy);
         let sent = self.seal(End::First, Op::TEST, Some(input), blob, Vec::new())?;
-        self.state = State::Test;
-        self.wait(Step::Test, now);
+        match &mut self.state {
+            State::Test { pending } => *pending += 1,
+            _ => {
+                self.state = State::Test { pending: 1 };
+                self.wait(Step::Test, now);
+            }
+        }
         Ok(sent)
+    }
+
+    /// Test batches under way (sent, their outputs not yet back).
+    pub fn tests_in_flight(&self) -> usize {
+        match self.state {
+            State::Test { pending } => pending,
+            _ => 0,
+        }
     }
 
     /// Asks every hop for its state, sealed for the designer: EXPORT frames into the first
@@ -492,7 +524,9 @@ impl<E: Entropy> DesignerSession<E> {
         }
         match self.on_body(end, body, now) {
             Ok(outcome) => {
-                self.progress(now, outcome.is_some());
+                // A test output with more under way is progress, not the end of the wait.
+                let done = outcome.is_some() && !matches!(self.state, State::Test { .. });
+                self.progress(now, done);
                 Ok(outcome)
             }
             Err(e) => Err(self.fail(e)),
@@ -508,7 +542,9 @@ impl<E: Entropy> DesignerSession<E> {
         let step = self.state.step();
         // A report from anywhere: a failure ends the session, whatever is under way.
         let report = if body.op == Op::REPORT
-            || (matches!(self.state, State::Test) && body.op == Op::TEST && body.tensor.is_none())
+            || (matches!(self.state, State::Test { .. })
+                && body.op == Op::TEST
+                && body.tensor.is_none())
         {
             Some(self.open(end, &body.blob, step)?)
         } else {
@@ -568,12 +604,12 @@ impl<E: Entropy> DesignerSession<E> {
                     }
                 }
             }
-            (State::Test, None) if body.op == Op::TEST => {
+            (State::Test { pending }, None) if body.op == Op::TEST => {
                 let tensor = body.tensor.ok_or(fault(step, PeerFault::NoTensor))?;
-                (State::Idle, Outcome::Output(tensor))
+                (after_test(*pending), Outcome::Output(tensor))
             }
-            (State::Test, Some((_, Report::Output(tensor)))) => {
-                (State::Idle, Outcome::Output(tensor))
+            (State::Test { pending }, Some((_, Report::Output(tensor)))) => {
+                (after_test(*pending), Outcome::Output(tensor))
             }
             (State::Export { left, parts }, None) if body.op == Op::EXPORT => {
                 // A blob no hop sealed is a decoy.

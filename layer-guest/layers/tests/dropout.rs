@@ -149,6 +149,11 @@ fn a_checkpoint_resumes_the_masks_exactly() {
     resumed.import_state(&checkpoint).unwrap();
     let again: Vec<_> = (0..2).map(|_| step(&mut resumed)).collect();
     assert_eq!(next, again);
+    // Equal states are equal bytes (states are compared byte for byte).
+    assert_eq!(
+        resumed.export_state().unwrap(),
+        original.export_state().unwrap()
+    );
 
     // A state without extra state (as a weights file gives) keeps the layer's position.
     let mut fresh = Runtime::<Dropout>::new();
@@ -164,13 +169,14 @@ fn a_checkpoint_resumes_the_masks_exactly() {
     reference.init(&config).unwrap();
     assert_eq!(first, step(&mut reference));
 
+    let lots = b"draws=lots".to_vec();
     let garbled = safetensors::serialize(
-        Vec::<(&str, safetensors::tensor::TensorView<'_>)>::new(),
-        Some(
-            [("extra_state".to_owned(), "draws=lots".to_owned())]
-                .into_iter()
-                .collect(),
-        ),
+        [(
+            "_extra_state",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![lots.len()], &lots)
+                .unwrap(),
+        )],
+        None,
     )
     .unwrap();
     assert!(matches!(

@@ -2,7 +2,9 @@
 //! its own name, and each momentum buffer under `<name>.momentum_buffer`, all `F32`, so a state
 //! can be opened by any safetensors reader (PyTorch, numpy) and checkpoints restore training
 //! exactly. A layer's
-//! extra state ([`Layer::extra_state`]) rides in the metadata under [`EXTRA_STATE_KEY`].
+//! extra state ([`Layer::extra_state`]) is a `U8` tensor of its UTF-8 bytes named
+//! [`EXTRA_STATE`], as PyTorch's `_extra_state` entry of a `state_dict` (not in the metadata,
+//! whose map serialises in no fixed order: states must be byte-identical to be compared).
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -11,8 +13,8 @@ use crate::{Layer, LayerError, Sgd, Tensor};
 /// The suffix of a momentum buffer's name.
 pub const MOMENTUM_SUFFIX: &str = ".momentum_buffer";
 
-/// The metadata key of a layer's extra state.
-pub const EXTRA_STATE_KEY: &str = "extra_state";
+/// The name of a layer's extra state in its state.
+pub const EXTRA_STATE: &str = "_extra_state";
 
 fn to_le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -51,19 +53,23 @@ pub fn export<L: Layer>(layer: &mut L, sgd: &Sgd) -> Result<Vec<u8>, LayerError>
             to_le_bytes(buffer.data()),
         ));
     }
-    let views = owned
+    let extra = layer.extra_state().map(String::into_bytes);
+    let mut views = owned
         .iter()
         .map(|(name, shape, bytes)| {
             TensorView::new(Dtype::F32, shape.clone(), bytes).map(|view| (name.as_str(), view))
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(state_error)?;
-    let extra = layer
-        .extra_state()
-        .map(|state| (EXTRA_STATE_KEY.to_owned(), state));
+    if let Some(bytes) = &extra {
+        views.push((
+            EXTRA_STATE,
+            TensorView::new(Dtype::U8, vec![bytes.len()], bytes).map_err(state_error)?,
+        ));
+    }
+    // One metadata entry: a map of several would serialise in any order.
     let metadata = [("layer".to_owned(), L::NAME.to_owned())]
         .into_iter()
-        .chain(extra)
         .collect();
     safetensors::serialize(views, Some(metadata)).map_err(state_error)
 }
@@ -72,16 +78,25 @@ pub fn export<L: Layer>(layer: &mut L, sgd: &Sgd) -> Result<Vec<u8>, LayerError>
 /// are cleared) from safetensors bytes, and the extra state when there is some (absent, as in a weights
 /// file, the layer's stays as it is). Nothing changes unless every tensor fits.
 pub fn import<L: Layer>(layer: &mut L, sgd: &mut Sgd, bytes: &[u8]) -> Result<(), LayerError> {
-    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(state_error)?;
-    let extra = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(EXTRA_STATE_KEY).cloned());
     let file = SafeTensors::deserialize(bytes).map_err(state_error)?;
+    let extra = match file.tensor(EXTRA_STATE) {
+        Ok(view) if view.dtype() == Dtype::U8 => Some(
+            String::from_utf8(view.data().to_vec())
+                .map_err(|_| LayerError::BadState(format!("{EXTRA_STATE} is not UTF-8")))?,
+        ),
+        Ok(view) => {
+            return Err(LayerError::BadState(format!(
+                "{EXTRA_STATE} has dtype {}, expected U8",
+                view.dtype()
+            )));
+        }
+        Err(_) => None,
+    };
     let buffer_names: Vec<&'static str> = layer.buffers().into_iter().map(|(n, _)| n).collect();
     let params = layer.params();
     let known = |n: &str| {
-        buffer_names.contains(&n)
+        n == EXTRA_STATE
+            || buffer_names.contains(&n)
             || params
                 .iter()
                 .any(|(p, _)| *p == n || n.strip_suffix(MOMENTUM_SUFFIX) == Some(*p))

@@ -1,0 +1,429 @@
+//! `mixnn predict`: a trained model deployed onto a fresh cascade and run on new inputs.
+//!
+//! The weights travel in op=0 as each hop's initial state (no optimizer ever steps); the
+//! inputs go through op=3 test passes, several batches in the cascade at once, so that the
+//! hops work on different batches at the same time. A model with a frozen front runs the
+//! front here, as in training. With labels (IDX files) the metrics are printed; `--compare`
+//! also runs the model in this process on the same inputs and checks every output bit for bit.
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, anyhow};
+use mixnn_designer::{
+    backend::Backend,
+    cascade::Cascade,
+    data::{self, Dataset},
+    front::Front,
+    local_cluster::LocalCluster,
+    metrics::{Confusion, argmax_rows},
+    remote::{MAX_TESTS_IN_FLIGHT, RemoteCascade, RemoteOptions},
+    spec::ModelSpec,
+    train,
+    weights::Layout,
+};
+use mixnn_layer_sdk::Tensor;
+use mixnn_transport::hex_fingerprint;
+use serde::Serialize;
+
+use crate::{CascadeArgs, run_in_sandbox_worker};
+
+/// The most PNG files a folder may hold for one run.
+const MAX_IMAGES: usize = 1 << 20;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PredictArgs {
+    /// Model spec (TOML).
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// The trained weights (safetensors, as `mixnn train --save-weights` writes them).
+    #[arg(long, value_name = "FILE")]
+    weights: PathBuf,
+    /// Inputs: the test split of the IDX files in DIR (t10k-images, with their labels).
+    #[arg(long, value_name = "DIR", required_unless_present = "images")]
+    data: Option<PathBuf>,
+    /// Inputs: the PNG images in DIR, in file-name order (grayscale or colour, turned to
+    /// grayscale; each with as many pixels as the model's input has values).
+    #[arg(long, value_name = "DIR", conflicts_with = "data")]
+    images: Option<PathBuf>,
+    /// Use only the first N inputs.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Start M host processes and a directory on loopback and deploy there (as `mixnn demo`
+    /// does), instead of `--directory`.
+    #[arg(long, value_name = "M", conflicts_with = "directory")]
+    local_hosts: Option<usize>,
+    #[command(flatten)]
+    cascade: CascadeArgs,
+    /// Batches in the cascade at once.
+    #[arg(long, default_value_t = 8, value_name = "K")]
+    in_flight: usize,
+    /// Examples per batch [default: the spec's training batch size].
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Write one prediction per input to FILE: JSON lines, or CSV if FILE ends in `.csv`.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Also run the model in this process on the same inputs: check that every output is
+    /// bit for bit the cascade's, and report both throughputs.
+    #[arg(long)]
+    compare: bool,
+}
+
+/// The inputs, their labels if known, and their names (files) if any.
+struct Inputs {
+    data: Dataset,
+    labelled: bool,
+    names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    summary: bool,
+    model: String,
+    examples: usize,
+    hops: usize,
+    setup_s: f64,
+    seconds: f64,
+    images_per_s: f64,
+    in_flight: usize,
+    test_acc: Option<f64>,
+    inproc_images_per_s: Option<f64>,
+    vs_inproc: Option<f64>,
+    identical_to_inproc: Option<bool>,
+}
+
+pub(crate) fn run(args: PredictArgs) -> Result<()> {
+    let spec = ModelSpec::from_file(&args.model)?;
+    let inputs = load_inputs(&args)?;
+    if inputs.data.is_empty() {
+        return Err(anyhow!("no inputs"));
+    }
+    let batch_size = args.batch_size.unwrap_or(spec.training.batch_size).max(1);
+    let in_flight = args.in_flight.clamp(1, MAX_TESTS_IN_FLIGHT);
+    // Where the cascade comes from: host processes started here, or a directory.
+    let (cluster, options) = match (args.local_hosts, args.cascade.directory) {
+        (Some(m), _) => {
+            let exe = std::env::current_exe().context("finding this program to start hosts")?;
+            eprintln!("starting a directory and {m} hosts on loopback...");
+            let cluster = LocalCluster::start(&exe, m)?;
+            let options = RemoteOptions {
+                session_ttl: std::time::Duration::from_secs(3600),
+                ..args
+                    .cascade
+                    .options(&spec, cluster.directory_addr, cluster.directory_fingerprint)
+            };
+            (Some(cluster), options)
+        }
+        (None, Some(addr)) => {
+            let hex = args
+                .cascade
+                .directory_fingerprint
+                .as_deref()
+                .ok_or_else(|| anyhow!("--directory needs --directory-fingerprint"))?;
+            let fingerprint = hex_fingerprint::parse(hex)
+                .ok_or_else(|| anyhow!("--directory-fingerprint takes 64 hex digits"))?;
+            (None, args.cascade.options(&spec, addr, fingerprint))
+        }
+        (None, None) => return Err(anyhow!("give --local-hosts M or --directory ADDR")),
+    };
+    let weights = args.weights.clone();
+    let compare = args.compare;
+    let name = spec.name.clone();
+    let Inputs {
+        data: raw,
+        labelled,
+        names,
+    } = inputs;
+    let result = run_in_sandbox_worker(move |sandbox| {
+        let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
+        let mut probe = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
+        let states = Layout::new(&spec, &probe.export_states()?)?
+            .read(&weights)
+            .with_context(|| format!("--weights {}", weights.display()))?;
+        // A frozen front runs here, as in training: the cascade takes its features.
+        let frozen = spec.frozen_front();
+        let (spec, data, states) = if frozen > 0 {
+            let mut front = Front::build(&spec, frozen)?;
+            front.import_states(&states)?;
+            let (features, shape) = front.features(&raw, spec.input_shape.as_deref())?;
+            (
+                spec.without_front(frozen, shape),
+                features,
+                states[frozen..].to_vec(),
+            )
+        } else {
+            (spec, raw, states)
+        };
+        let options = RemoteOptions {
+            byte_inputs: options.byte_inputs && frozen == 0,
+            ..options
+        };
+        let shape = spec.input_shape.clone();
+        let batches = || {
+            let all: Vec<usize> = (0..data.len()).collect();
+            all.chunks(batch_size)
+                .map(|chunk| train::batch(&data, chunk, shape.as_deref()).map(|(x, _)| x))
+                .collect::<Result<Vec<Tensor>, _>>()
+        };
+        let input = spec.batch_shape(batch_size, data.pixels)?;
+        let mut cascade = RemoteCascade::connect_from(&spec, sandbox, &options, &input, &states)?;
+        let hops = cascade.describe().len();
+        let setup_s = cascade.setup_time().as_secs_f64();
+        eprintln!(
+            "deployed over {hops} hops in {setup_s:.2} s: {}",
+            cascade.describe().join(" -> ")
+        );
+        let inputs = batches()?;
+        let started = Instant::now();
+        let mut outputs = Vec::with_capacity(inputs.len());
+        cascade.predict_in_flight(inputs, in_flight, |_, y| outputs.push(y))?;
+        let seconds = started.elapsed().as_secs_f64();
+        cascade.close();
+        let local = if compare {
+            let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
+            local.import_states(&states)?;
+            let inputs = batches()?;
+            let started = Instant::now();
+            let mut same = true;
+            for (x, remote) in inputs.into_iter().zip(&outputs) {
+                same &= local.predict(x)?.data() == remote.data();
+            }
+            Some((started.elapsed().as_secs_f64(), same))
+        } else {
+            None
+        };
+        Ok((outputs, data.labels, hops, setup_s, seconds, local))
+    });
+    if let Some(cluster) = cluster {
+        cluster.shutdown()?;
+    }
+    let (outputs, labels, hops, setup_s, seconds, local) = result?;
+
+    // Predictions, and the metrics when the labels are known.
+    let mut predictions = Vec::with_capacity(labels.len());
+    for y in &outputs {
+        let cols = y.shape().last().copied().unwrap_or(1);
+        predictions.extend(argmax_rows(y.data(), cols));
+    }
+    if let Some(path) = &args.out {
+        write_predictions(
+            path,
+            &predictions,
+            &outputs,
+            labelled.then_some(&labels),
+            names.as_deref(),
+        )?;
+        eprintln!(
+            "wrote {} predictions to {}",
+            predictions.len(),
+            path.display()
+        );
+    }
+    let test_acc = labelled.then(|| {
+        let classes = usize::from(labels.iter().copied().max().unwrap_or(0)) + 1;
+        let classes = classes.max(predictions.iter().max().map_or(1, |m| m + 1));
+        let mut confusion = Confusion::new(classes);
+        for (&truth, &p) in labels.iter().zip(&predictions) {
+            confusion.record(usize::from(truth), p);
+        }
+        println!(
+            "{:>5}  {:>9}  {:>6}  {:>6}  {:>7}",
+            "class", "precision", "recall", "f1", "support"
+        );
+        for (c, m) in confusion.per_class().iter().enumerate() {
+            println!(
+                "{c:>5}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
+                m.precision, m.recall, m.f1, m.support
+            );
+        }
+        confusion.accuracy()
+    });
+    let n = predictions.len();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = |s: f64| n as f64 / s.max(1e-9);
+    let summary = Summary {
+        summary: true,
+        model: name,
+        examples: n,
+        hops,
+        setup_s,
+        seconds,
+        images_per_s: rate(seconds),
+        in_flight,
+        test_acc,
+        inproc_images_per_s: local.map(|(s, _)| rate(s)),
+        vs_inproc: local.map(|(s, _)| rate(seconds) / rate(s)),
+        identical_to_inproc: local.map(|(_, same)| same),
+    };
+    println!(
+        "{n} examples over {hops} hops: {:.0} images/s{}{}",
+        summary.images_per_s,
+        summary
+            .inproc_images_per_s
+            .map(|r| format!(" ({r:.0} in this process)"))
+            .unwrap_or_default(),
+        test_acc
+            .map(|a| format!(", test accuracy {a:.4}"))
+            .unwrap_or_default()
+    );
+    println!("{}", serde_json::to_string(&summary)?);
+    if summary.identical_to_inproc == Some(false) {
+        return Err(anyhow!("the cascade's outputs differ from this process's"));
+    }
+    Ok(())
+}
+
+fn load_inputs(args: &PredictArgs) -> Result<Inputs> {
+    let mut inputs = match (&args.data, &args.images) {
+        (Some(dir), _) => Inputs {
+            data: data::load_split(dir, "t10k")
+                .with_context(|| format!("loading the test split of {}", dir.display()))?,
+            labelled: true,
+            names: None,
+        },
+        (None, Some(dir)) => load_pngs(dir)?,
+        (None, None) => return Err(anyhow!("give --data DIR or --images DIR")),
+    };
+    if let Some(n) = args.limit {
+        inputs.data = inputs.data.truncate(n);
+        if let Some(names) = &mut inputs.names {
+            names.truncate(n);
+        }
+    }
+    Ok(inputs)
+}
+
+/// Every `.png` in `dir`, by file name: grayscale values scaled to [0, 1].
+fn load_pngs(dir: &Path) -> Result<Inputs> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .take(MAX_IMAGES + 1)
+        .collect();
+    if files.len() > MAX_IMAGES {
+        return Err(anyhow!("{}: more than {MAX_IMAGES} images", dir.display()));
+    }
+    files.sort();
+    let mut images = Vec::new();
+    let mut pixels = None;
+    let mut names = Vec::with_capacity(files.len());
+    for path in &files {
+        let gray = read_png(path).with_context(|| format!("{}", path.display()))?;
+        match pixels {
+            None => pixels = Some(gray.len()),
+            Some(p) if p != gray.len() => {
+                return Err(anyhow!(
+                    "{}: {} pixels, the first image has {p}",
+                    path.display(),
+                    gray.len()
+                ));
+            }
+            Some(_) => {}
+        }
+        images.extend(gray);
+        names.push(
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+    }
+    Ok(Inputs {
+        data: Dataset {
+            labels: vec![0; names.len()],
+            images,
+            pixels: pixels.unwrap_or(0),
+        },
+        labelled: false,
+        names: Some(names),
+    })
+}
+
+/// One PNG as grayscale values in [0, 1] (colour by the Rec. 601 luma, alpha ignored).
+fn read_png(path: &Path) -> Result<Vec<f32>> {
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut decoder = png::Decoder::new(file);
+    // 8 bits per channel, palettes expanded.
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info()?;
+    let mut buf = vec![
+        0;
+        reader
+            .output_buffer_size()
+            .ok_or_else(|| anyhow!("image too large"))?
+    ];
+    let info = reader.next_frame(&mut buf)?;
+    let bytes = &buf[..info.buffer_size()];
+    let to_unit = |v: f32| v / 255.0;
+    Ok(match info.color_type {
+        png::ColorType::Grayscale => bytes.iter().map(|&v| to_unit(f32::from(v))).collect(),
+        png::ColorType::GrayscaleAlpha => bytes
+            .chunks_exact(2)
+            .map(|c| to_unit(f32::from(c[0])))
+            .collect(),
+        png::ColorType::Rgb | png::ColorType::Rgba => {
+            let step = if info.color_type == png::ColorType::Rgb {
+                3
+            } else {
+                4
+            };
+            bytes
+                .chunks_exact(step)
+                .map(|c| {
+                    let luma =
+                        0.299 * f32::from(c[0]) + 0.587 * f32::from(c[1]) + 0.114 * f32::from(c[2]);
+                    to_unit(luma.round())
+                })
+                .collect()
+        }
+        png::ColorType::Indexed => return Err(anyhow!("an indexed image that did not expand")),
+    })
+}
+
+fn write_predictions(
+    path: &Path,
+    predictions: &[usize],
+    outputs: &[Tensor],
+    labels: Option<&Vec<u8>>,
+    names: Option<&[String]>,
+) -> Result<()> {
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if csv {
+        writeln!(out, "index,name,prediction,label")?;
+    }
+    let rows = outputs.iter().flat_map(|y| {
+        let cols = y.shape().last().copied().unwrap_or(1).max(1);
+        y.data()
+            .chunks(cols)
+            .map(<[f32]>::to_vec)
+            .collect::<Vec<_>>()
+    });
+    for (i, (p, scores)) in predictions.iter().zip(rows).enumerate() {
+        let name = names.and_then(|n| n.get(i)).cloned();
+        let label = labels.and_then(|l| l.get(i)).copied();
+        if csv {
+            writeln!(
+                out,
+                "{i},{},{p},{}",
+                name.unwrap_or_default(),
+                label.map(|l| l.to_string()).unwrap_or_default()
+            )?;
+        } else {
+            let line = serde_json::json!({
+                "index": i, "name": name, "prediction": p, "label": label, "output": scores,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
