@@ -603,7 +603,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
             &spec,
             splits,
             (init_weights.as_deref(), front_weights.as_deref()),
-            sandbox,
+            (backend, sandbox),
         )?;
         let options = TrainOptions {
             input_shape: part.spec.input_shape.clone(),
@@ -692,14 +692,14 @@ impl Part {
         spec: &ModelSpec,
         data: data::Splits,
         weights: (Option<&std::path::Path>, Option<&std::path::Path>),
-        sandbox: &Sandbox,
+        (backend, sandbox): (Backend, &Sandbox),
     ) -> Result<Self> {
         let frozen = spec.frozen_front();
         // The model's layout, from a fresh copy of it here.
         let layout = match weights {
             (None, None) => None,
             _ => {
-                let mut probe = Cascade::build(spec, Backend::Wasm, Some(sandbox))?;
+                let mut probe = Cascade::build(spec, backend, Some(sandbox))?;
                 Some(Layout::new(spec, &probe.export_states()?)?)
             }
         };

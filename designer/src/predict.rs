@@ -34,6 +34,9 @@ use crate::{CascadeArgs, run_in_sandbox_worker};
 /// The most PNG files a folder may hold for one run.
 const MAX_IMAGES: usize = 1 << 20;
 
+/// The most outputs per example (classes) a model's output may have.
+const MAX_OUTPUTS: usize = 1 << 16;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct PredictArgs {
     /// Model spec (TOML).
@@ -58,7 +61,7 @@ pub(crate) struct PredictArgs {
     local_hosts: Option<usize>,
     #[command(flatten)]
     cascade: CascadeArgs,
-    /// Batches in the cascade at once.
+    /// Batches in the cascade at once (at most 32).
     #[arg(long, default_value_t = 8, value_name = "K")]
     in_flight: usize,
     /// Examples per batch [default: the spec's training batch size].
@@ -178,9 +181,28 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
             cascade.describe().join(" -> ")
         );
         let inputs = batches()?;
+        let rows: Vec<usize> = inputs
+            .iter()
+            .map(|x| x.shape().first().copied().unwrap_or(0))
+            .collect();
         let started = Instant::now();
         let mut outputs = Vec::with_capacity(inputs.len());
         cascade.predict_in_flight(inputs, in_flight, |_, y| outputs.push(y))?;
+        // The kept tail made these, but from what the last hop sent: one row per example, as
+        // many columns in each batch, and a bounded number of them.
+        let cols = outputs
+            .first()
+            .and_then(|y| y.shape().last().copied())
+            .unwrap_or(0);
+        for (i, (y, &n)) in outputs.iter().zip(&rows).enumerate() {
+            if y.shape() != [n, cols] || cols == 0 || cols > MAX_OUTPUTS {
+                return Err(anyhow!(
+                    "batch {i}: the model's output has shape {:?}, expected [{n}, C] with C of \
+                     1 to {MAX_OUTPUTS}, the same in every batch",
+                    y.shape()
+                ));
+            }
+        }
         let seconds = started.elapsed().as_secs_f64();
         cascade.close();
         let local = if compare {
@@ -224,8 +246,9 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         );
     }
     let test_acc = labelled.then(|| {
+        // Sized by the labels, as the test pass of training is (a prediction past them counts
+        // as wrong).
         let classes = usize::from(labels.iter().copied().max().unwrap_or(0)) + 1;
-        let classes = classes.max(predictions.iter().max().map_or(1, |m| m + 1));
         let mut confusion = Confusion::new(classes);
         for (&truth, &p) in labels.iter().zip(&predictions) {
             confusion.record(usize::from(truth), p);
@@ -285,7 +308,7 @@ fn load_inputs(args: &PredictArgs) -> Result<Inputs> {
             labelled: true,
             names: None,
         },
-        (None, Some(dir)) => load_pngs(dir)?,
+        (None, Some(dir)) => load_pngs(dir, args.limit.unwrap_or(MAX_IMAGES))?,
         (None, None) => return Err(anyhow!("give --data DIR or --images DIR")),
     };
     if let Some(n) = args.limit {
@@ -297,8 +320,8 @@ fn load_inputs(args: &PredictArgs) -> Result<Inputs> {
     Ok(inputs)
 }
 
-/// Every `.png` in `dir`, by file name: grayscale values scaled to [0, 1].
-fn load_pngs(dir: &Path) -> Result<Inputs> {
+/// The first `limit` `.png` files in `dir`, by file name: grayscale values scaled to [0, 1].
+fn load_pngs(dir: &Path, limit: usize) -> Result<Inputs> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -309,6 +332,7 @@ fn load_pngs(dir: &Path) -> Result<Inputs> {
         return Err(anyhow!("{}: more than {MAX_IMAGES} images", dir.display()));
     }
     files.sort();
+    files.truncate(limit);
     let mut images = Vec::new();
     let mut pixels = None;
     let mut names = Vec::with_capacity(files.len());
@@ -384,6 +408,15 @@ fn read_png(path: &Path) -> Result<Vec<f32>> {
     })
 }
 
+/// A CSV field, quoted when it must be (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
 fn write_predictions(
     path: &Path,
     predictions: &[usize],
@@ -414,7 +447,7 @@ fn write_predictions(
             writeln!(
                 out,
                 "{i},{},{p},{}",
-                name.unwrap_or_default(),
+                csv_field(&name.unwrap_or_default()),
                 label.map(|l| l.to_string()).unwrap_or_default()
             )?;
         } else {

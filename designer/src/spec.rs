@@ -69,6 +69,9 @@ pub enum SpecError {
          (the designer keeps them)"
     )]
     FrozenNotFirst(usize),
+    /// Every layer but the loss is frozen.
+    #[error("every layer but the loss is frozen: nothing would train")]
+    NothingToTrain,
     /// A host label that comes back after another host.
     #[error("host {0:?} holds layers that are not adjacent")]
     HostNotAdjacent(String),
@@ -291,6 +294,9 @@ impl ModelSpec {
         {
             return Err(SpecError::FrozenNotFirst(i));
         }
+        if front > 0 && front + 1 == self.layers.len() {
+            return Err(SpecError::NothingToTrain);
+        }
         // A host label may not come back after another host: a host holds adjacent layers.
         let hosts = self.hosts();
         for (i, group) in hosts.iter().enumerate() {
@@ -334,10 +340,11 @@ impl ModelSpec {
     /// The model from layer `n` on, taking examples of `input_shape` (what the first `n`
     /// layers make). Its layers keep their seeds, so they start as they would in the whole
     /// model; weights files of the whole model number its tensors.
+    /// The loss always stays: `n` counts at most the layers before it.
     pub fn without_front(&self, n: usize, input_shape: Vec<usize>) -> ModelSpec {
+        let n = n.min(self.layers.len().saturating_sub(1));
         let mut rest = self.clone();
-        rest.layers
-            .drain(..n.min(self.layers.len().saturating_sub(1)));
+        rest.layers.drain(..n);
         rest.input_shape = Some(input_shape);
         rest.first_layer = self.first_layer + n;
         rest

@@ -472,7 +472,12 @@ fn measure(
         ssim: reconstruction.ssim,
         mse: reconstruction.mse,
         baseline_ssim: reconstruction.baseline_ssim,
-        local_ms_per_example: split.local_s_per_example * 1e3,
+        // Without a front the designer computes nothing (the time measured is batching).
+        local_ms_per_example: if front_layers == 0 {
+            0.0
+        } else {
+            split.local_s_per_example * 1e3
+        },
         train_s,
         within_budget: false,
     })

@@ -434,6 +434,13 @@ fn test_batches_in_flight_come_back_in_order_bit_for_bit() {
             sim.session.test(wire(x), sim.now),
             Err(RemoteError::OutOfTurn { call: "test", .. })
         ));
+        // A designer that gives up on them (its own layers failed, say) ends the session: no
+        // later call can be answered by one of their outputs.
+        sim.session.abort();
+        assert!(matches!(
+            sim.session.test(wire(x), sim.now),
+            Err(RemoteError::Failed)
+        ));
     });
 }
 

@@ -26,7 +26,7 @@ use mixnn_designer::{
 };
 use serde::Serialize;
 
-use super::{Machine, median, plot, write_report};
+use super::{Machine, median, plot, quantile, write_report};
 use crate::{DataArgs, run_in_sandbox_worker};
 
 #[derive(Debug, clap::Args)]
@@ -86,7 +86,8 @@ fn regroup(spec: &ModelSpec, tail: usize, g: usize) -> ModelSpec {
         // Host k of the spec joins new host floor(k * g / remote).
         let host = k * g / remote;
         for &i in group {
-            out.layers[i].host = Some(format!("h{host}"));
+            // A label no spec's tail would use: the tail's own labels stay apart.
+            out.layers[i].host = Some(format!("bench-deep-host-{host}"));
         }
     }
     out
@@ -188,10 +189,7 @@ pub(crate) fn run(args: DeepArgs) -> Result<()> {
             c.close();
             let mut sorted = ms.clone();
             sorted.sort_by(f64::total_cmp);
-            let p90 = sorted
-                .get((sorted.len() * 9 / 10).min(sorted.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(f64::NAN);
+            let p90 = quantile(&sorted, 0.9);
             let median_batch_ms = median(ms);
             rows.push(Row {
                 hosts: g,

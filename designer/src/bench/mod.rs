@@ -51,6 +51,21 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// The `q` quantile of `sorted`, interpolated (NaN for none).
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n => {
+            let at = q.clamp(0.0, 1.0) * (n - 1) as f64;
+            // Whole, and within 0..n: the casts are exact.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+            let (a, b) = (sorted[lo], sorted[hi]);
+            a + (b - a) * (at - at.floor())
+        }
+    }
+}
+
 /// Resident memory of process `pid`, in MB.
 pub(crate) fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -505,7 +505,24 @@ impl RemoteCascade {
         in_flight: usize,
         mut on_output: impl FnMut(usize, Tensor),
     ) -> Result<(), RemoteError> {
-        let in_flight = in_flight.clamp(1, MAX_TESTS_IN_FLIGHT);
+        let result = self.run_in_flight(
+            inputs,
+            in_flight.clamp(1, MAX_TESTS_IN_FLIGHT),
+            &mut on_output,
+        );
+        // Outputs still under way would answer later calls out of turn: the session is over.
+        if result.is_err() {
+            self.session.abort();
+        }
+        result
+    }
+
+    fn run_in_flight(
+        &mut self,
+        inputs: impl IntoIterator<Item = Tensor>,
+        in_flight: usize,
+        on_output: &mut impl FnMut(usize, Tensor),
+    ) -> Result<(), RemoteError> {
         let mut inputs = inputs.into_iter();
         let (mut sent, mut done) = (0, 0);
         loop {

@@ -409,6 +409,13 @@ impl<E: Entropy> DesignerSession<E> {
         Ok(sent)
     }
 
+    /// Ends the session from the designer's side (its own layers failed mid-step, say): it
+    /// takes no more frames or calls, so no later call can be answered by a stale frame.
+    pub fn abort(&mut self) {
+        self.state = State::Failed;
+        self.waiting = None;
+    }
+
     /// Test batches under way (sent, their outputs not yet back).
     pub fn tests_in_flight(&self) -> usize {
         match self.state {
@@ -522,11 +529,17 @@ impl<E: Entropy> DesignerSession<E> {
         if body.op == Op::COVER {
             return Ok(None);
         }
+        // An output that comes back behind others took the gap since the last one, not a
+        // crossing of the cascade: it must not teach the deadlines a crossing's time.
+        let behind = matches!(self.state, State::Test { pending } if pending > 1);
         match self.on_body(end, body, now) {
             Ok(outcome) => {
-                // A test output with more under way is progress, not the end of the wait.
-                let done = outcome.is_some() && !matches!(self.state, State::Test { .. });
-                self.progress(now, done);
+                if behind && outcome.is_some() {
+                    self.waiting = None;
+                    self.wait(Step::Test, now);
+                } else {
+                    self.progress(now, outcome.is_some());
+                }
                 Ok(outcome)
             }
             Err(e) => Err(self.fail(e)),

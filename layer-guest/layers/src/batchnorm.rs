@@ -63,12 +63,16 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     /// `(N, C, H * W)` of an input, which must be `[N, channels, H, W]`.
     fn dims(&self, shape: &[usize]) -> Result<(usize, usize, usize), LayerError> {
-        match *shape {
-            [n, c, h, w] if c == self.channels => Ok((n, c, h * w)),
-            _ => Err(LayerError::BadShape(format!(
+        let bad = || {
+            LayerError::BadShape(format!(
                 "batch-norm2d takes [N, {}, H, W], not {shape:?}",
                 self.channels
-            ))),
+            ))
+        };
+        match *shape {
+            // Checked: with N = 0 the input's size bounds neither H nor W.
+            [n, c, h, w] if c == self.channels => Ok((n, c, h.checked_mul(w).ok_or_else(bad)?)),
+            _ => Err(bad()),
         }
     }
 }

@@ -89,8 +89,9 @@ impl Layer for Dropout {
         let kept = self.mask(self.draws, input.len());
         self.draws = self.draws.wrapping_add(1);
         let scale = self.scale();
+        // A multiplication, as PyTorch's: a dropped NaN stays NaN.
         for (v, &keep) in input.data_mut().iter_mut().zip(&kept) {
-            *v = if keep { *v * scale } else { 0.0 };
+            *v *= if keep { scale } else { 0.0 };
         }
         self.kept = Some(kept);
         Ok(input)
@@ -110,7 +111,7 @@ impl Layer for Dropout {
         }
         let scale = self.scale();
         for (g, keep) in grad_output.data_mut().iter_mut().zip(kept) {
-            *g = if keep { *g * scale } else { 0.0 };
+            *g *= if keep { scale } else { 0.0 };
         }
         Ok(grad_output)
     }

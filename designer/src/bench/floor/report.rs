@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::bench::{Machine, median};
+use crate::bench::{Machine, median, quantile};
 
 /// The median and quartiles of one figure over the rounds.
 #[derive(Debug, Clone, Serialize)]
@@ -24,21 +24,6 @@ impl Stat {
             q1: quantile(&sorted, 0.25),
             q3: quantile(&sorted, 0.75),
             rounds,
-        }
-    }
-}
-
-/// The `q` quantile of `sorted`, interpolated (NaN for none).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    match sorted.len() {
-        0 => f64::NAN,
-        n => {
-            let at = q.clamp(0.0, 1.0) * (n - 1) as f64;
-            // Whole, and within 0..n: the casts are exact.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-            let (a, b) = (sorted[lo], sorted[hi]);
-            a + (b - a) * (at - at.floor())
         }
     }
 }
