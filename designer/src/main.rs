@@ -544,18 +544,24 @@ fn train_command(args: TrainArgs) -> Result<()> {
         ModeArg::Native => Backend::Native,
     };
     if !args.json {
+        let frozen = spec.frozen_front();
+        // The hosts' groups of layers the front leaves.
+        let groups = spec.hosts().iter().filter(|g| g[0] >= frozen).count();
         println!(
-            "{}: {} layers on {} hosts{}, {} training / {} test examples, {} mode",
+            "{}: {} layers in {groups} hosts' groups{}, {} training / {} test examples, {}",
             spec.name,
             spec.layers.len(),
-            spec.hosts().len(),
-            match spec.frozen_front() {
+            match frozen {
                 0 => String::new(),
-                n => format!(" (the first {n} frozen, kept here)"),
+                n => format!(" after the first {n}, frozen and kept here"),
             },
             splits.train.len(),
             splits.test.len(),
-            backend.name()
+            if args.cascade.directory.is_some() {
+                "over a cascade of hosts".to_owned()
+            } else {
+                format!("{} mode, in this process", backend.name())
+            }
         );
         println!(
             "{:>5}  {:>10}  {:>8}  {:>8}  {:>7}",
