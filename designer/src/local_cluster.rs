@@ -333,6 +333,11 @@ impl LocalCluster {
         self.hosts.get(i).map(|h| h.child.id())
     }
 
+    /// How host `i` exited, if it has.
+    pub fn host_exit(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.hosts.get_mut(i)?.child.try_wait().ok().flatten()
+    }
+
     /// Where host `i` keeps its files.
     pub fn host_dir(&self, i: usize) -> Option<&Path> {
         self.host_dirs.get(i).map(PathBuf::as_path)

@@ -260,6 +260,92 @@ fn hosts_dying_during_setup_backward_export_and_test_are_each_replaced_bit_ident
 }
 
 /// Host `i`'s certificate fingerprint, from its keys.
+#[test]
+fn a_host_stopped_with_sigterm_ends_its_step_says_so_and_exits_and_the_run_ends_bit_identical() {
+    // Host 0 sends itself SIGTERM as it handles its seventh forward frame (batch 6), in
+    // the middle of that step; it sits at position 2. Hosts 5 and 6 are spares.
+    let victim = 2;
+    let mut cluster = LocalCluster::start_each(env!("CARGO_BIN_EXE_mixnn").as_ref(), 7, |i| {
+        if i == 0 {
+            "[faults]\ndie_on = \"forward\"\ndie_at = 7\ndie_by = \"term\"\n".to_owned()
+        } else {
+            String::new()
+        }
+    })
+    .unwrap();
+    let remote = remote_options(&cluster);
+    let mut placement: Vec<Option<[u8; 32]>> = vec![None; 5];
+    placement[victim] = Some(host_fingerprint(&cluster, 0));
+    let data = data();
+    let (expected, got, events) = on_worker(move |sandbox| {
+        let expected = in_process(sandbox, &data);
+        let mut model = Resilient::connect_on(
+            &paper_spec(),
+            sandbox,
+            &remote,
+            &[BATCH, 784],
+            Checkpoint::default(),
+            recovery(),
+            placement,
+        )
+        .unwrap();
+        let (losses, outputs) = run(&mut model, &data, |_| {});
+        let got = Outcome {
+            losses,
+            outputs,
+            states: model.export_states().unwrap(),
+        };
+        let mut events = model.events().to_vec();
+        model.close();
+        events.retain(|e| !matches!(e, Event::Checkpoint { .. }));
+        (expected, got, events)
+    });
+    eprintln!("{events:#?}");
+    // One failure, named: the host said why, at the end of its step (batch 6 was done).
+    let failures: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Failed { .. }))
+        .collect();
+    assert_eq!(failures.len(), 1, "{events:#?}");
+    let Event::Failed {
+        hop,
+        error,
+        batches,
+        ..
+    } = failures[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(*hop, Some(victim), "{error}");
+    assert!(error.contains("shutting down"), "{error}");
+    assert_eq!(
+        *batches, 7,
+        "the step under way when the signal came was finished"
+    );
+    let replaced: Vec<Vec<usize>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Recovered { replaced, .. } => Some(replaced.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replaced, vec![vec![victim]]);
+    assert_identical(&got, &expected, &[]);
+    // The host left by itself, cleanly, and counted the session it drained.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = cluster.host_exit(0) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the host did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let stats = cluster.host_stats(0).unwrap();
+    assert_eq!(stats.sessions_drained, 1, "{stats:?}");
+    assert_eq!(stats.sessions_failed, 0, "{stats:?}");
+}
+
 fn host_fingerprint(cluster: &LocalCluster, i: usize) -> [u8; 32] {
     let keys =
         mixnn_host::keys::HostKeys::load(&cluster.host_dir(i).unwrap().join("keys")).unwrap();

@@ -356,6 +356,13 @@ impl<E: Entropy> Hop<E> {
         }
     }
 
+    /// Whether the hop is between two steps: no forward pass waits for its backward pass,
+    /// no update is owed, no export is half sent. A host that leaves ends its sessions there,
+    /// so that their designers lose no step.
+    pub fn between_steps(&self) -> bool {
+        self.pending.is_none() && !self.owes_update && self.export.is_none()
+    }
+
     /// Whether the session has failed.
     pub fn has_failed(&self) -> bool {
         self.failed

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mixnn_host::{
+    check,
     keys::{HostKeys, ONION_PUBLIC_FILE, TLS_CERT_FILE},
     serve,
 };
@@ -38,6 +39,14 @@ enum Command {
         /// Also stop when standard input closes (for supervisors such as `mixnn demo`).
         #[arg(long)]
         stop_on_stdin_eof: bool,
+    },
+    /// Check a configuration without starting anything: it parses and its limits agree,
+    /// the keys load, the address is free and reachable by others, the files the host writes
+    /// are writable. Prints one line per finding; exits with 1 if any is an error.
+    Check {
+        /// The configuration file to check.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Run the directory: verifies and stores host descriptors, serves the live pool.
     /// Prints `listening on ADDR fingerprint HEX` once ready.
@@ -78,6 +87,23 @@ fn main() -> Result<()> {
         } => {
             mixnn_alloc::for_many_sessions();
             Ok(serve::host(&config, stop_on_stdin_eof)?)
+        }
+        Command::Check { config } => {
+            let found = check::check(&config);
+            for finding in &found.0 {
+                println!("{finding}");
+            }
+            match found.worst() {
+                check::Severity::Error => {
+                    println!("{}: not ready", config.display());
+                    std::process::exit(1)
+                }
+                check::Severity::Warning => {
+                    println!("{}: ready, with warnings", config.display())
+                }
+                check::Severity::Ok => println!("{}: ready", config.display()),
+            }
+            Ok(())
         }
         Command::Directory {
             listen,

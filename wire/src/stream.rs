@@ -49,6 +49,8 @@ impl StreamRefusal {
     pub const TIMED_OUT: StreamRefusal = StreamRefusal(9);
     /// An attach for a circuit no session waits on (or attached twice).
     pub const NO_SESSION: StreamRefusal = StreamRefusal(10);
+    /// The host is shutting down: it takes no new session.
+    pub const SHUTTING_DOWN: StreamRefusal = StreamRefusal(11);
 }
 
 impl std::fmt::Display for StreamRefusal {
@@ -64,6 +66,7 @@ impl std::fmt::Display for StreamRefusal {
             StreamRefusal::WRONG_NEIGHBOUR => "not from the neighbour the setup names",
             StreamRefusal::TIMED_OUT => "timed out",
             StreamRefusal::NO_SESSION => "no session for this circuit",
+            StreamRefusal::SHUTTING_DOWN => "the host is shutting down",
             StreamRefusal(code) => return write!(f, "refused (code {code})"),
         };
         f.write_str(text)

@@ -5,6 +5,8 @@
 //! advertise = "203.0.113.5:7100"   # address in the descriptor (default: the bound address)
 //! keys = "/var/lib/mixnn/keys"     # from `mixnn-host keygen`
 //! stats_file = "stats.json"        # counters, rewritten every second (optional)
+//! metrics_file = "mixnn.prom"      # the same in Prometheus' text format (optional)
+//! drain_s = 30                     # on SIGTERM, how long open sessions may take to end
 //! audit_dir = "audit"              # what every session showed this host (optional)
 //! cache_dir = "/var/cache/mixnn"   # compiled components kept on disk (default: none)
 //! cache_max_mib = 512              # the oldest go first past this
@@ -82,6 +84,14 @@ pub enum ConfigError {
         /// What is wrong.
         source: LimitsError,
     },
+    /// The drain is longer than any supervisor should wait.
+    #[error("{path}: drain_s {drain_s} exceeds {MAX_DRAIN_S}")]
+    Drain {
+        /// The file.
+        path: PathBuf,
+        /// The drain asked for.
+        drain_s: u64,
+    },
 }
 
 /// Limits that contradict each other.
@@ -121,6 +131,15 @@ pub struct HostConfig {
     /// A file the counters are written to every second, as JSON.
     #[serde(default)]
     pub stats_file: Option<PathBuf>,
+    /// A file the counters and gauges are written to every second, in Prometheus' text
+    /// exposition format (for node_exporter's textfile collector, say).
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+    /// On SIGTERM (or Ctrl-C), how long the host waits for its open sessions to reach the
+    /// end of their step (each then tells its designer that the host is leaving) before it
+    /// exits anyway. A second signal exits at once.
+    #[serde(default = "default_drain_s")]
+    pub drain_s: u64,
     /// The directory to register with.
     #[serde(default)]
     pub directory: Option<DirectoryConfig>,
@@ -160,6 +179,7 @@ pub struct HostConfig {
 /// [faults]
 /// die_on = "backward"   # setup | forward | backward | test | export
 /// die_at = 3            # the third frame of that operation (1-based); setups: the third
+/// die_by = "term"       # SIGKILL by default; "term": SIGTERM, the host drains and leaves
 /// lie = "skip-update"   # or "perturb-forward": every session lies so...
 /// lie_from = 10         # ...from its tenth forward frame on
 /// link_delay_ms = 5     # every frame written to a neighbour leaves 5 ms late (benchmarks)
@@ -174,6 +194,9 @@ pub struct Faults {
     /// Which of those frames (1-based).
     #[serde(default = "one")]
     pub die_at: u64,
+    /// The signal the host sends itself then.
+    #[serde(default)]
+    pub die_by: FaultSignal,
     /// Every session lies so (see [`crate::hop::Lie`]).
     #[serde(default)]
     pub lie: Option<FaultLie>,
@@ -223,6 +246,17 @@ mod link_delay_tests {
         assert!(faults("link_delay_ms = 1e9").is_err());
         assert!(faults("link_delay_ms = nan").is_err());
     }
+}
+
+/// How a host dies in a fault drill.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultSignal {
+    /// SIGKILL: a crash, no goodbye.
+    #[default]
+    Kill,
+    /// SIGTERM: an operator stopping the host, which drains its sessions first.
+    Term,
 }
 
 /// How a host lies in a fault drill.
@@ -432,6 +466,13 @@ impl SandboxLimits {
 
 // The compilation cache.
 
+fn default_drain_s() -> u64 {
+    30
+}
+
+/// The longest drain taken: a supervisor waits for the host (systemd's `TimeoutStopSec`).
+pub const MAX_DRAIN_S: u64 = 3600;
+
 fn default_cache_max_mib() -> u64 {
     mixnn_sandbox::DEFAULT_MAX_DISK_CACHE_BYTES >> 20
 }
@@ -463,9 +504,16 @@ impl HostConfig {
                 path: path.into(),
                 source,
             })?;
+        if config.drain_s > MAX_DRAIN_S {
+            return Err(ConfigError::Drain {
+                path: path.into(),
+                drain_s: config.drain_s,
+            });
+        }
         let base = path.parent().unwrap_or(std::path::Path::new("."));
         config.keys = base.join(&config.keys);
         config.stats_file = config.stats_file.map(|p| base.join(p));
+        config.metrics_file = config.metrics_file.map(|p| base.join(p));
         config.audit_dir = config.audit_dir.map(|p| base.join(p));
         config.cache_dir = config.cache_dir.map(|p| base.join(p));
         Ok(config)

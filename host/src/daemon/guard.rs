@@ -16,11 +16,18 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// Live counters of a host daemon.
         #[derive(Debug, Default)]
         pub struct Counters {
-            $($(#[$doc])* pub $name: AtomicU64,)*
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        impl DaemonStats {
+            /// Every counter: its name, its documentation and its value.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), concat!($($doc, "\n"),*), self.$name),)*]
+            }
         }
 
         /// A snapshot of [`Counters`], as written to the stats file.
@@ -100,6 +107,11 @@ counters! {
     streams_timed_out,
     /// Connections refused: too many at once, or from one source.
     connections_refused,
+    /// op=0 messages refused because the host was shutting down.
+    setups_refused_draining,
+    /// Sessions ended at the end of a step because the host was shutting down (each told
+    /// its designer).
+    sessions_drained,
 }
 
 /// Bumps a counter.

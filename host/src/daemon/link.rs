@@ -593,9 +593,27 @@ async fn work(
         }
     };
     let mut cheapness = Cheapness::default();
+    let mut draining = inner.draining.subscribe();
+    let mut leaving = false;
     while !hop.has_failed() {
+        if leaving && hop.between_steps() {
+            bump(&counters.sessions_drained);
+            tracing::info!("session drained: the host is shutting down");
+            let why = "the host is shutting down (its operator stopped it)";
+            links.send(hop.fail_with(Toward::Prev, why)).await;
+            linger(&inner, &mut inbox, links, open_in).await;
+            // Not a failure of the session's: it ended as its designer was told.
+            return;
+        }
         traffic.waiting();
-        let Some(event) = inbox.recv().await else {
+        let event = tokio::select! {
+            event = inbox.recv() => event,
+            _ = draining.wait_for(|&d| d), if !leaving => {
+                leaving = true;
+                continue;
+            }
+        };
+        let Some(event) = event else {
             break;
         };
         traffic.busy();
@@ -676,13 +694,13 @@ async fn work(
                 links.send(hop.fail_with(to, &why)).await;
             }
             Event::Closed(from, _) => links.send(hop.lost(from)).await,
-            Event::NextUnreachable(
-                why @ (Unreachable::Address | Unreachable::Refused(_) | Unreachable::NoDesigner(_)),
-            ) => {
+            Event::NextUnreachable(why @ (Unreachable::Address | Unreachable::NoDesigner(_))) => {
                 links
                     .send(hop.fail_with(Toward::Prev, &why.to_string()))
                     .await;
             }
+            // A refusal too: the designer is to replace the host that refused (full, busy,
+            // leaving, or unable to peel its layer), not this one.
             Event::NextUnreachable(why) => {
                 tracing::debug!(error = %why, "the next hop is unreachable");
                 links.send(hop.lost(Toward::Next)).await;
@@ -711,5 +729,41 @@ async fn work(
     }
     if hop.has_failed() {
         bump(&counters.sessions_failed);
+    }
+}
+
+/// How long a drained session keeps its links open for its designer to end it.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Keeps a drained session's links open until its designer ends the session (both links
+/// finish), for at most [`LINGER`]: were this hop to finish its streams at once, its
+/// neighbours would pass the end on, and the designer could see a link of the cascade end
+/// before the report that says why, and blame another hop.
+async fn linger(
+    inner: &Inner,
+    inbox: &mut mpsc::Receiver<Event>,
+    mut links: Links,
+    mut open_in: (bool, bool),
+) {
+    let deadline = tokio::time::sleep(LINGER);
+    tokio::pin!(deadline);
+    while open_in != (false, false) {
+        let event = tokio::select! {
+            event = inbox.recv() => event,
+            () = &mut deadline => return,
+        };
+        match event {
+            None | Some(Event::Expired | Event::Idle) => return,
+            Some(Event::Closed(Toward::Prev, _)) => {
+                open_in.0 = false;
+                links.next = None;
+            }
+            Some(Event::Closed(Toward::Next, _)) => {
+                open_in.1 = false;
+                links.prev = None;
+            }
+            Some(Event::Frame(..)) => bump(&inner.counters.frames_after_failure),
+            Some(_) => {}
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod audit;
 mod config;
 mod guard;
 mod link;
+pub mod metrics;
 mod worker;
 
 use std::{
@@ -30,8 +31,8 @@ use std::{
 };
 
 pub use config::{
-    ConfigError, DirectoryConfig, FaultLie, FaultOp, Faults, HostConfig, Limits, LimitsError,
-    SandboxLimits,
+    ConfigError, DirectoryConfig, FaultLie, FaultOp, FaultSignal, Faults, HostConfig, Limits,
+    LimitsError, MAX_DRAIN_S, SandboxLimits,
 };
 pub use guard::{
     Counters, DaemonStats, MAX_REPLAY_TAGS, Quota, QuotaFull, QuotaSlot, RateLimiter, ReplayCache,
@@ -162,6 +163,8 @@ pub(crate) struct Inner {
     lie_frames: Arc<std::sync::atomic::AtomicU64>,
     /// Whether frames may run inline.
     inline_gate: worker::InlineGate,
+    /// Set once the host is shutting down: sessions end at the end of their step.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl Inner {
@@ -175,12 +178,15 @@ impl Inner {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
         if seen == self.faults.die_at {
-            tracing::warn!(?op, seen, "faults: dying now, as asked");
-            let _ = rustix::process::kill_process(
-                rustix::process::getpid(),
-                rustix::process::Signal::KILL,
-            );
-            std::process::abort();
+            let signal = match self.faults.die_by {
+                FaultSignal::Kill => rustix::process::Signal::KILL,
+                FaultSignal::Term => rustix::process::Signal::TERM,
+            };
+            tracing::warn!(?op, seen, ?signal, "faults: dying now, as asked");
+            let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
+            if signal == rustix::process::Signal::KILL {
+                std::process::abort();
+            }
         }
     }
 }
@@ -283,6 +289,7 @@ impl Daemon {
             fault_count: std::sync::atomic::AtomicU64::new(0),
             lie_frames: Arc::default(),
             inline_gate: worker::InlineGate::default(),
+            draining: tokio::sync::watch::Sender::new(false),
         });
         Ok(Daemon {
             inner,
@@ -344,27 +351,76 @@ impl Daemon {
                 d,
             ))
         });
-        let stats = config.stats_file.clone().map(|path| {
+        let stats = (config.stats_file.is_some() || config.metrics_file.is_some()).then(|| {
             let inner = Arc::clone(&inner);
+            let (json, prom) = (config.stats_file.clone(), config.metrics_file.clone());
             tokio::spawn(async move {
                 loop {
-                    write_stats(&path, &inner.counters.snapshot());
+                    write_stats(&inner, json.as_deref(), prom.as_deref());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             })
         });
         shutdown.await;
-        let last = inner.counters.snapshot();
-        tracing::info!(stats = ?last, "shutting down");
-        if let Some(path) = &config.stats_file {
-            write_stats(path, &last);
+        let open = lock(&inner.admission).active;
+        tracing::info!(
+            sessions = open,
+            drain_s = config.drain_s,
+            "shutting down: open sessions end at the end of their step"
+        );
+        // No new session, and no more descriptors: the directory forgets the host.
+        inner.draining.send_replace(true);
+        if let Some(task) = &register {
+            task.abort();
         }
+        let drained = tokio::select! {
+            drained = drain(&inner, Duration::from_secs(config.drain_s)) => drained,
+            () = stopped(false) => {
+                tracing::warn!("a second signal: exiting without waiting for the sessions");
+                false
+            }
+        };
+        let last = inner.counters.snapshot();
+        if drained {
+            tracing::info!(stats = ?last, "every session drained; exiting");
+        } else {
+            let left = lock(&inner.admission).active;
+            tracing::warn!(sessions = left, stats = ?last, "exiting with sessions open");
+        }
+        write_stats(
+            &inner,
+            config.stats_file.as_deref(),
+            config.metrics_file.as_deref(),
+        );
         for task in [Some(accept), register, stats].into_iter().flatten() {
             task.abort();
         }
         inner.endpoint.close();
         Ok(())
     }
+}
+
+/// How long the last frames of drained sessions (their reports to their designers) may take
+/// to leave before the endpoint closes.
+const FLUSH: Duration = Duration::from_secs(2);
+
+/// Waits until every session has ended (each at the end of its step) and their connections
+/// closed, for at most `timeout` (and [`FLUSH`]); true if they all ended.
+async fn drain(inner: &Inner, timeout: Duration) -> bool {
+    let tick = Duration::from_millis(20);
+    let until = Instant::now() + timeout;
+    while lock(&inner.admission).active > 0 {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(tick).await;
+    }
+    // Closing the endpoint now would drop the reports still in flight.
+    let flushed = Instant::now() + FLUSH;
+    while inner.endpoint.open_connections() > 0 && Instant::now() < flushed {
+        tokio::time::sleep(tick).await;
+    }
+    true
 }
 
 async fn register_loop(
@@ -411,12 +467,34 @@ fn sign(identity: &IdentityKey, descriptor: Descriptor) -> Result<Vec<u8>, Daemo
         .map_err(|e| DaemonError::Keys(KeyError::Identity(e)))
 }
 
-fn write_stats(path: &std::path::Path, stats: &DaemonStats) {
+/// Writes the counters as JSON to `json` and, with the gauges, in Prometheus' format to
+/// `prom` (each atomically: a reader never sees half a file).
+fn write_stats(inner: &Inner, json: Option<&std::path::Path>, prom: Option<&std::path::Path>) {
+    let stats = inner.counters.snapshot();
+    if let Some(path) = json {
+        match serde_json::to_vec_pretty(&stats) {
+            Ok(bytes) => write_atomically(path, &bytes),
+            Err(e) => tracing::error!(error = %e, "cannot serialise the counters (a bug)"),
+        }
+    }
+    if let Some(path) = prom {
+        let gauges = {
+            let a = lock(&inner.admission);
+            metrics::Gauges {
+                sessions_open: a.active,
+                frame_bytes_held: a.frame_bytes,
+                connections_open: inner.endpoint.open_connections(),
+                draining: *inner.draining.borrow(),
+            }
+        };
+        write_atomically(path, metrics::prometheus(&stats, &gauges).as_bytes());
+    }
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) {
+    // node_exporter's textfile collector reads `*.prom` only: the temporary name is not one.
     let tmp = path.with_extension("tmp");
-    let written = serde_json::to_vec_pretty(stats)
-        .map_err(std::io::Error::other)
-        .and_then(|json| std::fs::write(&tmp, json))
-        .and_then(|()| std::fs::rename(&tmp, path));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         tracing::warn!(error = %e, path = %path.display(), "cannot write the stats file");
     }
@@ -522,6 +600,10 @@ async fn accept_setup(
     let counters = &inner.counters;
     let limits = &inner.limits;
     let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if *inner.draining.borrow() {
+        bump(&counters.setups_refused_draining);
+        return refuse(streams, StreamRefusal::SHUTTING_DOWN);
+    }
     if !(HEAD_LEN..=limits.max_setup_bytes).contains(&len) {
         bump(&counters.setups_refused);
         return refuse(streams, StreamRefusal::OUT_OF_BOUNDS);
