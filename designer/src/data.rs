@@ -1,5 +1,6 @@
 //! MNIST-style data sets in the IDX format (gzip-compressed), as in the original MNIST
-//! distribution and Debian's `dataset-fashion-mnist`.
+//! distribution, Debian's `dataset-fashion-mnist` and the cache of `mixnn data fetch`
+//! ([`crate::fetch`]).
 
 use std::{
     io::Read,
@@ -7,6 +8,8 @@ use std::{
 };
 
 use flate2::read::MultiGzDecoder;
+
+use crate::fetch::{self, Source};
 
 /// Where Debian's `dataset-fashion-mnist` installs Fashion-MNIST.
 pub const DEBIAN_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -26,12 +29,21 @@ const LABELS_MAGIC: u32 = 0x0801;
 pub enum DataError {
     /// No data directory was given and none of the defaults exists.
     #[error(
-        "no data set found: pass --data DIR or set {DATA_ENV} to a directory holding \
-         train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and \
-         t10k-labels-idx1-ubyte.gz (MNIST's layout), or install Fashion-MNIST with \
-         `apt-get install dataset-fashion-mnist` (it goes to {DEBIAN_FASHION_MNIST})"
+        "no data set found: run `mixnn data fetch mnist` to download MNIST into {} (commands \
+         without --data then use it), or pass --data DIR or set {DATA_ENV} to a directory \
+         holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
+         t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (MNIST's layout), or install \
+         Fashion-MNIST with `apt-get install dataset-fashion-mnist` (it goes to \
+         {DEBIAN_FASHION_MNIST})",
+        cache.as_ref().map_or_else(
+            || format!("the cache (none here: set {} or HOME)", fetch::CACHE_ENV),
+            |dir| dir.display().to_string()
+        )
     )]
-    NotFound,
+    NotFound {
+        /// Where `mixnn data fetch mnist` would put MNIST, if there is a cache.
+        cache: Option<PathBuf>,
+    },
     /// A file is missing.
     #[error("{path}: missing ({source})")]
     Missing {
@@ -149,19 +161,59 @@ pub struct Splits {
     pub test: Dataset,
 }
 
-/// The data directory: `explicit`, else `$MIXNN_DATA`, else Debian's Fashion-MNIST.
+/// The data directory: `explicit`, else `$MIXNN_DATA`, else Debian's Fashion-MNIST, else what
+/// `mixnn data fetch` downloaded (MNIST, else Fashion-MNIST); see [`Lookup`].
 pub fn resolve_dir(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
-    if let Some(dir) = explicit {
-        return Ok(dir.to_path_buf());
+    Lookup::from_env().resolve(explicit)
+}
+
+/// Where a data set is looked for when none is named, in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// `$MIXNN_DATA`, taken as it is.
+    pub env: Option<PathBuf>,
+    /// Debian's Fashion-MNIST ([`DEBIAN_FASHION_MNIST`]), taken if it is a directory.
+    pub system: PathBuf,
+    /// The root of `mixnn data fetch`'s cache ([`fetch::cache_root`]): each data set of
+    /// [`Source::ALL`] in turn, taken if all its files are there. Never downloads.
+    pub cache: Option<PathBuf>,
+}
+
+impl Lookup {
+    /// The places this environment names.
+    pub fn from_env() -> Self {
+        Lookup {
+            env: std::env::var_os(DATA_ENV)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+            system: PathBuf::from(DEBIAN_FASHION_MNIST),
+            cache: fetch::cache_root(None).ok(),
+        }
     }
-    if let Some(dir) = std::env::var_os(DATA_ENV).filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
+
+    /// `explicit`, else the first of these places that holds a data set.
+    pub fn resolve(&self, explicit: Option<&Path>) -> Result<PathBuf, DataError> {
+        if let Some(dir) = explicit.or(self.env.as_deref()) {
+            return Ok(dir.to_path_buf());
+        }
+        if self.system.is_dir() {
+            return Ok(self.system.clone());
+        }
+        if let Some(root) = &self.cache
+            && let Some(dir) = Source::ALL
+                .into_iter()
+                .find_map(|source| fetch::cached(source, root))
+        {
+            tracing::info!(dir = %dir.display(), "data from the cache of `mixnn data fetch`");
+            return Ok(dir);
+        }
+        Err(DataError::NotFound {
+            cache: self
+                .cache
+                .as_ref()
+                .map(|root| root.join(Source::Mnist.name())),
+        })
     }
-    let debian = Path::new(DEBIAN_FASHION_MNIST);
-    if debian.is_dir() {
-        return Ok(debian.to_path_buf());
-    }
-    Err(DataError::NotFound)
 }
 
 /// Loads both splits from `dir` (MNIST's file names).
@@ -291,6 +343,55 @@ mod tests {
         assert_eq!((d.len(), d.pixels, d.classes()), (2, 2, 8));
         assert_eq!(d.images, vec![0.0, 1.0, 0.2, 0.4]);
         assert_eq!(d.image(1), &[0.2, 0.4]);
+    }
+
+    /// `--data`, then `$MIXNN_DATA`, then Debian's folder, then the cache (MNIST first, a data
+    /// set only if it is whole); else an error that says how to fetch one.
+    #[test]
+    fn the_cache_is_the_last_place_looked_in() {
+        let root = tempfile::tempdir().unwrap();
+        let fill = |source: Source, files: usize| {
+            let dir = root.path().join(source.name());
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in &source.files()[..files] {
+                std::fs::write(dir.join(f.name), b"").unwrap();
+            }
+            dir
+        };
+        let mut lookup = Lookup {
+            env: None,
+            system: root.path().join("no-such-folder"),
+            cache: Some(root.path().to_path_buf()),
+        };
+        let err = lookup.resolve(None).unwrap_err().to_string();
+        assert!(err.contains("run `mixnn data fetch mnist`"), "{err}");
+        assert!(
+            err.contains(&root.path().join("mnist").display().to_string()),
+            "{err}"
+        );
+        fill(Source::Mnist, 3);
+        assert!(
+            lookup.resolve(None).is_err(),
+            "a partial data set is not taken"
+        );
+        let fashion = fill(Source::FashionMnist, 4);
+        assert_eq!(lookup.resolve(None).unwrap(), fashion);
+        let mnist = fill(Source::Mnist, 4);
+        assert_eq!(lookup.resolve(None).unwrap(), mnist);
+        lookup.system = root.path().to_path_buf();
+        assert_eq!(lookup.resolve(None).unwrap(), root.path());
+        lookup.env = Some(PathBuf::from("from-env"));
+        assert_eq!(lookup.resolve(None).unwrap(), Path::new("from-env"));
+        let explicit = Path::new("explicit");
+        assert_eq!(lookup.resolve(Some(explicit)).unwrap(), explicit);
+        let none = Lookup {
+            cache: None,
+            ..Lookup::from_env()
+        };
+        if !none.system.is_dir() && none.env.is_none() {
+            let err = none.resolve(None).unwrap_err().to_string();
+            assert!(err.contains("set MIXNN_CACHE or HOME"), "{err}");
+        }
     }
 
     #[test]

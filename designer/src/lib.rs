@@ -1,10 +1,10 @@
 //! The mixnn designer: owns a model and its data, and trains it through layer components.
 //!
-//! This crate holds the model spec ([`spec`]), the data loader ([`data`]), the in-process
-//! cascade ([`cascade`]) that calls each layer's component through the same sandbox a host
-//! uses (or natively, as a baseline), the remote one ([`remote`]), the training loop
-//! ([`train`]) and weights files ([`weights`]). The `mixnn` binary is
-//! its command line.
+//! This crate holds the model spec ([`spec`]), the data loader ([`data`]) and its downloads
+//! ([`fetch`]), the in-process cascade ([`cascade`]) that calls each layer's component through
+//! the same sandbox a host uses (or natively, as a baseline), the remote one ([`remote`]), the
+//! training loop ([`train`]) and weights files ([`weights`]). The `mixnn` binary is its command
+//! line.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -21,6 +21,7 @@ pub mod attack;
 pub mod backend;
 pub mod cascade;
 pub mod data;
+pub mod fetch;
 pub mod front;
 #[cfg(feature = "local-hosts")]
 pub mod local_cluster;

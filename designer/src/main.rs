@@ -10,7 +10,7 @@ use mixnn_designer::remote::RemoteOptions;
 use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
-    data,
+    data, fetch,
     spec::ModelSpec,
     train::{self, EpochReport, TrainOptions},
     weights::Layout,
@@ -71,6 +71,10 @@ enum Command {
     /// plot.
     #[cfg(feature = "local-hosts")]
     Split(split::SplitArgs),
+    /// Data sets: download MNIST or Fashion-MNIST into a cache, which commands given no
+    /// `--data` read (after $MIXNN_DATA and Debian's Fashion-MNIST).
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Run a host daemon (as `mixnn-host run`; used by `demo`).
     #[cfg(feature = "local-hosts")]
     #[command(hide = true)]
@@ -104,6 +108,55 @@ enum Command {
         #[arg(long)]
         frame_bytes: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Download a data set's four IDX files (gzip-compressed, MNIST's layout) from its public
+    /// mirrors into the cache, DIR/NAME under the cache's root. Each file is checked against
+    /// its published SHA-256 before it takes its place (a corrupted, truncated or oversized
+    /// download leaves nothing behind); files already there and intact are kept. Commands
+    /// given no --data then use the cache, MNIST if it is there, else Fashion-MNIST (unless
+    /// $MIXNN_DATA is set or /usr/share/datasets/fashion-mnist exists: they come first).
+    Fetch(FetchArgs),
+}
+
+/// `mixnn data fetch`.
+#[derive(Debug, clap::Args)]
+struct FetchArgs {
+    /// The data set.
+    #[arg(value_enum, value_name = "NAME")]
+    name: SourceArg,
+    /// The cache's root directory [default: $MIXNN_CACHE, else $XDG_CACHE_HOME/mixnn, else
+    /// ~/.cache/mixnn].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Download from this base URL (the file names are appended) instead of the data set's
+    /// usual mirrors; repeat it for fallbacks, tried in order [default: $MIXNN_MIRROR, base
+    /// URLs separated by spaces or commas, else the usual mirrors].
+    #[arg(long, value_name = "URL")]
+    mirror: Vec<String>,
+    /// Give up on a mirror after this many seconds without a byte from it.
+    #[arg(long, value_name = "SECONDS", default_value_t = fetch::STALL_TIMEOUT.as_secs())]
+    stall_timeout: u64,
+}
+
+/// A data set `mixnn data fetch` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceArg {
+    /// MNIST's handwritten digits.
+    Mnist,
+    /// Zalando's Fashion-MNIST.
+    FashionMnist,
+}
+
+impl From<SourceArg> for fetch::Source {
+    fn from(arg: SourceArg) -> Self {
+        match arg {
+            SourceArg::Mnist => fetch::Source::Mnist,
+            SourceArg::FashionMnist => fetch::Source::FashionMnist,
+        }
+    }
 }
 
 #[cfg(feature = "local-hosts")]
@@ -234,7 +287,8 @@ struct DemoArgs {
 /// The data set, and how much of it to use.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DataArgs {
-    /// Directory with the IDX files [default: $MIXNN_DATA, else /usr/share/datasets/fashion-mnist].
+    /// Directory with the IDX files [default: $MIXNN_DATA, else /usr/share/datasets/fashion-mnist,
+    /// else the cache of `mixnn data fetch`: MNIST, else Fashion-MNIST].
     #[arg(long, value_name = "DIR")]
     pub(crate) data: Option<PathBuf>,
     /// Use only the first N training examples.
@@ -473,6 +527,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Train(args) => train_command(args),
+        Command::Data(DataCommand::Fetch(args)) => fetch_command(args),
         #[cfg(feature = "local-hosts")]
         Command::Demo(args) => demo::run(args),
         #[cfg(feature = "local-hosts")]
@@ -521,6 +576,42 @@ fn main() -> Result<()> {
             stop_on_stdin_eof,
         )?),
     }
+}
+
+fn fetch_command(args: FetchArgs) -> Result<()> {
+    let source = fetch::Source::from(args.name);
+    let root = fetch::cache_root(args.cache.as_deref())?;
+    let mut options = fetch::FetchOptions::for_source(source);
+    if !args.mirror.is_empty() {
+        options.mirrors = args.mirror;
+    }
+    options.stall_timeout = std::time::Duration::from_secs(args.stall_timeout.max(1));
+    options.progress = true;
+    let (dir, files) = fetch::fetch_source(source, &root, &options)?;
+    for file in &files {
+        let name = file
+            .path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        match &file.from {
+            Some(url) => println!("{name}: {} bytes from {url}, SHA-256 verified", file.bytes),
+            None => println!(
+                "{name}: {} bytes, already in the cache, SHA-256 verified",
+                file.bytes
+            ),
+        }
+    }
+    println!("{} is in {}", source.title(), dir.display());
+    match data::resolve_dir(None) {
+        Ok(found) if found == dir => println!("commands given no --data use it"),
+        Ok(found) => println!(
+            "commands given no --data use {} first: pass --data {} for this one",
+            found.display(),
+            dir.display()
+        ),
+        Err(_) => println!("pass --data {} to use it", dir.display()),
+    }
+    Ok(())
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
