@@ -171,8 +171,10 @@ fn addresses(config: &HostConfig, found: &mut Findings) {
             format!("listen {}: cannot bind: {e}", config.listen),
         ),
     }
+    // Without `advertise`, the bound address is published: port 0 is the one the system picks.
     let published: SocketAddr = config.advertise.unwrap_or(config.listen);
-    if published.ip().is_unspecified() || published.port() == 0 {
+    let port_unknown = config.advertise.is_some() && published.port() == 0;
+    if published.ip().is_unspecified() || port_unknown {
         found.push(
             Severity::Error,
             format!(
@@ -226,7 +228,17 @@ fn files(config: &HostConfig, found: &mut Findings) {
     for (what, dir) in dirs {
         let Some(dir) = dir else { continue };
         // The host creates them: their closest existing ancestor must take it.
-        let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(dir);
+        let existing = dir
+            .ancestors()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .find(|p| p.exists())
+            .unwrap_or(dir);
         writable(what, existing, found);
     }
 }
