@@ -3,7 +3,7 @@
 # checked: keys for a directory and five hosts, the directory, hosts from TOML files (each
 # checked with `mixnn-host check` first), `mixnn train --directory` over them, then every
 # host stopped with SIGTERM, as systemd stops it: each must exit cleanly, and its Prometheus
-# metrics must show the sessions it served. Exits non-zero, saying why, if any step fails.
+# metrics must show the sessions it served; contrib/systemd's units pass systemd-analyze. Exits non-zero, saying why, if any step fails.
 #
 #   scripts/walkthrough.sh [--data DIR] [--keep]      (DIR: MNIST; default $MIXNN_DATA, else
 #                                                      ../shared/data/mnist)
@@ -32,6 +32,19 @@ host_bin="$PWD/target/release/mixnn-host"
 mixnn_bin="$PWD/target/release/mixnn"
 
 work="$(mktemp -d -t mixnn-walkthrough-XXXXXX)"
+
+# The systemd units of contrib/ run these same commands: systemd's own checker reads them
+# (with the binary where it was built).
+if command -v systemd-analyze >/dev/null; then
+    step "contrib/systemd's units, as systemd-analyze verify reads them"
+    for unit in contrib/systemd/*.service; do
+        sed "s|/usr/local/bin/mixnn-host|$host_bin|g" "$unit" >"$work/$(basename "$unit")"
+    done
+    report="$(systemd-analyze verify "$work"/*.service 2>&1)" ||
+        { echo "$report"; fail "systemd-analyze verify refused a unit"; }
+    [ -z "$report" ] || { echo "$report"; fail "systemd-analyze verify had remarks"; }
+    rm "$work"/*.service
+fi
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do
