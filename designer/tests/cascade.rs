@@ -4,7 +4,7 @@
 //! layers kept by the designer (P6), and from a weights file. Hostile setups are refused and counted while the host
 //! keeps serving.
 //!
-//! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
+//! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace (`common::mnist_dir`).
 
 #![allow(
     clippy::unwrap_used,
@@ -320,9 +320,7 @@ fn mixnn_train_keeps_a_frozen_front_and_saves_the_whole_model() {
     let front = dir.path().join("front.safetensors");
     layout.write(&front, &states).unwrap();
 
-    let data = std::env::var_os(mixnn_designer::data::DATA_ENV)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data/mnist"));
+    let data = common::mnist_dir();
     let fingerprint = mixnn_transport::hex_fingerprint::format(&cluster.directory_fingerprint);
     let run = |out: &std::path::Path, remote: bool| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mixnn"));

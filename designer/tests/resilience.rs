@@ -5,7 +5,7 @@
 //! and the batches since the last checkpoint are replayed: the losses, the test outputs and
 //! the final weights are bit for bit those of the same training in one process.
 //!
-//! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
+//! Data: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace (`common::mnist_dir`).
 
 #![allow(
     clippy::unwrap_used,
@@ -355,9 +355,7 @@ fn host_fingerprint(cluster: &LocalCluster, i: usize) -> [u8; 32] {
 /// `mixnn train` (a real designer process) over a local cluster.
 fn mixnn_train(cluster: &LocalCluster, extra: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mixnn"));
-    let data = std::env::var_os(mixnn_designer::data::DATA_ENV)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| common::workspace().join("../shared/data/mnist"));
+    let data = common::mnist_dir();
     let model = common::workspace().join("models/paper-mlp.toml");
     let fingerprint = mixnn_transport::hex_fingerprint::format(&cluster.directory_fingerprint);
     cmd.arg("train")

@@ -20,11 +20,20 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Where MNIST is: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace.
+/// Where MNIST is: `$MIXNN_DATA`, else `../shared/data/mnist` beside the workspace, else the
+/// cache of `mixnn data fetch mnist` (a machine outside this repository's environment).
 pub fn mnist_dir() -> PathBuf {
-    std::env::var_os(data::DATA_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data/mnist"))
+    if let Some(dir) = std::env::var_os(data::DATA_ENV) {
+        return PathBuf::from(dir);
+    }
+    let shared = workspace().join("../shared/data/mnist");
+    if shared.is_dir() {
+        return shared;
+    }
+    mixnn_designer::fetch::cache_root(None)
+        .ok()
+        .and_then(|root| mixnn_designer::fetch::cached(mixnn_designer::fetch::Source::Mnist, &root))
+        .unwrap_or(shared)
 }
 
 /// The first `train` and `test` examples of MNIST ([`mnist_dir`]).
