@@ -53,6 +53,17 @@ pub enum CascadeError {
     /// The data order does not fit the run.
     #[error(transparent)]
     Order(#[from] crate::order::OrderError),
+    /// A test pass's predictions could not be scored.
+    #[error("scoring the test pass: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// A layer that gives no test output: the loss, or past the model.
+    #[error("layer {layer} has no test output: the model's layers before the loss are 0 to {last}")]
+    NoTestOutput {
+        /// The layer asked for.
+        layer: usize,
+        /// The last layer before the loss.
+        last: usize,
+    },
 }
 
 /// Why a layer's component could not be had.
@@ -237,6 +248,23 @@ impl Cascade {
     pub fn predict(&mut self, input: Tensor) -> Result<Tensor, CascadeError> {
         let mut x = input;
         for i in 0..self.layers.len() - 1 {
+            x = self.call(i, "forward", |l| l.forward(x, Mode::Test))?;
+        }
+        Ok(x)
+    }
+
+    /// Layer `end`'s output for a batch (test mode): the features a test pass that ends
+    /// there gives (`mixnn predict --test-end`). `end` is a layer before the loss.
+    pub fn predict_to(&mut self, input: Tensor, end: usize) -> Result<Tensor, CascadeError> {
+        let last = self.layers.len() - 1;
+        if end >= last {
+            return Err(CascadeError::NoTestOutput {
+                layer: end,
+                last: last.saturating_sub(1),
+            });
+        }
+        let mut x = input;
+        for i in 0..=end {
             x = self.call(i, "forward", |l| l.forward(x, Mode::Test))?;
         }
         Ok(x)

@@ -8,7 +8,7 @@ use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
     local_cluster::LocalCluster,
-    pool,
+    pool, progress,
     recovery::{Checkpoint, Event, RecoveryOptions, Resilient},
     remote::{RemoteOptions, plan::kept_tail},
     train::{self, EpochReport, TrainOptions},
@@ -67,7 +67,16 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             args.hosts
         );
     }
-    let cluster = LocalCluster::start(&exe, args.hosts)?;
+    let spinner = progress::spinner(
+        !args.json,
+        format!(
+            "starting a directory and {} hosts, waiting for them to register",
+            args.hosts
+        ),
+    );
+    let cluster = LocalCluster::start(&exe, args.hosts);
+    spinner.finish_and_clear();
+    let cluster = cluster?;
     if !args.json {
         println!(
             "directory at {}, hosts at {}",
@@ -117,14 +126,17 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         let inproc = train::train(&mut local, &splits, &options, print)?;
         let local_states = local.export_states()?;
         let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
-        let mut cascade = Resilient::connect(
+        let spinner = progress::spinner(!json, crate::SETTING_UP);
+        let cascade = Resilient::connect(
             &spec,
             sandbox,
             &remote,
             &input,
             Checkpoint::default(),
             RecoveryOptions::default(),
-        )?;
+        );
+        spinner.finish_and_clear();
+        let mut cascade = cascade?;
         cascade.on_event(crate::print_event);
         let hops = cascade.describe();
         if let Some(after) = kill_after {

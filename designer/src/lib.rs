@@ -28,6 +28,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod order;
 pub mod pool;
+pub mod progress;
 pub mod recovery;
 pub mod remote;
 pub mod spec;

@@ -655,8 +655,8 @@ fn train_command(args: TrainArgs) -> Result<()> {
             }
         );
         println!(
-            "{:>5}  {:>10}  {:>8}  {:>8}  {:>7}",
-            "epoch", "train_loss", "test_acc", "train_s", "mode"
+            "{:>5}  {:>10}  {:>8}  {:>8}  {:>8}  {:>7}",
+            "epoch", "train_loss", "test_acc", "macro_f1", "train_s", "mode"
         );
     }
     let json = args.json;
@@ -665,8 +665,8 @@ fn train_command(args: TrainArgs) -> Result<()> {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
         } else {
             println!(
-                "{:>5}  {:>10.4}  {:>8.4}  {:>8.3}  {:>7}",
-                r.epoch, r.train_loss, r.test_acc, r.train_s, r.mode
+                "{:>5}  {:>10.4}  {:>8.4}  {:>8.4}  {:>8.3}  {:>7}",
+                r.epoch, r.train_loss, r.test_acc, r.evaluation.macro_avg.f1, r.train_s, r.mode
             );
         }
     };
@@ -748,8 +748,11 @@ fn train_command(args: TrainArgs) -> Result<()> {
                     (None, None) => Checkpoint::default(),
                 };
                 let done = start.batches;
-                let mut cascade =
-                    Resilient::connect(&part.spec, sandbox, &remote, &input, start, recovery)?;
+                let spinner = mixnn_designer::progress::spinner(!json, SETTING_UP);
+                let cascade =
+                    Resilient::connect(&part.spec, sandbox, &remote, &input, start, recovery);
+                spinner.finish_and_clear();
+                let mut cascade = cascade?;
                 cascade.on_event(print_event);
                 tracing::info!(hops = ?cascade.describe(), "cascade ready");
                 let reports = train::train_from(&mut cascade, &part.data, &options, done, print)?;
@@ -906,23 +909,25 @@ pub(crate) fn run_in_sandbox_worker<R: Send + 'static>(
         .map_err(|_| anyhow!("the training thread panicked"))?
 }
 
+/// What the spinner of a cascade's setup says.
+pub(crate) const SETTING_UP: &str = "op=0: setting up the cascade, each host compiling its layers";
+
+/// The last test pass's metrics for people: the per-class table (with macro averages), and
+/// the confusion matrix where it stays readable.
 pub(crate) fn print_evaluation(report: &EpochReport) {
     let eval = &report.evaluation;
     println!("\nper class after epoch {}:", report.epoch);
-    println!(
-        "{:>5}  {:>9}  {:>6}  {:>6}  {:>7}",
-        "class", "precision", "recall", "f1", "support"
-    );
-    for (c, m) in eval.per_class.iter().enumerate() {
-        println!(
-            "{c:>5}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
-            m.precision, m.recall, m.f1, m.support
-        );
-    }
-    println!("\nconfusion matrix (rows: true class, columns: predicted):");
-    for row in &eval.confusion.counts {
-        let cells: Vec<String> = row.iter().map(|c| format!("{c:>5}")).collect();
-        println!("{}", cells.join(" "));
+    print!("{}", eval.table());
+    match eval.confusion_table() {
+        Some(table) => {
+            println!("\nconfusion matrix (rows: true class, columns: predicted):");
+            print!("{table}");
+        }
+        None => println!(
+            "(the confusion matrix of {} classes is in the --json lines only: printed up to {})",
+            eval.confusion.classes(),
+            mixnn_designer::metrics::PRINTED_CONFUSION_CLASSES
+        ),
     }
 }
 

@@ -5,6 +5,9 @@
 //! hops work on different batches at the same time. A model with a frozen front runs the
 //! front here, as in training. With labels (IDX files) the metrics are printed; `--compare`
 //! also runs the model in this process on the same inputs and checks every output bit for bit.
+//! `--test-end K` ends the test passes at layer K: the hop that runs it reports its output
+//! (or the designer's kept tail stops there), and the features are written instead of
+//! predictions.
 
 use std::{
     io::Write as _,
@@ -19,7 +22,8 @@ use mixnn_designer::{
     data::{self, Dataset},
     front::Front,
     local_cluster::LocalCluster,
-    metrics::{Confusion, argmax_rows},
+    metrics::{Evaluation, PRINTED_CONFUSION_CLASSES, argmax_rows},
+    progress,
     remote::{MAX_TESTS_IN_FLIGHT, RemoteCascade, RemoteOptions},
     spec::ModelSpec,
     train,
@@ -34,7 +38,7 @@ use crate::{CascadeArgs, run_in_sandbox_worker};
 /// The most PNG files a folder may hold for one run.
 const MAX_IMAGES: usize = 1 << 20;
 
-/// The most outputs per example (classes) a model's output may have.
+/// The most values per example (classes, or features) an output may have.
 const MAX_OUTPUTS: usize = 1 << 16;
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +78,16 @@ pub(crate) struct PredictArgs {
     /// bit for bit the cascade's, and report both throughputs.
     #[arg(long)]
     compare: bool,
+    /// End the test passes at layer K and write its output (features) per input instead of
+    /// predictions: `features` in JSON lines, columns f0, f1, ... in CSV (flattened in
+    /// C order), the label carried along; no accuracy. K is a layer's index in the model
+    /// spec, 0-based, in the order the spec lists its layers (the loss excluded). A host
+    /// reports the output of its whole group of layers, so K must end a host's group (every
+    /// layer is its own group unless layers share a `host`) or be one of the layers the
+    /// designer keeps at the end; not a frozen layer, nor the first group under
+    /// --keep-first. A K that cannot be is refused with the list of those that can.
+    #[arg(long, value_name = "K")]
+    test_end: Option<usize>,
 }
 
 /// The inputs, their labels if known, and their names (files) if any.
@@ -93,10 +107,18 @@ struct Summary {
     seconds: f64,
     images_per_s: f64,
     in_flight: usize,
+    /// The layer the test passes ended at, with `--test-end`.
+    test_end: Option<usize>,
+    /// Values per example of its output, with `--test-end`.
+    features: Option<usize>,
     test_acc: Option<f64>,
     inproc_images_per_s: Option<f64>,
     vs_inproc: Option<f64>,
     identical_to_inproc: Option<bool>,
+    /// With labels (and no `--test-end`): `macro`, `per_class` and `confusion`, as in each
+    /// epoch's line of `mixnn train --json`.
+    #[serde(flatten)]
+    evaluation: Option<Evaluation>,
 }
 
 pub(crate) fn run(args: PredictArgs) -> Result<()> {
@@ -107,12 +129,27 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
     }
     let batch_size = args.batch_size.unwrap_or(spec.training.batch_size).max(1);
     let in_flight = args.in_flight.clamp(1, MAX_TESTS_IN_FLIGHT);
+    let frozen = spec.frozen_front();
+    let test_end = args.test_end;
+    if let Some(k) = test_end.filter(|&k| k < frozen) {
+        return Err(anyhow!(
+            "--test-end {k}: layers 0 to {} are frozen and run here, before the cascade: \
+             choose a layer from {frozen} on",
+            frozen - 1
+        ));
+    }
     // Where the cascade comes from: host processes started here, or a directory.
     let (cluster, options) = match (args.local_hosts, args.cascade.directory) {
         (Some(m), _) => {
             let exe = std::env::current_exe().context("finding this program to start hosts")?;
             eprintln!("starting a directory and {m} hosts on loopback...");
-            let cluster = LocalCluster::start(&exe, m)?;
+            let spinner = progress::spinner(
+                true,
+                format!("starting a directory and {m} hosts, waiting for them to register"),
+            );
+            let cluster = LocalCluster::start(&exe, m);
+            spinner.finish_and_clear();
+            let cluster = cluster?;
             let options = RemoteOptions {
                 session_ttl: std::time::Duration::from_secs(3600),
                 ..args
@@ -148,7 +185,6 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
             .read(&weights)
             .with_context(|| format!("--weights {}", weights.display()))?;
         // A frozen front runs here, as in training: the cascade takes its features.
-        let frozen = spec.frozen_front();
         let (spec, data, states) = if frozen > 0 {
             let mut front = Front::build(&spec, frozen)?;
             front.import_states(&states)?;
@@ -161,8 +197,11 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         } else {
             (spec, raw, states)
         };
+        // The test end, numbered in the part that runs over hosts.
+        let end = test_end.map(|k| k - frozen);
         let options = RemoteOptions {
             byte_inputs: options.byte_inputs && frozen == 0,
+            test_end: end,
             ..options
         };
         let shape = spec.input_shape.clone();
@@ -173,7 +212,10 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
                 .collect::<Result<Vec<Tensor>, _>>()
         };
         let input = spec.batch_shape(batch_size, data.pixels)?;
-        let mut cascade = RemoteCascade::connect_from(&spec, sandbox, &options, &input, &states)?;
+        let spinner = progress::spinner(true, crate::SETTING_UP);
+        let cascade = RemoteCascade::connect_from(&spec, sandbox, &options, &input, &states);
+        spinner.finish_and_clear();
+        let mut cascade = cascade?;
         let hops = cascade.describe().len();
         let setup_s = cascade.setup_time().as_secs_f64();
         eprintln!(
@@ -185,35 +227,48 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
             .iter()
             .map(|x| x.shape().first().copied().unwrap_or(0))
             .collect();
+        let bar = progress::bar(
+            true,
+            inputs.len(),
+            "{msg} [{bar:30}] {pos}/{len} batches, {elapsed} elapsed, eta {eta}",
+        );
+        bar.set_message("over the cascade");
         let started = Instant::now();
         let mut outputs = Vec::with_capacity(inputs.len());
-        cascade.predict_in_flight(inputs, in_flight, |_, y| outputs.push(y))?;
-        // The kept tail made these, but from what the last hop sent: one row per example, as
-        // many columns in each batch, and a bounded number of them.
-        let cols = outputs
-            .first()
-            .and_then(|y| y.shape().last().copied())
-            .unwrap_or(0);
-        for (i, (y, &n)) in outputs.iter().zip(&rows).enumerate() {
-            if y.shape() != [n, cols] || cols == 0 || cols > MAX_OUTPUTS {
-                return Err(anyhow!(
-                    "batch {i}: the model's output has shape {:?}, expected [{n}, C] with C of \
-                     1 to {MAX_OUTPUTS}, the same in every batch",
-                    y.shape()
-                ));
-            }
-        }
+        cascade.predict_in_flight(inputs, in_flight, |_, y| {
+            outputs.push(y);
+            bar.inc(1);
+        })?;
         let seconds = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
         cascade.close();
+        check_shapes(&outputs, &rows, end.is_some())?;
         let local = if compare {
             let mut local = Cascade::build(&spec, Backend::Wasm, Some(sandbox))?;
             local.import_states(&states)?;
             let inputs = batches()?;
+            let bar = progress::bar(
+                true,
+                inputs.len(),
+                "{msg} [{bar:30}] {pos}/{len} batches, {elapsed} elapsed, eta {eta}",
+            );
+            bar.set_message("in this process");
             let started = Instant::now();
             let mut same = true;
             for (x, remote) in inputs.into_iter().zip(&outputs) {
-                same &= local.predict(x)?.data() == remote.data();
+                let y = match end {
+                    Some(end) => local.predict_to(x, end)?,
+                    None => local.predict(x)?,
+                };
+                // Bit for bit (a NaN equals itself here).
+                same &= y.shape() == remote.shape()
+                    && y.data()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(remote.data().iter().map(|v| v.to_bits()));
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             Some((started.elapsed().as_secs_f64(), same))
         } else {
             None
@@ -224,48 +279,66 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         cluster.shutdown()?;
     }
     let (outputs, labels, hops, setup_s, seconds, local) = result?;
+    let labels = labelled.then_some(&labels);
+    let n = outputs.iter().map(examples).sum::<usize>();
 
-    // Predictions, and the metrics when the labels are known.
-    let mut predictions = Vec::with_capacity(labels.len());
-    for y in &outputs {
-        let cols = y.shape().last().copied().unwrap_or(1);
-        predictions.extend(argmax_rows(y.data(), cols));
-    }
-    if let Some(path) = &args.out {
-        write_predictions(
-            path,
-            &predictions,
-            &outputs,
-            labelled.then_some(&labels),
-            names.as_deref(),
-        )?;
-        eprintln!(
-            "wrote {} predictions to {}",
-            predictions.len(),
-            path.display()
-        );
-    }
-    let test_acc = labelled.then(|| {
-        // Sized by the labels, as the test pass of training is (a prediction past them counts
-        // as wrong).
-        let classes = usize::from(labels.iter().copied().max().unwrap_or(0)) + 1;
-        let mut confusion = Confusion::new(classes);
-        for (&truth, &p) in labels.iter().zip(&predictions) {
-            confusion.record(usize::from(truth), p);
+    // Features; or predictions, and the metrics when the labels are known.
+    let (evaluation, features) = match test_end {
+        Some(k) => {
+            let features = outputs.first().map_or(0, values_per_example);
+            if let Some(path) = &args.out {
+                write_features(path, &outputs, labels, names.as_deref())?;
+                eprintln!(
+                    "wrote layer {k}'s features ({features} values each) of {n} inputs to {}",
+                    path.display()
+                );
+            }
+            (None, Some(features))
         }
-        println!(
-            "{:>5}  {:>9}  {:>6}  {:>6}  {:>7}",
-            "class", "precision", "recall", "f1", "support"
-        );
-        for (c, m) in confusion.per_class().iter().enumerate() {
-            println!(
-                "{c:>5}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
-                m.precision, m.recall, m.f1, m.support
-            );
+        None => {
+            let mut predictions = Vec::with_capacity(n);
+            for y in &outputs {
+                let cols = y.shape().last().copied().unwrap_or(1);
+                predictions.extend(argmax_rows(y.data(), cols));
+            }
+            if let Some(path) = &args.out {
+                write_predictions(path, &predictions, &outputs, labels, names.as_deref())?;
+                eprintln!(
+                    "wrote {} predictions to {}",
+                    predictions.len(),
+                    path.display()
+                );
+            }
+            // Sized by the labels, as the test pass of training is; a prediction past them
+            // counts as wrong.
+            let evaluation = labels
+                .map(|labels| {
+                    let classes = usize::from(labels.iter().copied().max().unwrap_or(0)) + 1;
+                    Evaluation::score(
+                        classes,
+                        labels.iter().map(|&l| usize::from(l)),
+                        predictions.iter().copied(),
+                    )
+                })
+                .transpose()?;
+            if let Some(e) = &evaluation {
+                print!("{}", e.table());
+                match e.confusion_table() {
+                    Some(table) => {
+                        println!("\nconfusion matrix (rows: true class, columns: predicted):");
+                        print!("{table}");
+                    }
+                    None => println!(
+                        "(the confusion matrix of {} classes is in the summary line only: \
+                         printed up to {PRINTED_CONFUSION_CLASSES})",
+                        e.confusion.classes()
+                    ),
+                }
+            }
+            (evaluation, None)
         }
-        confusion.accuracy()
-    });
-    let n = predictions.len();
+    };
+    let test_acc = evaluation.as_ref().map(Evaluation::accuracy);
     #[allow(clippy::cast_precision_loss)]
     let rate = |s: f64| n as f64 / s.max(1e-9);
     let summary = Summary {
@@ -277,10 +350,13 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         seconds,
         images_per_s: rate(seconds),
         in_flight,
+        test_end,
+        features,
         test_acc,
         inproc_images_per_s: local.map(|(s, _)| rate(s)),
         vs_inproc: local.map(|(s, _)| rate(seconds) / rate(s)),
         identical_to_inproc: local.map(|(_, same)| same),
+        evaluation,
     };
     println!(
         "{n} examples over {hops} hops: {:.0} images/s{}{}",
@@ -289,13 +365,53 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
             .inproc_images_per_s
             .map(|r| format!(" ({r:.0} in this process)"))
             .unwrap_or_default(),
-        test_acc
-            .map(|a| format!(", test accuracy {a:.4}"))
-            .unwrap_or_default()
+        match (test_end, test_acc) {
+            (Some(k), _) => format!(
+                ", layer {k}'s features ({} values each)",
+                features.unwrap_or(0)
+            ),
+            (None, Some(a)) => format!(", test accuracy {a:.4}"),
+            (None, None) => String::new(),
+        }
     );
     println!("{}", serde_json::to_string(&summary)?);
     if summary.identical_to_inproc == Some(false) {
         return Err(anyhow!("the cascade's outputs differ from this process's"));
+    }
+    Ok(())
+}
+
+/// Examples (rows) of a batch's output.
+fn examples(y: &Tensor) -> usize {
+    y.shape().first().copied().unwrap_or(0)
+}
+
+/// Values per example of a batch's output.
+fn values_per_example(y: &Tensor) -> usize {
+    y.shape().iter().skip(1).product()
+}
+
+/// Checks the outputs of batches of `rows` examples: one row per example, as many values
+/// each in every batch, and a bounded number of them; for predictions, a matrix
+/// `[examples, classes]`. The kept tail made them, but from what the last hop sent.
+fn check_shapes(outputs: &[Tensor], rows: &[usize], features: bool) -> Result<()> {
+    let (rank, per_example) = outputs
+        .first()
+        .map_or((0, 0), |y| (y.shape().len(), values_per_example(y)));
+    for (i, (y, &n)) in outputs.iter().zip(rows).enumerate() {
+        let fits = examples(y) == n
+            && y.shape().len() == rank
+            && (features || rank == 2)
+            && values_per_example(y) == per_example
+            && (1..=MAX_OUTPUTS).contains(&per_example);
+        if !fits {
+            return Err(anyhow!(
+                "batch {i}: the output has shape {:?}, expected {n} rows of 1 to {MAX_OUTPUTS} \
+                 values{}, alike in every batch",
+                y.shape(),
+                if features { "" } else { " ([rows, classes])" }
+            ));
+        }
     }
     Ok(())
 }
@@ -415,6 +531,50 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_owned()
     }
+}
+
+/// Writes each input's features (a test end's output, flattened): JSON lines `{"index",
+/// "name", "label", "features"}`, or CSV with a column per feature. Floats are written in
+/// their shortest form that reads back to the same bits.
+fn write_features(
+    path: &Path,
+    outputs: &[Tensor],
+    labels: Option<&Vec<u8>>,
+    names: Option<&[String]>,
+) -> Result<()> {
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let per_example = outputs.first().map_or(0, values_per_example).max(1);
+    if csv {
+        let columns: Vec<String> = (0..per_example).map(|j| format!("f{j}")).collect();
+        writeln!(out, "index,name,label,{}", columns.join(","))?;
+    }
+    let rows = outputs.iter().flat_map(|y| y.data().chunks(per_example));
+    for (i, features) in rows.enumerate() {
+        let name = names.and_then(|n| n.get(i)).cloned();
+        let label = labels.and_then(|l| l.get(i)).copied();
+        if csv {
+            let values: Vec<String> = features.iter().map(f32::to_string).collect();
+            writeln!(
+                out,
+                "{i},{},{},{}",
+                csv_field(&name.unwrap_or_default()),
+                label.map(|l| l.to_string()).unwrap_or_default(),
+                values.join(",")
+            )?;
+        } else {
+            let line = serde_json::json!({
+                "index": i, "name": name, "label": label, "features": features,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn write_predictions(

@@ -905,7 +905,7 @@ impl Model for Resilient<'_> {
             }
             let started = Instant::now();
             let honest = match self.test_copy.as_mut() {
-                Some(copy) => copy.predict(input.clone())?,
+                Some(copy) => copy.predict_to(input.clone(), self.plan.test_end())?,
                 None => return Ok(out),
             };
             self.test_times.0 = started.elapsed();

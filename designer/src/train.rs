@@ -3,16 +3,17 @@
 
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use mixnn_layer_sdk::Tensor;
 use serde::Serialize;
 
+pub use crate::metrics::Evaluation;
 use crate::{
     cascade::{Cascade, CascadeError},
     data::{Dataset, Splits},
-    metrics::{ClassMetrics, Confusion, argmax_rows},
+    metrics::{Confusion, argmax_rows},
     order::DataOrder,
-    spec,
+    progress, spec,
 };
 
 /// How to train.
@@ -26,7 +27,8 @@ pub struct TrainOptions {
     pub batch_size: usize,
     /// Examples per forward pass when testing.
     pub test_batch_size: usize,
-    /// Whether to draw a progress bar.
+    /// Whether to draw progress bars (training and test passes; on stderr, and only when
+    /// it is a terminal).
     pub progress: bool,
     /// The order of the training examples in each epoch.
     pub order: DataOrder,
@@ -35,7 +37,8 @@ pub struct TrainOptions {
     pub input_shape: Option<Vec<usize>>,
 }
 
-/// What an epoch achieved.
+/// What an epoch achieved; as a JSON line (`mixnn train --json`), its fields then the test
+/// pass's metrics ([`Evaluation`]: `macro`, `per_class`, `confusion`).
 #[derive(Debug, Clone, Serialize)]
 pub struct EpochReport {
     /// 1-based epoch number.
@@ -50,18 +53,9 @@ pub struct EpochReport {
     pub mode: String,
     /// Seconds spent testing.
     pub test_s: f64,
-    /// Details of the test pass.
-    #[serde(skip)]
+    /// The test pass's metrics.
+    #[serde(flatten)]
     pub evaluation: Evaluation,
-}
-
-/// The test pass's metrics.
-#[derive(Debug, Clone, Serialize)]
-pub struct Evaluation {
-    /// Confusion matrix.
-    pub confusion: Confusion,
-    /// Per-class precision, recall, F1.
-    pub per_class: Vec<ClassMetrics>,
 }
 
 /// A batch of images, shaped as `input_shape` says ([`spec::batch_shape`]), and labels (as
@@ -175,17 +169,10 @@ fn train_epoch_from<M: Model>(
     let batch_size = options.batch_size.max(1);
     let order = options.order.epoch(options.seed, epoch, data.train.len());
     let batches = order.len().div_ceil(batch_size) - skip.min(order.len().div_ceil(batch_size));
-    let bar = if options.progress {
-        ProgressBar::new(batches as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "epoch {msg} [{bar:30}] {pos}/{len} batches, {elapsed} elapsed, eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = progress::bar(
+        options.progress,
+        batches,
+        "epoch {msg} [{bar:30}] {pos}/{len} batches, {elapsed} elapsed, eta {eta}",
     );
     bar.set_message(format!("{epoch}/{}", options.epochs));
     let started = Instant::now();
@@ -198,16 +185,24 @@ fn train_epoch_from<M: Model>(
     let train_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let started = Instant::now();
-    let evaluation = evaluate(
+    let test_bar = progress::bar(
+        options.progress,
+        data.test.len().div_ceil(options.test_batch_size.max(1)),
+        "epoch {msg} test [{bar:30}] {pos}/{len} batches, {elapsed} elapsed, eta {eta}",
+    );
+    test_bar.set_message(format!("{epoch}/{}", options.epochs));
+    let evaluation = evaluate_with(
         cascade,
         &data.test,
         options.test_batch_size,
         options.input_shape.as_deref(),
+        &test_bar,
     )?;
+    test_bar.finish_and_clear();
     Ok(EpochReport {
         epoch,
         train_loss: loss_sum / batches.max(1) as f64,
-        test_acc: evaluation.confusion.accuracy(),
+        test_acc: evaluation.accuracy(),
         train_s,
         mode: cascade.mode(),
         test_s: started.elapsed().as_secs_f64(),
@@ -216,29 +211,45 @@ fn train_epoch_from<M: Model>(
 }
 
 /// Runs the test set through the model (examples of `input_shape`, as in [`batch`]) and
-/// scores the predictions.
+/// scores the predictions ([`Evaluation`]).
 pub fn evaluate<M: Model>(
     cascade: &mut M,
     test: &Dataset,
     batch_size: usize,
     input_shape: Option<&[usize]>,
 ) -> Result<Evaluation, M::Error> {
-    let classes = test.classes().max(1);
-    let mut confusion = Confusion::new(classes);
+    evaluate_with(
+        cascade,
+        test,
+        batch_size,
+        input_shape,
+        &ProgressBar::hidden(),
+    )
+}
+
+/// As [`evaluate`], advancing `bar` by one at each batch.
+fn evaluate_with<M: Model>(
+    cascade: &mut M,
+    test: &Dataset,
+    batch_size: usize,
+    input_shape: Option<&[usize]>,
+    bar: &ProgressBar,
+) -> Result<Evaluation, M::Error> {
+    // Sized by the labels; a prediction past them widens it (and counts as wrong).
+    let mut confusion = Confusion::new(test.classes().max(1));
     let indices: Vec<usize> = (0..test.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let (x, _) = batch(test, chunk, input_shape)?;
         let out = cascade.predict(x)?;
         let cols = out.shape().last().copied().unwrap_or(1);
         for (&i, predicted) in chunk.iter().zip(argmax_rows(out.data(), cols)) {
-            confusion.record(usize::from(test.labels[i]), predicted);
+            confusion
+                .record(usize::from(test.labels[i]), predicted)
+                .map_err(CascadeError::from)?;
         }
+        bar.inc(1);
     }
-    let per_class = confusion.per_class();
-    Ok(Evaluation {
-        confusion,
-        per_class,
-    })
+    Ok(Evaluation::of(confusion))
 }
 
 #[cfg(test)]

@@ -15,11 +15,12 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
+use indicatif::ProgressBar;
 use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
     local_cluster::LocalCluster,
-    pool,
+    pool, progress,
     recovery::{Checkpoint, Event, RecoveryError, RecoveryOptions, Resilient},
     remote::RemoteOptions,
     train::{self, Model, TrainOptions},
@@ -136,10 +137,12 @@ struct Shared {
     failures: usize,
 }
 
-/// A model that counts its steps, so that kills can aim at moments of the run.
+/// A model that counts its steps, so that kills can aim at moments of the run (and people
+/// can watch it on `bar`).
 struct Counted<'m, 's> {
     inner: &'m mut Resilient<'s>,
     steps: Arc<AtomicU64>,
+    bar: ProgressBar,
 }
 
 impl Model for Counted<'_, '_> {
@@ -152,12 +155,14 @@ impl Model for Counted<'_, '_> {
     fn train_step(&mut self, input: Tensor, target: Tensor) -> Result<f32, RecoveryError> {
         let loss = self.inner.train_step(input, target);
         self.steps.fetch_add(1, Ordering::SeqCst);
+        self.bar.inc(1);
         loss
     }
 
     fn predict(&mut self, input: Tensor) -> Result<Tensor, RecoveryError> {
         let out = self.inner.predict(input);
         self.steps.fetch_add(1, Ordering::SeqCst);
+        self.bar.inc(1);
         out
     }
 }
@@ -263,7 +268,8 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         let local_reports = train::train(&mut local, &splits, &options, |_| {})?;
         let local_states = local.export_states()?;
         let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
-        let mut model = Resilient::connect_on(
+        let spinner = progress::spinner(true, crate::SETTING_UP);
+        let model = Resilient::connect_on(
             &spec,
             sandbox,
             &remote,
@@ -271,7 +277,15 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
             Checkpoint::default(),
             recovery,
             first,
-        )?;
+        );
+        spinner.finish_and_clear();
+        let mut model = model?;
+        // Steps of training and testing; lines printed meanwhile go above it.
+        let bar = progress::bar(
+            true,
+            usize::try_from(total_steps).unwrap_or(usize::MAX),
+            "steps over the cascade [{bar:30}] {pos}/{len}, {elapsed} elapsed, eta {eta}",
+        );
         let cascade = model.describe();
         println!("cascade: {}", cascade.join(" -> "));
         let shared = Arc::new(Mutex::new(Shared {
@@ -279,8 +293,9 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
             ..Shared::default()
         }));
         let on_event = Arc::clone(&shared);
+        let event_bar = bar.clone();
         model.on_event(move |event| {
-            crate::print_event(event);
+            event_bar.suspend(|| crate::print_event(event));
             let mut s = lock(&on_event);
             match event {
                 Event::Failed { .. } => {
@@ -303,6 +318,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         let killer = {
             let (shared, steps, done) =
                 (Arc::clone(&shared), Arc::clone(&steps), Arc::clone(&done));
+            let bar = bar.clone();
             // Liars are caught, not killed.
             let pids: HashMap<String, u32> = pids
                 .into_iter()
@@ -314,9 +330,8 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
                     setup_every,
                     total_steps,
                     &pids,
-                    &shared,
-                    &steps,
-                    &done,
+                    (&shared, &steps, &done),
+                    &bar,
                 )
             })
         };
@@ -325,12 +340,14 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
             &mut Counted {
                 inner: &mut model,
                 steps: Arc::clone(&steps),
+                bar: bar.clone(),
             },
             &splits,
             &options,
             |_| {},
         );
         let train_s = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
         done.store(true, Ordering::SeqCst);
         let kill_log = killer
             .join()
@@ -425,9 +442,8 @@ fn killer(
     setup_every: usize,
     total_steps: u64,
     pids: &HashMap<String, u32>,
-    shared: &Mutex<Shared>,
-    steps: &AtomicU64,
-    done: &AtomicBool,
+    (shared, steps, done): (&Mutex<Shared>, &AtomicU64, &AtomicBool),
+    bar: &ProgressBar,
 ) -> Vec<Kill> {
     let mut rng = pool::system_rng();
     // Moments spread over the run: one random step in each of `kills` equal spans.
@@ -467,11 +483,13 @@ fn killer(
             continue;
         };
         let at_step = steps.load(Ordering::SeqCst);
-        println!(
-            "kill {}: SIGKILL to {host} (pid {pid}) at step {at_step}{}",
-            k + 1,
-            if in_setup { ", during a recovery" } else { "" }
-        );
+        bar.suspend(|| {
+            println!(
+                "kill {}: SIGKILL to {host} (pid {pid}) at step {at_step}{}",
+                k + 1,
+                if in_setup { ", during a recovery" } else { "" }
+            );
+        });
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status();

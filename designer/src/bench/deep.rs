@@ -20,6 +20,7 @@ use mixnn_designer::{
     cascade::Cascade,
     local_cluster::LocalCluster,
     order::DataOrder,
+    progress,
     remote::{RemoteCascade, RemoteOptions, plan::kept_tail},
     spec::ModelSpec,
     train::{self, Model},
@@ -148,7 +149,10 @@ pub(crate) fn run(args: DeepArgs) -> Result<()> {
         let mut cascades = Vec::new();
         for &g in &sizes {
             let spec = regroup(&spec, tail, g);
-            let c = RemoteCascade::connect_from(&spec, sandbox, &options, &input, &init)?;
+            let spinner = progress::spinner(true, format!("{g} hosts: {}", crate::SETTING_UP));
+            let c = RemoteCascade::connect_from(&spec, sandbox, &options, &input, &init);
+            spinner.finish_and_clear();
+            let c = c?;
             println!(
                 "{g} hosts: set up in {:.0} ms: {}",
                 c.setup_time().as_secs_f64() * 1e3,
@@ -159,6 +163,12 @@ pub(crate) fn run(args: DeepArgs) -> Result<()> {
         let order = DataOrder::Shuffled.epoch(spec.training.seed, 1, splits.train.len());
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); cascades.len() + 1];
         let shape = spec.input_shape.as_deref();
+        let bar = progress::bar(
+            true,
+            order.len().div_ceil(64).min(batches),
+            "batches, every cascade and this process in turn [{bar:30}] {pos}/{len}, \
+             {elapsed} elapsed, eta {eta}",
+        );
         for (b, chunk) in order.chunks(64).take(batches).enumerate() {
             let (x, y) = train::batch(&splits.train, chunk, shape)?;
             // Turns rotate: the cascades and this process, each first in its turn.
@@ -175,7 +185,9 @@ pub(crate) fn run(args: DeepArgs) -> Result<()> {
                 }
                 times[i].push(started.elapsed().as_secs_f64() * 1e3);
             }
+            bar.inc(1);
         }
+        bar.finish_and_clear();
         let local_ms = median(times.pop().unwrap_or_default());
         let local_acc = train::evaluate(&mut local, &splits.test, 64, shape)?
             .confusion

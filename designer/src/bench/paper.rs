@@ -16,6 +16,7 @@ use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
     local_cluster::LocalCluster,
+    progress,
     remote::{RemoteCascade, RemoteOptions},
     train::{self, EpochReport, TrainOptions},
 };
@@ -515,7 +516,11 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
                     let mut remote = remote.clone().ok_or_else(|| anyhow!("no cluster"))?;
                     remote.per_message_rsa = mode == Mode::Paper;
                     let input = spec.batch_shape(options.batch_size, splits.train.pixels)?;
-                    let c = RemoteCascade::connect_from(&spec, sandbox, &remote, &input, &init)?;
+                    let spinner =
+                        progress::spinner(true, format!("{}: {}", mode.name(), crate::SETTING_UP));
+                    let c = RemoteCascade::connect_from(&spec, sandbox, &remote, &input, &init);
+                    spinner.finish_and_clear();
+                    let c = c?;
                     println!(
                         "{}: session set up in {:.0} ms over {}",
                         mode.name(),
@@ -534,19 +539,28 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
         );
         let mut rows: Vec<Row> = Vec::new();
         let mut torch_rows: Vec<TorchEpoch> = Vec::new();
+        let n = run_modes.len();
+        let turns = n + usize::from(torch.is_some());
+        // Advanced between turns only, outside what they time.
+        let bar = progress::bar(
+            true,
+            epochs * turns,
+            "{msg} [{bar:30}] {pos}/{len} epochs of modes, {elapsed} elapsed, eta {eta}",
+        );
         for epoch in 1..=epochs {
             // Rotate who goes first, so that no mode always follows the same one; PyTorch
             // (turn `n`) takes its turn among them.
-            let n = run_modes.len();
-            let turns = n + usize::from(torch.is_some());
             let mut this_epoch = Vec::new();
             let mut torch_epoch = None;
             for k in 0..turns {
                 let i = (k + epoch - 1) % turns;
+                let name = run_modes.get(i).map_or("pytorch", |m| m.name());
+                bar.set_message(format!("epoch {epoch}/{epochs}: {name}"));
                 match &mut torch {
                     Some(t) if i == n => torch_epoch = Some(t.epoch()?),
                     _ => this_epoch.push((i, runners[i].epoch(&splits, &options, epoch)?)),
                 }
+                bar.inc(1);
             }
             this_epoch.sort_by_key(|(i, _)| *i);
             let find = |m: Mode| {
@@ -569,17 +583,19 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
                     acc_minus_inproc: inproc.as_ref().map(|n| r.test_acc - n.test_acc),
                 };
                 let ratio = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.2}"));
-                println!(
-                    "{:>5}  {:>8}  {:>8.4}  {:>9}  {:>8.3}  {:>8}  {:>8}",
-                    epoch,
-                    row.mode.name(),
-                    row.test_acc,
-                    row.acc_minus_inproc
-                        .map_or("-".to_owned(), |d| format!("{d:+.4}")),
-                    row.train_s,
-                    ratio(row.vs_native),
-                    ratio(row.vs_inproc)
-                );
+                bar.suspend(|| {
+                    println!(
+                        "{:>5}  {:>8}  {:>8.4}  {:>9}  {:>8.3}  {:>8}  {:>8}",
+                        epoch,
+                        row.mode.name(),
+                        row.test_acc,
+                        row.acc_minus_inproc
+                            .map_or("-".to_owned(), |d| format!("{d:+.4}")),
+                        row.train_s,
+                        ratio(row.vs_native),
+                        ratio(row.vs_inproc)
+                    );
+                });
                 rows.push(row);
             }
             if let Some(t) = torch_epoch {
@@ -588,19 +604,22 @@ pub(crate) fn run(args: PaperArgs) -> Result<()> {
                         format!("{:.2}", t.train_s / b.train_s.max(1e-9))
                     })
                 };
-                println!(
-                    "{:>5}  {:>8}  {:>8.4}  {:>9}  {:>8.3}  {:>8}  {:>8}",
-                    epoch,
-                    "pytorch",
-                    t.test_acc,
-                    "-",
-                    t.train_s,
-                    ratio(&native),
-                    ratio(&inproc)
-                );
+                bar.suspend(|| {
+                    println!(
+                        "{:>5}  {:>8}  {:>8.4}  {:>9}  {:>8.3}  {:>8}  {:>8}",
+                        epoch,
+                        "pytorch",
+                        t.test_acc,
+                        "-",
+                        t.train_s,
+                        ratio(&native),
+                        ratio(&inproc)
+                    );
+                });
                 torch_rows.push(t);
             }
         }
+        bar.finish_and_clear();
         if let Some(t) = torch.take() {
             t.close();
         }

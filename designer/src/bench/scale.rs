@@ -18,7 +18,7 @@ use mixnn_designer::{
     backend::Backend,
     cascade::Cascade,
     local_cluster::LocalCluster,
-    pool,
+    pool, progress,
     remote::{RemoteCascade, RemoteOptions},
     train::{self, Model},
 };
@@ -333,6 +333,11 @@ fn hop_growth(args: &ScaleArgs, exe: &std::path::Path) -> Result<Vec<HopsRow>> {
         }
         let order = mixnn_designer::order::DataOrder::Shuffled.epoch(1, 1, splits.train.len());
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); cascades.len()];
+        let bar = progress::bar(
+            true,
+            order.len().div_ceil(64).min(batches),
+            "batches, every cascade in turn [{bar:30}] {pos}/{len}, {elapsed} elapsed, eta {eta}",
+        );
         for (b, chunk) in order.chunks(64).take(batches).enumerate() {
             let (x, y) = train::batch(&splits.train, chunk, spec.input_shape.as_deref())?;
             for k in 0..cascades.len() {
@@ -341,7 +346,9 @@ fn hop_growth(args: &ScaleArgs, exe: &std::path::Path) -> Result<Vec<HopsRow>> {
                 cascades[i].train_step(x.clone(), y.clone())?;
                 times[i].push(started.elapsed().as_secs_f64() * 1e3);
             }
+            bar.inc(1);
         }
+        bar.finish_and_clear();
         let mut rows = Vec::new();
         let mut first_states = None;
         for ((mut c, ms), &h) in cascades.into_iter().zip(times).zip(&sizes) {
@@ -501,6 +508,11 @@ fn memory_growth(checkpoints: &[usize], exe: &std::path::Path) -> Result<Vec<Mem
         let input = spec.batch_shape(64, 784)?;
         let x = mixnn_layer_sdk::Tensor::zeros(input.clone());
         let y = mixnn_layer_sdk::Tensor::zeros(vec![64]);
+        let bar = progress::bar(
+            true,
+            most,
+            "sessions opened [{bar:30}] {pos}/{len}, {elapsed} elapsed, eta {eta}",
+        );
         for k in 1..=most {
             let mut c = RemoteCascade::connect(&spec, sandbox, &options, &input)?;
             // One step, so that the session holds what training needs.
@@ -510,13 +522,15 @@ fn memory_growth(checkpoints: &[usize], exe: &std::path::Path) -> Result<Vec<Mem
                 // The host's memory settles once the step's frames are freed.
                 std::thread::sleep(Duration::from_millis(300));
                 let rss = read().ok_or_else(|| anyhow!("cannot read the host's memory"))?;
-                println!("{k} sessions: {rss:.1} MB");
+                bar.suspend(|| println!("{k} sessions: {rss:.1} MB"));
                 rows.push(MemoryRow {
                     sessions: k,
                     rss_mb: rss,
                 });
             }
+            bar.inc(1);
         }
+        bar.finish_and_clear();
         for c in sessions {
             c.close();
         }

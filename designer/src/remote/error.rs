@@ -196,6 +196,20 @@ pub enum PlanError {
         /// The session's frame length.
         frame_len: usize,
     },
+    /// A test pass cannot end at the layer asked for.
+    #[error(
+        "a test pass cannot end at layer {layer}: a host reports the output of its whole \
+         group of layers, so the pass ends where a host's group ends, or at a layer the \
+         designer keeps at the end (never at the loss, nor in the layers it keeps first); \
+         here it can end at layer {}",
+        list(.possible)
+    )]
+    TestEnd {
+        /// The layer asked for.
+        layer: usize,
+        /// The layers it can end at.
+        possible: Vec<usize>,
+    },
     /// A tensor dimension does not fit the wire's `u32`.
     #[error("a dimension of {0} does not fit the wire")]
     Dimension(usize),
@@ -205,6 +219,16 @@ pub enum PlanError {
     /// A frame or blob cannot be sealed (a tensor that does not fit, say).
     #[error("sealing: {0}")]
     Seal(#[from] FrameError),
+}
+
+/// `0, 1 or 3`.
+fn list(layers: &[usize]) -> String {
+    let names: Vec<String> = layers.iter().map(usize::to_string).collect();
+    match names.split_last() {
+        None => "none".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
 }
 
 /// What a host did against the protocol.

@@ -89,6 +89,10 @@ pub struct RemoteOptions {
     /// (a WAN's latency on loopback; the hosts' own is `link_delay_ms` in their `[faults]`).
     /// Zero: none, at no cost.
     pub link_delay: Duration,
+    /// The layer whose output test passes give, by the spec's index (none: the model's
+    /// output, the layer before the loss): a hop's last layer ([`plan::test_ends`]). That
+    /// hop reports it sealed for the designer, and the hops after it pass the report on.
+    pub test_end: Option<usize>,
 }
 
 impl RemoteOptions {
@@ -111,6 +115,7 @@ impl RemoteOptions {
             byte_inputs: true,
             max_pool: directory_client::DEFAULT_MAX_POOL,
             link_delay: Duration::ZERO,
+            test_end: None,
         }
     }
 }
@@ -140,6 +145,10 @@ pub struct RemoteCascade {
     head: Vec<LocalLayer>,
     tail: Vec<LocalLayer>,
     layer_count: usize,
+    /// The layer whose output a test pass gives ([`Plan::test_end`]).
+    test_end: usize,
+    /// Whether a hop gives it (else the kept tail runs up to it).
+    remote_test_end: bool,
 }
 
 impl std::fmt::Debug for RemoteCascade {
@@ -250,6 +259,8 @@ impl RemoteCascade {
             head,
             tail,
             layer_count: spec.layers.len(),
+            test_end: plan.test_end,
+            remote_test_end: plan.remote_test_end,
         };
         cascade.drive()?;
         tracing::info!(
@@ -495,10 +506,10 @@ impl Model for RemoteCascade {
 }
 
 impl RemoteCascade {
-    /// The model's outputs (test mode) for `inputs`, in order, with up to `in_flight` batches
-    /// in the cascade at once (at most [`MAX_TESTS_IN_FLIGHT`]): while one hop works on a
-    /// batch, the next hops work on earlier ones. `on_output` takes each batch's output as it
-    /// comes back.
+    /// The model's outputs (test mode; the test end's, [`RemoteOptions::test_end`]) for
+    /// `inputs`, in order, with up to `in_flight` batches in the cascade at once (at most
+    /// [`MAX_TESTS_IN_FLIGHT`]): while one hop works on a batch, the next hops work on
+    /// earlier ones. `on_output` takes each batch's output as it comes back.
     pub fn predict_in_flight(
         &mut self,
         inputs: impl IntoIterator<Item = Tensor>,
@@ -549,18 +560,21 @@ impl RemoteCascade {
         self.transmit(sent)
     }
 
-    /// The next test output, through the kept tail.
+    /// The next test output: the test end's, from a hop or through the kept tail up to it.
     fn receive_test(&mut self) -> Result<Tensor, RemoteError> {
         let Outcome::Output(y) = self.drive()? else {
             return Err(Self::out_of_step("test"));
         };
         let mut y = from_wire(y, "test")?;
-        let tail_start = self.layer_count - self.tail.len();
+        if self.remote_test_end {
+            return Ok(y);
+        }
+        let (tail_start, end) = (self.layer_count - self.tail.len(), self.test_end);
         for (k, layer) in self
             .tail
             .iter_mut()
             .enumerate()
-            .filter(|(_, l)| !l.info.is_loss)
+            .filter(|(k, l)| !l.info.is_loss && tail_start + k <= end)
         {
             y = Self::local_call(layer, tail_start + k, "forward", |l| {
                 l.forward(y, Mode::Test)

@@ -98,6 +98,34 @@ pub fn kept_tail(groups: &[Vec<usize>], param_counts: &[u64]) -> usize {
     groups.len() - from
 }
 
+/// The layers a test pass can end at (`RemoteOptions::test_end`), in the spec's order, for a
+/// designer that keeps the first group of layers (`keep_first`) and the last `tail_groups`
+/// groups; `loss` is the loss layer's index. A hop reports the output of its whole group
+/// (its layers run as one step), so a test pass over hosts ends where a group ends: at its
+/// last layer before the loss. The designer runs the layers it keeps at the end one by one,
+/// so any of them before the loss will do. Not the layers it keeps first: their features
+/// would never need the cascade.
+pub fn test_ends(
+    groups: &[Vec<usize>],
+    keep_first: bool,
+    tail_groups: usize,
+    loss: usize,
+) -> Vec<usize> {
+    let tail_from = groups.len().saturating_sub(tail_groups);
+    let mut ends = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        let before_loss = group.iter().copied().filter(|&i| i < loss);
+        if g == 0 && keep_first {
+            continue;
+        } else if g >= tail_from {
+            ends.extend(before_loss);
+        } else {
+            ends.extend(before_loss.max());
+        }
+    }
+    ends
+}
+
 fn encoded_len(shape: &[usize]) -> usize {
     1 + 4 * shape.len() + 4 * shape.iter().product::<usize>()
 }
@@ -114,6 +142,11 @@ pub struct Plan {
     pub(super) keep_first: bool,
     /// Groups of layers the designer keeps at the end ([`kept_tail`]; 0 without `keep_last`).
     pub(super) tail_groups: usize,
+    /// The layer whose output a test pass gives.
+    pub(super) test_end: usize,
+    /// Whether a hop runs it (flagged [`HopSetup::TEST_END`]: it reports its output sealed
+    /// for the designer); else the designer does, in its kept tail.
+    pub(super) remote_test_end: bool,
 }
 
 impl Plan {
@@ -151,7 +184,28 @@ impl Plan {
             }
         };
         let batch = input_shape.first().copied().unwrap_or(1);
-        let test_end = layer_count.saturating_sub(2);
+        // By default the test pass ends at the model's output, the layer before the loss.
+        let test_end = match options.test_end {
+            None => layer_count.saturating_sub(2),
+            Some(layer) => {
+                let possible = test_ends(
+                    &groups,
+                    options.keep_first,
+                    tail_groups,
+                    layer_count.saturating_sub(1),
+                );
+                if !possible.contains(&layer) {
+                    // Named as the whole model numbers its layers (a frozen front cut off).
+                    let first = spec.first_layer;
+                    return Err(PlanError::TestEnd {
+                        layer: first + layer,
+                        possible: possible.iter().map(|&i| first + i).collect(),
+                    }
+                    .into());
+                }
+                layer
+            }
+        };
         let remote_test_end = remote_groups.iter().any(|g| g.contains(&test_end));
         // Tensors on the links: the input of every remote group, and of the kept tail.
         // The first hop's input may travel as bytes; unless the designer keeps layers before
@@ -171,6 +225,8 @@ impl Plan {
             .max()
             .unwrap_or(0);
         let mut payload = (1 + MAX_MESSAGE_LEN + 8).max(encoded_len(&[batch]));
+        // The test end's output travels sealed in the blob (a report), within the frame
+        // length every message of the session has.
         if remote_test_end {
             payload = payload.max(1 + encoded_len(&outputs[test_end]));
         }
@@ -266,7 +322,14 @@ impl Plan {
             blob_len,
             keep_first: options.keep_first,
             tail_groups,
+            test_end,
+            remote_test_end,
         })
+    }
+
+    /// The layer whose output a test pass gives (by default the one before the loss).
+    pub fn test_end(&self) -> usize {
+        self.test_end
     }
 
     /// Whether the designer keeps the last layers (and the loss).
@@ -415,6 +478,23 @@ mod tests {
 
     fn fingerprints(chosen: &[Candidate]) -> Vec<u8> {
         chosen.iter().map(|c| c.descriptor.fingerprint[0]).collect()
+    }
+
+    /// Where a test pass can end: at a hop's last layer before the loss, or anywhere in the
+    /// kept tail; never in the kept first group nor at the loss.
+    #[test]
+    fn a_test_pass_ends_where_a_group_ends_or_in_the_kept_tail() {
+        // The paper's MLP, one layer per group; the designer keeps 2, 3 and the loss 4.
+        let paper: Vec<Vec<usize>> = (0..5).map(|i| vec![i]).collect();
+        assert_eq!(test_ends(&paper, false, 3, 4), [0, 1, 2, 3]);
+        assert_eq!(test_ends(&paper, true, 3, 4), [1, 2, 3]);
+        assert_eq!(test_ends(&paper, false, 0, 4), [0, 1, 2, 3]);
+        // Hosts share layers: {0, 1}, {2, 3}, {4, 5 (loss)}.
+        let grouped = vec![vec![0, 1], vec![2, 3], vec![4, 5]];
+        assert_eq!(test_ends(&grouped, false, 0, 5), [1, 3, 4]);
+        // The designer keeps {2, 3} and {4, 5}: any layer of them before the loss.
+        assert_eq!(test_ends(&grouped, false, 2, 5), [1, 2, 3, 4]);
+        assert_eq!(test_ends(&grouped, true, 2, 5), [2, 3, 4]);
     }
 
     #[test]

@@ -218,8 +218,11 @@ pub(crate) fn run(args: FloorArgs) -> Result<()> {
                 Kind::Cascade => {
                     let (options, splits) =
                         remote.as_ref().zip(splits.as_ref()).context("no cluster")?;
+                    let spinner = mixnn_designer::progress::spinner(true, crate::SETTING_UP);
                     let run =
-                        CascadeRun::connect(&spec, sandbox, options, &splits.train, batch_size)?;
+                        CascadeRun::connect(&spec, sandbox, options, &splits.train, batch_size);
+                    spinner.finish_and_clear();
+                    let run = run?;
                     println!(
                         "cascade: session set up in {:.0} ms over {}",
                         run.setup_s * 1e3,
