@@ -26,6 +26,34 @@ pub const ONION_PUBLIC_FILE: &str = "onion-key.pub.pem";
 pub const TLS_CERT_FILE: &str = "tls-cert.pem";
 /// The QUIC private key (PKCS#8 PEM, owner-only).
 pub const TLS_KEY_FILE: &str = "tls-key.pem";
+/// An operator's Ed25519 key (PKCS#8 PEM, owner-only), which certifies its hosts
+/// ([`mixnn_wire::family::certify`]); kept apart from any host's keys.
+pub const OPERATOR_KEY_FILE: &str = "operator-key.pem";
+
+/// Writes a new operator key into `dir` (created if needed); never overwrites one.
+pub fn generate_operator_key(dir: &Path) -> Result<IdentityKey, KeyError> {
+    fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    let key = IdentityKey::generate()?;
+    write_pem(
+        &dir.join(OPERATOR_KEY_FILE),
+        "PRIVATE KEY",
+        key.to_pkcs8_der(),
+        true,
+    )?;
+    Ok(key)
+}
+
+/// Reads the operator key that [`generate_operator_key`] wrote.
+pub fn load_operator_key(dir: &Path) -> Result<IdentityKey, KeyError> {
+    let path = dir.join(OPERATOR_KEY_FILE);
+    IdentityKey::from_pkcs8(&read_pem(&path, "PRIVATE KEY")?).map_err(|e| KeyError::Invalid {
+        path,
+        source: e.into(),
+    })
+}
 
 /// Why keys could not be created, saved or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -258,5 +286,14 @@ mod tests {
             HostKeys::load(dir.path()),
             Err(KeyError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn operator_keys_round_trip_and_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate_operator_key(dir.path()).unwrap();
+        let loaded = load_operator_key(dir.path()).unwrap();
+        assert_eq!(loaded.public().unwrap(), key.public().unwrap());
+        assert!(generate_operator_key(dir.path()).is_err());
     }
 }

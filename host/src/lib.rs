@@ -9,6 +9,7 @@
 pub mod check;
 pub mod daemon;
 pub mod directory;
+pub mod directory_config;
 pub mod directory_service;
 pub mod hop;
 pub mod keys;

@@ -6,10 +6,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mixnn_host::{
     check,
-    keys::{HostKeys, ONION_PUBLIC_FILE, TLS_CERT_FILE},
+    keys::{self, HostKeys, ONION_PUBLIC_FILE, OPERATOR_KEY_FILE, TLS_CERT_FILE},
     serve,
 };
 use mixnn_transport::hex_fingerprint;
+use mixnn_wire::family;
 
 /// A mixnn host: runs designers' layer components in a sandbox and relays onion-routed
 /// messages of their training sessions.
@@ -63,9 +64,40 @@ enum Command {
         /// Hosts not heard from for this many seconds leave the served pool.
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         max_age_s: u64,
+        /// Admission, reachability and stats (TOML; see `mixnn_host::directory_config`).
+        /// Default: open admission, reachability probes on.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Also stop when standard input closes.
         #[arg(long)]
         stop_on_stdin_eof: bool,
+    },
+    /// Create an operator's Ed25519 key (`operator-key.pem`, readable only by its owner), which
+    /// certifies the operator's hosts. Prints its public key, for directories' allow-lists and
+    /// hosts' `[operator]` tables. Never overwrites an existing key.
+    OperatorKeygen {
+        /// Directory to write the key into (created if missing); keep it off the hosts.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Certify a host as the operator's: prints the `[operator]` table for its config.
+    OperatorSign {
+        /// The operator's key directory (`operator-keygen`).
+        #[arg(long, value_name = "DIR")]
+        operator: PathBuf,
+        /// The host's identity (what `keygen` printed), hex.
+        #[arg(long, value_name = "HEX")]
+        host_identity: String,
+    },
+    /// Invite a host to a directory in `invitation` mode: prints the invitation for its
+    /// config's `[directory]` table.
+    Invite {
+        /// The directory's keys (`keygen`); its identity key signs.
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        /// The host's identity (what `keygen` printed), hex.
+        #[arg(long, value_name = "HEX")]
+        host_identity: String,
     },
 }
 
@@ -110,15 +142,57 @@ fn main() -> Result<()> {
             state,
             keys,
             max_age_s,
+            config,
             stop_on_stdin_eof,
-        } => Ok(serve::directory(
+        } => Ok(serve::directory_with(
             listen,
             state,
             &keys,
             max_age_s,
+            config.as_deref(),
             stop_on_stdin_eof,
         )?),
+        Command::OperatorKeygen { dir } => {
+            let key = keys::generate_operator_key(&dir)
+                .with_context(|| format!("writing the operator key to {}", dir.display()))?;
+            println!(
+                "operator key written to {}",
+                dir.join(OPERATOR_KEY_FILE).display()
+            );
+            println!("operator: {}", family::to_hex(&key.public()?));
+            Ok(())
+        }
+        Command::OperatorSign {
+            operator,
+            host_identity,
+        } => {
+            let key = keys::load_operator_key(&operator)?;
+            let host = parse_identity(&host_identity)?;
+            println!("[operator]");
+            println!("key = \"{}\"", family::to_hex(&key.public()?));
+            println!(
+                "certificate = \"{}\"",
+                family::to_hex(&family::certify(&key, &host))
+            );
+            Ok(())
+        }
+        Command::Invite {
+            keys,
+            host_identity,
+        } => {
+            let directory = HostKeys::load(&keys)?;
+            let host = parse_identity(&host_identity)?;
+            println!(
+                "invitation = \"{}\"",
+                family::to_hex(&family::invite(&directory.identity, &host))
+            );
+            Ok(())
+        }
     }
+}
+
+fn parse_identity(hex: &str) -> Result<[u8; 32]> {
+    family::parse_hex(hex).context("a host identity is 64 hex digits")
 }
 
 fn keygen(dir: &std::path::Path) -> Result<()> {

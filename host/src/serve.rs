@@ -11,7 +11,8 @@ use mixnn_transport::{Fingerprint, TransportError, hex_fingerprint};
 
 use crate::{
     daemon::{ConfigError, Daemon, DaemonError, HostConfig, stopped},
-    directory_service::{DirectoryServer, DirectoryServerError},
+    directory_config::{DirectoryConfig, DirectoryConfigError},
+    directory_service::{DirectoryOptions, DirectoryServer, DirectoryServerError},
     keys::{HostKeys, KeyError},
 };
 
@@ -31,6 +32,9 @@ pub enum ServeError {
     /// The directory could not start.
     #[error("starting the directory: {0}")]
     Directory(#[from] DirectoryServerError),
+    /// The directory's configuration is unusable.
+    #[error(transparent)]
+    DirectoryConfig(#[from] DirectoryConfigError),
     /// The endpoint has no address.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -76,7 +80,9 @@ pub fn host(config: &Path, stop_on_stdin_eof: bool) -> Result<(), ServeError> {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// Runs a directory on `listen` with its state in `state` and its certificate from `keys`.
+/// Runs a directory on `listen` with its state in `state` and its certificate from `keys`:
+/// open admission, reachability probes on (the defaults of
+/// [`crate::directory_config::DirectoryConfig`]).
 pub fn directory(
     listen: SocketAddr,
     state: PathBuf,
@@ -84,9 +90,43 @@ pub fn directory(
     max_age_s: u64,
     stop_on_stdin_eof: bool,
 ) -> Result<(), ServeError> {
+    directory_with(listen, state, keys, max_age_s, None, stop_on_stdin_eof)
+}
+
+/// [`directory`] with a configuration file (admission, reachability, stats). Invitations are
+/// checked against the identity key in `keys`.
+pub fn directory_with(
+    listen: SocketAddr,
+    state: PathBuf,
+    keys: &Path,
+    max_age_s: u64,
+    config: Option<&Path>,
+    stop_on_stdin_eof: bool,
+) -> Result<(), ServeError> {
+    let config = match config {
+        Some(path) => DirectoryConfig::from_file(path)?,
+        None => DirectoryConfig::default(),
+    };
     let keys = HostKeys::load(keys)?;
+    let policy = config
+        .policy(keys.identity.public().map_err(KeyError::Identity)?)
+        .map_err(|what| DirectoryConfigError::Invalid {
+            path: PathBuf::from("--config"),
+            what,
+        })?;
+    tracing::info!(
+        admission = ?config.admission.mode,
+        pow_bits = policy.pow_bits,
+        reachability = config.reachability.enabled,
+        "directory policy"
+    );
+    let options = DirectoryOptions {
+        policy,
+        reachability: config.reachability,
+        stats_file: config.stats_file,
+    };
     runtime()?.block_on(async {
-        let server = DirectoryServer::bind(listen, keys.tls, state, max_age_s)?;
+        let server = DirectoryServer::bind_with(listen, keys.tls, state, max_age_s, options)?;
         announce(server.local_addr()?, &server.fingerprint());
         server.serve(stopped(stop_on_stdin_eof)).await;
         Ok(())

@@ -10,7 +10,11 @@
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
-use mixnn_host::{daemon::unix_now, directory_service::DirectoryServer, keys::HostKeys};
+use mixnn_host::{
+    daemon::unix_now,
+    directory_service::{DirectoryOptions, DirectoryServer, ReachabilityConfig},
+    keys::HostKeys,
+};
 use mixnn_transport::{
     Endpoint, TlsIdentity,
     directory_client::{self, DirectoryClientError},
@@ -43,7 +47,14 @@ async fn the_pool_survives_a_restart_and_forged_descriptors_are_refused() {
     let state = dir.path().join("state.json");
     let identity = TlsIdentity::generate().unwrap();
     let start = |identity: TlsIdentity| {
-        let server = DirectoryServer::bind(loopback(), identity, state.clone(), 300).unwrap();
+        // The hosts are descriptors only (nothing answers at their addresses): no probes here
+        // (tests/sybil.rs has them).
+        let options = DirectoryOptions {
+            reachability: ReachabilityConfig::disabled(),
+            ..DirectoryOptions::default()
+        };
+        let server =
+            DirectoryServer::bind_with(loopback(), identity, state.clone(), 300, options).unwrap();
         let (addr, fp) = (server.local_addr().unwrap(), server.fingerprint());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {

@@ -3,14 +3,15 @@
 //! the answers' format):
 //!
 //! - `PUBLISH || u32 len || signed descriptor`: taken, or refused with a code;
-//! - `POOL`: the live pool, as signed descriptors. Designers verify every descriptor
-//!   themselves; the directory cannot forge one. A client reads no more than the pool it
-//!   takes ([`fetch_pool`]'s `max_hosts`).
+//! - `POOL || 2`: the live pool, as signed descriptors, each with when the directory first
+//!   admitted its host ([`fetch_pool_entries`]; a directory that predates it answers without).
+//!   Designers verify every descriptor themselves; the directory cannot forge one. A client
+//!   reads no more than the pool it takes (`max_hosts`).
 
 use std::{net::SocketAddr, time::Duration};
 
 use mixnn_wire::{
-    directory::{self, AnswerError, POOL_HEADER_LEN, REFUSAL_LEN},
+    directory::{self, AnswerError, POOL_HEADER_LEN, POOL_V2, REFUSAL_LEN},
     reader::ReadError,
     stream::StreamHeader,
 };
@@ -100,6 +101,16 @@ pub async fn publish(
     .await
 }
 
+/// A host of the live pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolHost {
+    /// Its signed descriptor (unverified: verify it before use).
+    pub signed: Vec<u8>,
+    /// When the directory first admitted it (Unix seconds); `None` from a directory that
+    /// predates it. The directory's word: designers can only trust it as far as the directory.
+    pub first_seen: Option<u64>,
+}
+
 /// The signed descriptors of the live pool (unverified: verify each before use), if it holds
 /// at most `max_hosts` hosts ([`DEFAULT_MAX_POOL`]): the answer is read no further than that.
 pub async fn fetch_pool(
@@ -108,7 +119,22 @@ pub async fn fetch_pool(
     fingerprint: Fingerprint,
     max_hosts: usize,
 ) -> Result<Vec<Vec<u8>>, DirectoryClientError> {
-    let ask = StreamHeader::Pool.encode();
+    Ok(fetch_pool_entries(endpoint, addr, fingerprint, max_hosts)
+        .await?
+        .into_iter()
+        .map(|host| host.signed)
+        .collect())
+}
+
+/// [`fetch_pool`], with when the directory first admitted each host.
+pub async fn fetch_pool_entries(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    fingerprint: Fingerprint,
+    max_hosts: usize,
+) -> Result<Vec<PoolHost>, DirectoryClientError> {
+    let mut ask = StreamHeader::Pool.encode();
+    ask.push(POOL_V2);
     request(endpoint, addr, fingerprint, &ask, async |recv| {
         let read = stream_error("answer");
         let mut head = [0u8; POOL_HEADER_LEN];
@@ -123,15 +149,19 @@ pub async fn fetch_pool(
         recv.read_exact(&mut head[1..head_len])
             .await
             .map_err(|e| stream_error("answer")(e.into()))?;
-        let count = directory::decode_pool_header(&head[..head_len], max_hosts)?;
+        let (version, count) =
+            directory::decode_pool_header_versioned(&head[..head_len], max_hosts)?;
         let body = recv
-            .read_to_end(directory::pool_body_max(count))
+            .read_to_end(directory::pool_body_max_versioned(version, count))
             .await
             .map_err(|e| read(e.into()))?;
-        Ok(directory::decode_pool_body(&body, count)
+        Ok(directory::decode_pool_body_versioned(&body, version, count)
             .map_err(AnswerError::Read)?
             .into_iter()
-            .map(<[u8]>::to_vec)
+            .map(|entry| PoolHost {
+                signed: entry.signed.to_vec(),
+                first_seen: entry.first_seen,
+            })
             .collect())
     })
     .await

@@ -189,6 +189,17 @@ impl IdentityKey {
             .map_err(|_| DescriptorError::Key("public key size"))
     }
 
+    /// Signs `domain || message`: for [`crate::family`]'s certificates and invitations, each
+    /// under a domain of its own, so that no signature of one kind passes for another (or for
+    /// a descriptor's).
+    pub(crate) fn sign_in_domain(&self, domain: &[u8], message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut signed = domain.to_vec();
+        signed.extend(message);
+        let mut out = [0; SIGNATURE_LEN];
+        out.copy_from_slice(self.pair.sign(&signed).as_ref());
+        out
+    }
+
     /// Signs `descriptor` (its `identity` is set to this key's) into the bytes a directory takes.
     pub fn sign(&self, mut descriptor: Descriptor) -> Result<Vec<u8>, DescriptorError> {
         descriptor.identity = self.public()?;

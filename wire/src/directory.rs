@@ -1,7 +1,13 @@
 //! The directory's answers, one per request stream ([`crate::stream`]):
 //!
 //! - to `PUBLISH`: `0` (taken) or `1 || code` ([`Refusal`]);
-//! - to `POOL`: `0 || u32 count || (u32 len || signed descriptor)*`, or `1 || code`.
+//! - to `POOL`: `0 || u32 count || (u32 len || signed descriptor)*`, or `1 || code`;
+//! - to `POOL || 2` (a client that reads the second version, [`POOL_V2`]):
+//!   `2 || u32 count || (u64 first_seen || u32 len || signed descriptor)*`, or `1 || code`,
+//!   where `first_seen` is when the directory first admitted the host (Unix seconds), for
+//!   designers that prefer long-lived hosts. A directory that predates it ignores the byte
+//!   after the header and answers the first version, which a new client still reads; an old
+//!   client sends no such byte and gets the first version.
 //!
 //! A client sizes what it reads to the pool it was promised: it reads the count first, refuses
 //! more hosts than it asked for at most, and then reads no more than that many descriptors of
@@ -17,6 +23,29 @@ use crate::{
 pub const POOL_HEADER_LEN: usize = 1 + 4;
 /// Bytes of a refusal: the status and the code.
 pub const REFUSAL_LEN: usize = 2;
+/// The byte after a `POOL` header that asks for the second version of the answer, and that
+/// answer's status.
+pub const POOL_V2: u8 = 2;
+/// Bytes of a second-version entry's head: `first_seen` and the length.
+const V2_ENTRY_HEAD: usize = 8 + 4;
+
+/// Which answer to a pool request this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolVersion {
+    /// Descriptors only.
+    V1,
+    /// Descriptors with when the directory first saw each host.
+    V2,
+}
+
+/// A host in a pool answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolEntry<'a> {
+    /// Its signed descriptor (unverified).
+    pub signed: &'a [u8],
+    /// When the directory first admitted it (Unix seconds), if the answer says.
+    pub first_seen: Option<u64>,
+}
 
 /// Why the directory refused a request. Open: codes this version does not know still parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +66,16 @@ impl Refusal {
     pub const UNKNOWN_REQUEST: Refusal = Refusal(6);
     /// Too many requests at once, or from this source: try later.
     pub const BUSY: Refusal = Refusal(7);
+    /// The descriptor names an operator whose certificate does not verify for this host
+    /// ([`crate::family::operator_of`]).
+    pub const BAD_OPERATOR_CERTIFICATE: Refusal = Refusal(8);
+    /// The directory admits this host by neither its allow-list nor an invitation.
+    pub const NOT_ADMITTED: Refusal = Refusal(9);
+    /// No proof of work, or too few bits of it ([`crate::family::check_pow`]).
+    pub const PROOF_OF_WORK: Refusal = Refusal(10);
+    /// The directory could not reach the host at its published address, with its published
+    /// certificate.
+    pub const UNREACHABLE: Refusal = Refusal(11);
 }
 
 impl std::fmt::Display for Refusal {
@@ -49,6 +88,10 @@ impl std::fmt::Display for Refusal {
             Refusal::UNAVAILABLE => "the directory cannot store descriptors now",
             Refusal::UNKNOWN_REQUEST => "unknown request",
             Refusal::BUSY => "the directory is busy",
+            Refusal::BAD_OPERATOR_CERTIFICATE => "the operator's certificate does not verify",
+            Refusal::NOT_ADMITTED => "not admitted (neither allowed nor invited)",
+            Refusal::PROOF_OF_WORK => "no proof of work, or too little",
+            Refusal::UNREACHABLE => "unreachable at the published address and certificate",
             Refusal(code) => return write!(f, "refusal code {code}"),
         };
         f.write_str(text)
@@ -115,13 +158,45 @@ pub fn encode_pool<'a>(descriptors: impl ExactSizeIterator<Item = &'a [u8]>) -> 
     out
 }
 
+/// The second version of the answer to a pool request: each descriptor with its host's
+/// `first_seen`.
+pub fn encode_pool_v2<'a>(entries: impl ExactSizeIterator<Item = (&'a [u8], u64)>) -> Vec<u8> {
+    let mut out = vec![POOL_V2];
+    out.extend(
+        u32::try_from(entries.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    for (signed, first_seen) in entries {
+        out.extend(first_seen.to_be_bytes());
+        put_lp32(&mut out, signed);
+    }
+    out
+}
+
 /// Reads the first bytes of a pool answer: the number of hosts that follow (at most
 /// `max_hosts`), or the refusal. `head` holds [`POOL_HEADER_LEN`] bytes, or
-/// [`REFUSAL_LEN`] if the answer is a refusal.
+/// [`REFUSAL_LEN`] if the answer is a refusal. First version only; see
+/// [`decode_pool_header_versioned`].
 pub fn decode_pool_header(head: &[u8], max_hosts: usize) -> Result<usize, AnswerError> {
+    match decode_pool_header_versioned(head, max_hosts)? {
+        (PoolVersion::V1, count) => Ok(count),
+        (PoolVersion::V2, _) => Err(ReadError::Malformed("unknown status").into()),
+    }
+}
+
+/// [`decode_pool_header`] for either version of the answer.
+pub fn decode_pool_header_versioned(
+    head: &[u8],
+    max_hosts: usize,
+) -> Result<(PoolVersion, usize), AnswerError> {
     let mut r = Reader::new(head);
-    let count = match r.take_u8()? {
-        0 => usize::try_from(r.take_u32()?).map_err(|_| ReadError::Malformed("count"))?,
+    let count = |r: &mut Reader<'_>| {
+        usize::try_from(r.take_u32()?).map_err(|_| ReadError::Malformed("count"))
+    };
+    let (version, count) = match r.take_u8()? {
+        0 => (PoolVersion::V1, count(&mut r)?),
+        POOL_V2 => (PoolVersion::V2, count(&mut r)?),
         1 => {
             let refusal = Refusal(r.take_u8()?);
             r.should_be_exhausted()?;
@@ -136,12 +211,45 @@ pub fn decode_pool_header(head: &[u8], max_hosts: usize) -> Result<usize, Answer
             max: max_hosts,
         });
     }
-    Ok(count)
+    Ok((version, count))
 }
 
 /// The most bytes that may follow the header of an answer of `count` hosts.
 pub fn pool_body_max(count: usize) -> usize {
     count.saturating_mul(4 + MAX_DESCRIPTOR_LEN)
+}
+
+/// [`pool_body_max`] for either version.
+pub fn pool_body_max_versioned(version: PoolVersion, count: usize) -> usize {
+    match version {
+        PoolVersion::V1 => pool_body_max(count),
+        PoolVersion::V2 => count.saturating_mul(V2_ENTRY_HEAD + MAX_DESCRIPTOR_LEN),
+    }
+}
+
+/// Reads the entries after the header of an answer of either version.
+pub fn decode_pool_body_versioned(
+    body: &[u8],
+    version: PoolVersion,
+    count: usize,
+) -> Result<Vec<PoolEntry<'_>>, ReadError> {
+    let max = pool_body_max_versioned(version, count);
+    if body.len() > max {
+        return Err(ReadError::ExtraBytes(body.len() - max));
+    }
+    let mut r = Reader::new(body);
+    let pool = (0..count)
+        .map(|_| {
+            let first_seen = match version {
+                PoolVersion::V1 => None,
+                PoolVersion::V2 => Some(r.take_u64()?),
+            };
+            let signed = r.take_lp32(MAX_DESCRIPTOR_LEN)?;
+            Ok(PoolEntry { signed, first_seen })
+        })
+        .collect::<Result<Vec<_>, ReadError>>()?;
+    r.should_be_exhausted()?;
+    Ok(pool)
 }
 
 /// Reads the descriptors after the header of an answer of `count` hosts.
@@ -212,6 +320,35 @@ mod tests {
         );
         assert_eq!(pool_body_max(2), 2 * (4 + MAX_DESCRIPTOR_LEN));
         assert!(decode_pool(&[], 5).is_err());
+    }
+
+    #[test]
+    fn second_version_answers_carry_first_seen() {
+        let descriptors: Vec<Vec<u8>> = (0..2u8).map(|i| vec![i; 5]).collect();
+        let answer = encode_pool_v2(
+            descriptors
+                .iter()
+                .zip([10u64, 20])
+                .map(|(d, t)| (d.as_slice(), t)),
+        );
+        assert_eq!(&answer[..5], &[2, 0, 0, 0, 2]);
+        let (version, count) = decode_pool_header_versioned(&answer[..5], 2).unwrap();
+        assert_eq!((version, count), (PoolVersion::V2, 2));
+        let pool = decode_pool_body_versioned(&answer[5..], version, count).unwrap();
+        assert_eq!(pool[1].signed, &[1; 5]);
+        assert_eq!(pool[1].first_seen, Some(20));
+        // A first-version reader refuses it rather than misreading it.
+        assert!(decode_pool(&answer, 2).is_err());
+        assert!(decode_pool_body_versioned(&answer[5..answer.len() - 1], version, 2).is_err());
+        // A first-version answer reads the same through the versioned functions.
+        let v1 = encode_pool(descriptors.iter().map(Vec::as_slice));
+        let (version, count) = decode_pool_header_versioned(&v1[..5], 2).unwrap();
+        let pool = decode_pool_body_versioned(&v1[5..], version, count).unwrap();
+        assert_eq!((pool[0].signed, pool[0].first_seen), (&[0u8; 5][..], None));
+        assert_eq!(
+            pool_body_max_versioned(PoolVersion::V2, 3),
+            3 * (12 + MAX_DESCRIPTOR_LEN)
+        );
     }
 
     #[test]

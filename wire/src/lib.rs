@@ -7,6 +7,8 @@
 //! - [`descriptor`]: a host's signed descriptor (address, onion key, certificate fingerprint,
 //!   metadata) for the directory.
 //! - [`directory`]: the directory's answers (the pool, sized to what the client takes).
+//! - [`family`]: what a descriptor's reserved metadata proves: its operator (a certificate),
+//!   an invitation from the directory, a proof of work.
 //! - [`stream`]: the header that opens every QUIC stream.
 //! - [`setup`]: the op=0 onion that ships each hop its layer, neighbours and keys.
 //! - [`frame`]: the fixed-length frames of op=1/2/3 and cover traffic on each link.
@@ -57,6 +59,7 @@ pub mod crypto;
 pub mod descriptor;
 pub mod directory;
 pub mod export;
+pub mod family;
 pub mod frame;
 pub mod reader;
 pub mod report;

@@ -15,6 +15,13 @@
 //! address = "198.51.100.7:7000"
 //! fingerprint = "5f1c…"            # SHA-256 of its certificate, hex
 //! heartbeat_s = 30
+//! invitation = "…"                 # a directory in invitation mode: `mixnn-host invite`
+//! pow_bits = 20                    # the proof of work the directory asks (at most 28),
+//!                                  # computed once at start: 20 bits take about 0.2 s
+//!
+//! [operator]                       # optional: the operator's certificate of this host
+//! key = "…"                        # `mixnn-host operator-sign` prints this table
+//! certificate = "…"
 //!
 //! [limits]                         # every size, count and time a stranger controls
 //! max_sessions = 64                # at once
@@ -43,8 +50,11 @@
 //! call_timeout_ms = 10000
 //!
 //! [metadata]                       # free-form, published in the descriptor
-//! region = "eu-west"
+//! region = "eu-west"               # (keys starting with `mixnn.` are reserved)
 //! ```
+//!
+//! The operator's key and certificate, the invitation and the proof of work ride in the
+//! descriptor's signed metadata under reserved keys ([`mixnn_wire::family`]).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -52,7 +62,11 @@ use serde::Deserialize;
 
 use mixnn_sandbox::SandboxConfig;
 use mixnn_transport::{Fingerprint, hex_fingerprint};
-use mixnn_wire::setup::MAX_SESSION_LIFETIME_S;
+use mixnn_wire::{
+    descriptor::{IDENTITY_LEN, MAX_METADATA, SIGNATURE_LEN},
+    family::{self, MAX_POW_BITS},
+    setup::MAX_SESSION_LIFETIME_S,
+};
 
 use super::guard::{MAX_REPLAY_TAGS, Source};
 
@@ -91,6 +105,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// The drain asked for.
         drain_s: u64,
+    },
+    /// The metadata, the operator, the invitation or the proof of work are unusable.
+    #[error("{path}: {what}")]
+    Descriptor {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
     },
 }
 
@@ -162,9 +184,13 @@ pub struct HostConfig {
     /// Most MiB the cache directory holds; past it the oldest entries are removed.
     #[serde(default = "default_cache_max_mib")]
     pub cache_max_mib: u64,
-    /// Free-form facts published in the descriptor.
+    /// Free-form facts published in the descriptor (keys starting with `mixnn.` are
+    /// reserved).
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// The operator's certificate of this host, published in the descriptor.
+    #[serde(default)]
+    pub operator: Option<OperatorConfig>,
     /// Misbehaviour on purpose, for tests and chaos drills (see [`Faults`]).
     #[serde(default)]
     pub faults: Faults,
@@ -305,6 +331,67 @@ pub struct DirectoryConfig {
     /// Seconds between re-publications (the directory's liveness signal).
     #[serde(default = "default_heartbeat")]
     pub heartbeat_s: u64,
+    /// The directory's invitation of this host (`mixnn-host invite`), hex.
+    #[serde(default)]
+    pub invitation: Option<String>,
+    /// Bits of proof of work the directory asks (0: none; at most
+    /// [`mixnn_wire::family::MAX_POW_BITS`]).
+    #[serde(default)]
+    pub pow_bits: u32,
+}
+
+/// The `[operator]` table: what `mixnn-host operator-sign` prints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// The operator's public key, hex.
+    pub key: String,
+    /// Its certificate of this host's identity, hex.
+    pub certificate: String,
+}
+
+impl HostConfig {
+    /// Whether the metadata, operator, invitation and proof of work are usable (the
+    /// certificate's match with the host's identity is checked once the keys load).
+    fn check_descriptor_fields(&self) -> Result<(), String> {
+        if let Some(key) = self.metadata.keys().find(|k| family::is_reserved(k)) {
+            return Err(format!(
+                "metadata key {key:?}: keys starting with \"{}\" are reserved",
+                family::RESERVED_PREFIX
+            ));
+        }
+        if let Some(op) = &self.operator {
+            if family::parse_hex::<IDENTITY_LEN>(&op.key).is_none() {
+                return Err("[operator] key is not 64 hex digits".into());
+            }
+            if family::parse_hex::<SIGNATURE_LEN>(&op.certificate).is_none() {
+                return Err("[operator] certificate is not 128 hex digits".into());
+            }
+        }
+        let mut reserved = if self.operator.is_some() { 2 } else { 0 };
+        if let Some(d) = &self.directory {
+            if d.invitation
+                .as_deref()
+                .is_some_and(|i| family::parse_hex::<SIGNATURE_LEN>(i).is_none())
+            {
+                return Err("[directory] invitation is not 128 hex digits".into());
+            }
+            if d.pow_bits > MAX_POW_BITS {
+                return Err(format!(
+                    "[directory] pow_bits {} exceeds {MAX_POW_BITS}",
+                    d.pow_bits
+                ));
+            }
+            reserved += usize::from(d.invitation.is_some()) + usize::from(d.pow_bits > 0);
+        }
+        if self.metadata.len() + reserved > MAX_METADATA {
+            return Err(format!(
+                "{} metadata entries and {reserved} reserved ones: a descriptor holds {MAX_METADATA}",
+                self.metadata.len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_heartbeat() -> u64 {
@@ -510,6 +597,12 @@ impl HostConfig {
                 drain_s: config.drain_s,
             });
         }
+        config
+            .check_descriptor_fields()
+            .map_err(|what| ConfigError::Descriptor {
+                path: path.into(),
+                what,
+            })?;
         let base = path.parent().unwrap_or(std::path::Path::new("."));
         config.keys = base.join(&config.keys);
         config.stats_file = config.stats_file.map(|p| base.join(p));
@@ -523,6 +616,44 @@ impl HostConfig {
 #[cfg(test)]
 mod cache_tests {
     use super::*;
+
+    #[test]
+    fn reserved_metadata_and_malformed_families_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.toml");
+        let parse = |text: &str| {
+            std::fs::write(&path, format!("keys = \"keys\"\n{text}")).unwrap();
+            HostConfig::from_file(&path)
+        };
+        let key = "ab".repeat(32);
+        let sig = "cd".repeat(64);
+        assert!(
+            parse(&format!(
+                "[operator]\nkey = \"{key}\"\ncertificate = \"{sig}\"\n"
+            ))
+            .is_ok()
+        );
+        assert!(matches!(
+            parse("[metadata]\n\"mixnn.operator\" = \"x\"\n"),
+            Err(ConfigError::Descriptor { .. })
+        ));
+        assert!(
+            parse(&format!(
+                "[operator]\nkey = \"{key}\"\ncertificate = \"ab\"\n"
+            ))
+            .is_err()
+        );
+        let directory = "[directory]\naddress = \"127.0.0.1:1\"\nfingerprint = \"";
+        let fp = "00".repeat(32);
+        assert!(parse(&format!("{directory}{fp}\"\npow_bits = 29\n")).is_err());
+        assert!(
+            parse(&format!(
+                "{directory}{fp}\"\npow_bits = 20\ninvitation = \"{sig}\"\n"
+            ))
+            .is_ok()
+        );
+        assert!(parse(&format!("{directory}{fp}\"\ninvitation = \"zz\"\n")).is_err());
+    }
 
     #[test]
     fn the_cache_dir_is_relative_to_the_file_and_off_by_default() {

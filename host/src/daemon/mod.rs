@@ -32,7 +32,7 @@ use std::{
 
 pub use config::{
     ConfigError, DirectoryConfig, FaultLie, FaultOp, FaultSignal, Faults, HostConfig, Limits,
-    LimitsError, MAX_DRAIN_S, SandboxLimits,
+    LimitsError, MAX_DRAIN_S, OperatorConfig, SandboxLimits,
 };
 pub use guard::{
     Counters, DaemonStats, MAX_REPLAY_TAGS, Quota, QuotaFull, QuotaSlot, RateLimiter, ReplayCache,
@@ -45,7 +45,9 @@ use mixnn_transport::{
 };
 use mixnn_wire::{
     crypto::{OnionPrivateKey, SystemEntropy},
-    descriptor::{Descriptor, IdentityKey},
+    descriptor::{Descriptor, IDENTITY_LEN, IdentityKey, SIGNATURE_LEN},
+    directory::{AnswerError, Refusal},
+    family::{self, FamilyError},
     setup::{self, CircuitId, Freshness, HEAD_LEN, Peer, SetupError},
     stream::{StreamHeader, StreamRefusal},
 };
@@ -67,6 +69,51 @@ pub enum DaemonError {
     /// The endpoint could not be bound.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The `[operator]` table does not certify this host's identity, or the proof of work
+    /// cannot be made.
+    #[error("descriptor: {0}")]
+    Family(#[from] FamilyError),
+}
+
+/// What the host adds under reserved keys to its descriptor's metadata: its operator's
+/// certificate, its invitation, its proof of work (computed here, once: 2^bits hashes).
+fn reserved_metadata(
+    config: &HostConfig,
+    identity: &[u8; IDENTITY_LEN],
+) -> Result<std::collections::BTreeMap<String, String>, DaemonError> {
+    let mut reserved = std::collections::BTreeMap::new();
+    if let Some(op) = &config.operator {
+        // The config's check made sure both are hex of their lengths.
+        let key = family::parse_hex::<IDENTITY_LEN>(&op.key)
+            .ok_or(FamilyError::Malformed(family::OPERATOR))?;
+        let certificate = family::parse_hex::<SIGNATURE_LEN>(&op.certificate)
+            .ok_or(FamilyError::Malformed(family::OPERATOR_SIG))?;
+        // A certificate of another host would get every publication refused: say so now.
+        if !family::verify_certificate(&key, identity, &certificate) {
+            return Err(FamilyError::BadCertificate.into());
+        }
+        reserved.insert(family::OPERATOR.to_owned(), family::to_hex(&key));
+        reserved.insert(
+            family::OPERATOR_SIG.to_owned(),
+            family::to_hex(&certificate),
+        );
+    }
+    if let Some(d) = &config.directory {
+        if let Some(invitation) = &d.invitation {
+            reserved.insert(family::INVITATION.to_owned(), invitation.trim().to_owned());
+        }
+        if d.pow_bits > 0 {
+            let started = Instant::now();
+            let nonce = family::solve_pow(identity, d.pow_bits)?;
+            tracing::info!(
+                bits = d.pow_bits,
+                seconds = started.elapsed().as_secs_f64(),
+                "proof of work computed"
+            );
+            reserved.insert(family::POW.to_owned(), family::pow_value(nonce));
+        }
+    }
+    Ok(reserved)
 }
 
 /// Completes on Ctrl-C, SIGTERM, or (if asked) the end of standard input.
@@ -238,6 +285,8 @@ pub struct Daemon {
     inner: Arc<Inner>,
     config: HostConfig,
     keys: HostKeys,
+    /// Reserved metadata: operator, invitation, proof of work (made once, at bind).
+    reserved: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -252,6 +301,10 @@ impl Daemon {
     /// Loads the keys and binds the endpoint. Call inside a tokio runtime.
     pub fn bind(config: HostConfig) -> Result<Self, DaemonError> {
         let keys = HostKeys::load(&config.keys)?;
+        let reserved = reserved_metadata(
+            &config,
+            &keys.identity.public().map_err(KeyError::Identity)?,
+        )?;
         let sandbox = Sandbox::new(config.sandbox_config())?;
         if let Some(dir) = &config.cache_dir {
             tracing::info!(dir = %dir.display(), "compilation cache on disk");
@@ -295,6 +348,7 @@ impl Daemon {
             inner,
             config,
             keys,
+            reserved,
         })
     }
 
@@ -330,7 +384,13 @@ impl Daemon {
             onion_key: self.keys.onion_public()?.der().to_vec(),
             fingerprint: self.fingerprint(),
             published_at: unix_now(),
-            metadata: self.config.metadata.clone(),
+            metadata: self
+                .config
+                .metadata
+                .iter()
+                .chain(&self.reserved)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 
@@ -342,6 +402,7 @@ impl Daemon {
             inner,
             config,
             keys,
+            ..
         } = self;
         let register = config.directory.clone().map(|d| {
             tokio::spawn(register_loop(
@@ -430,6 +491,7 @@ async fn register_loop(
     directory: DirectoryConfig,
 ) {
     let mut last_published = 0;
+    let mut refused = false;
     loop {
         // A descriptor must be newer than the last one the directory holds.
         let now = unix_now().max(last_published + 1);
@@ -448,11 +510,21 @@ async fn register_loop(
                     last_published = now;
                     tracing::debug!("registered with the directory");
                 }
+                Err(directory_client::DirectoryClientError::Answer(AnswerError::Refused(
+                    refusal @ (Refusal::BAD_OPERATOR_CERTIFICATE
+                    | Refusal::NOT_ADMITTED
+                    | Refusal::PROOF_OF_WORK
+                    | Refusal::UNREACHABLE),
+                ))) => {
+                    // Not a passing failure: retrying every second would not change it.
+                    refused = true;
+                    tracing::warn!(%refusal, "the directory refused this host; retrying at the next heartbeat");
+                }
                 Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
             },
             Err(e) => tracing::error!(error = %e, "cannot sign a descriptor"),
         }
-        let wait = if last_published == now {
+        let wait = if last_published == now || std::mem::take(&mut refused) {
             directory.heartbeat_s.max(1)
         } else {
             1
