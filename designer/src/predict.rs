@@ -7,11 +7,17 @@
 //! also runs the model in this process on the same inputs and checks every output bit for bit.
 //! `--test-end K` ends the test passes at layer K: the hop that runs it reports its output
 //! (or the designer's kept tail stops there), and the features are written instead of
-//! predictions.
+//! predictions. A host that fails is replaced as in training ([`Resilient`]): the others keep
+//! their positions, a new session gets the same weights, and the batches in flight and not
+//! answered go again, so that the outputs are those of a run that never failed.
+
+mod npy;
 
 use std::{
+    cell::Cell,
     io::Write as _,
     path::{Path, PathBuf},
+    rc::Rc,
     time::Instant,
 };
 
@@ -24,7 +30,8 @@ use mixnn_designer::{
     local_cluster::LocalCluster,
     metrics::{Evaluation, PRINTED_CONFUSION_CLASSES, argmax_rows},
     progress,
-    remote::{MAX_TESTS_IN_FLIGHT, RemoteCascade, RemoteOptions},
+    recovery::{Checkpoint, Event, RecoveryOptions, Resilient},
+    remote::{MAX_TESTS_IN_FLIGHT, RemoteOptions},
     spec::ModelSpec,
     train,
     weights::Layout,
@@ -50,12 +57,20 @@ pub(crate) struct PredictArgs {
     #[arg(long, value_name = "FILE")]
     weights: PathBuf,
     /// Inputs: the test split of the IDX files in DIR (t10k-images, with their labels).
-    #[arg(long, value_name = "DIR", required_unless_present = "images")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["images", "npy"])]
     data: Option<PathBuf>,
     /// Inputs: the PNG images in DIR, in file-name order (grayscale or colour, turned to
     /// grayscale; each with as many pixels as the model's input has values).
-    #[arg(long, value_name = "DIR", conflicts_with = "data")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "npy"])]
     images: Option<PathBuf>,
+    /// Inputs: a NumPy array in FILE (`np.save`, C order, little-endian), shape [N, ...] with
+    /// as many values per example as the model's input (e.g. [N, 784] or [N, 1, 28, 28]):
+    /// float32 used as is, or uint8 scaled by 1/255 as IDX pixels are.
+    #[arg(long, value_name = "FILE", conflicts_with = "data")]
+    npy: Option<PathBuf>,
+    /// The labels of `--npy`'s inputs, for the metrics: a NumPy array [N] of int64 or uint8.
+    #[arg(long, value_name = "FILE", requires = "npy")]
+    npy_labels: Option<PathBuf>,
     /// Use only the first N inputs.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -88,6 +103,10 @@ pub(crate) struct PredictArgs {
     /// --keep-first. A K that cannot be is refused with the list of those that can.
     #[arg(long, value_name = "K")]
     test_end: Option<usize>,
+    /// Host failures survived before giving up: each failed host is replaced (the others
+    /// keep their positions) and the batches it left unanswered run again.
+    #[arg(long, default_value_t = RecoveryOptions::default().max_recoveries, value_name = "N")]
+    max_recoveries: usize,
 }
 
 /// The inputs, their labels if known, and their names (files) if any.
@@ -95,6 +114,8 @@ struct Inputs {
     data: Dataset,
     labelled: bool,
     names: Option<Vec<String>>,
+    /// Whether every value is a byte over 255 (they may travel as bytes).
+    bytes: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +128,8 @@ struct Summary {
     seconds: f64,
     images_per_s: f64,
     in_flight: usize,
+    /// Host failures survived (each a new session with the failed host replaced).
+    recoveries: usize,
     /// The layer the test passes ended at, with `--test-end`.
     test_end: Option<usize>,
     /// Values per example of its output, with `--test-end`.
@@ -123,7 +146,7 @@ struct Summary {
 
 pub(crate) fn run(args: PredictArgs) -> Result<()> {
     let spec = ModelSpec::from_file(&args.model)?;
-    let inputs = load_inputs(&args)?;
+    let inputs = load_inputs(&args, &spec)?;
     if inputs.data.is_empty() {
         return Err(anyhow!("no inputs"));
     }
@@ -173,10 +196,12 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
     let weights = args.weights.clone();
     let compare = args.compare;
     let name = spec.name.clone();
+    let max_recoveries = args.max_recoveries;
     let Inputs {
         data: raw,
         labelled,
         names,
+        bytes,
     } = inputs;
     let result = run_in_sandbox_worker(move |sandbox| {
         let sandbox = sandbox.ok_or_else(|| anyhow!("no sandbox"))?;
@@ -200,7 +225,7 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         // The test end, numbered in the part that runs over hosts.
         let end = test_end.map(|k| k - frozen);
         let options = RemoteOptions {
-            byte_inputs: options.byte_inputs && frozen == 0,
+            byte_inputs: options.byte_inputs && frozen == 0 && bytes,
             test_end: end,
             ..options
         };
@@ -212,17 +237,40 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
                 .collect::<Result<Vec<Tensor>, _>>()
         };
         let input = spec.batch_shape(batch_size, data.pixels)?;
+        let inputs = batches()?;
+        let total = inputs.len();
+        // Batches answered so far, for the failures' messages.
+        let answered = Rc::new(Cell::new(0usize));
+        let recovery = RecoveryOptions {
+            max_recoveries,
+            // `--compare` checks every output; predict pays for no sampled check.
+            audit_share: 0.0,
+            ..RecoveryOptions::default()
+        };
         let spinner = progress::spinner(true, crate::SETTING_UP);
-        let cascade = RemoteCascade::connect_from(&spec, sandbox, &options, &input, &states);
+        // No training: the checkpoint a new session starts from is the weights given.
+        let cascade = Resilient::connect(
+            &spec,
+            sandbox,
+            &options,
+            &input,
+            Checkpoint::start(states.clone()),
+            recovery,
+        );
         spinner.finish_and_clear();
         let mut cascade = cascade?;
+        // Failures while the first session was set up, then the others as they happen.
+        for event in cascade.events() {
+            print_event(event, 0, total);
+        }
+        let seen = Rc::clone(&answered);
+        cascade.on_event(move |event| print_event(event, seen.get(), total));
         let hops = cascade.describe().len();
         let setup_s = cascade.setup_time().as_secs_f64();
         eprintln!(
             "deployed over {hops} hops in {setup_s:.2} s: {}",
             cascade.describe().join(" -> ")
         );
-        let inputs = batches()?;
         let rows: Vec<usize> = inputs
             .iter()
             .map(|x| x.shape().first().copied().unwrap_or(0))
@@ -235,12 +283,15 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         bar.set_message("over the cascade");
         let started = Instant::now();
         let mut outputs = Vec::with_capacity(inputs.len());
-        cascade.predict_in_flight(inputs, in_flight, |_, y| {
+        cascade.predict_in_flight(&inputs, in_flight, |i, y| {
             outputs.push(y);
+            answered.set(i + 1);
             bar.inc(1);
         })?;
         let seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
+        drop(inputs);
+        let recoveries = cascade.recoveries();
         cascade.close();
         check_shapes(&outputs, &rows, end.is_some())?;
         let local = if compare {
@@ -273,12 +324,20 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         } else {
             None
         };
-        Ok((outputs, data.labels, hops, setup_s, seconds, local))
+        Ok((
+            outputs,
+            data.labels,
+            hops,
+            setup_s,
+            seconds,
+            local,
+            recoveries,
+        ))
     });
     if let Some(cluster) = cluster {
         cluster.shutdown()?;
     }
-    let (outputs, labels, hops, setup_s, seconds, local) = result?;
+    let (outputs, labels, hops, setup_s, seconds, local, recoveries) = result?;
     let labels = labelled.then_some(&labels);
     let n = outputs.iter().map(examples).sum::<usize>();
 
@@ -350,6 +409,7 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         seconds,
         images_per_s: rate(seconds),
         in_flight,
+        recoveries,
         test_end,
         features,
         test_acc,
@@ -359,8 +419,13 @@ pub(crate) fn run(args: PredictArgs) -> Result<()> {
         evaluation,
     };
     println!(
-        "{n} examples over {hops} hops: {:.0} images/s{}{}",
+        "{n} examples over {hops} hops: {:.0} images/s{}{}{}",
         summary.images_per_s,
+        match recoveries {
+            0 => String::new(),
+            1 => ", 1 host failure survived".to_owned(),
+            r => format!(", {r} host failures survived"),
+        },
         summary
             .inproc_images_per_s
             .map(|r| format!(" ({r:.0} in this process)"))
@@ -416,16 +481,104 @@ fn check_shapes(outputs: &[Tensor], rows: &[usize], features: bool) -> Result<()
     Ok(())
 }
 
-fn load_inputs(args: &PredictArgs) -> Result<Inputs> {
-    let mut inputs = match (&args.data, &args.images) {
-        (Some(dir), _) => Inputs {
+/// Prints a failure and a recovery of the test pass as they happen; the summary counts them.
+fn print_event(event: &Event, answered: usize, total: usize) {
+    match event {
+        Event::Failed {
+            step,
+            hop,
+            host,
+            error,
+            ..
+        } => eprintln!(
+            "after {answered} of {total} batches, {} failed{}: {error}; recovering, the \
+             batches in flight go again",
+            match (hop, host) {
+                (Some(hop), Some(host)) => format!("hop {hop} ({host})"),
+                _ => "the cascade (no hop can be named)".to_owned(),
+            },
+            step.map(|s| format!(" during {s}")).unwrap_or_default(),
+        ),
+        Event::Recovered {
+            replaced,
+            hosts,
+            seconds,
+            ..
+        } => eprintln!(
+            "recovered in {seconds:.2} s: {} on {}, the others kept; resuming at batch \
+             {answered}",
+            if replaced.is_empty() {
+                "no position".to_owned()
+            } else {
+                replaced
+                    .iter()
+                    .map(|&p| format!("hop {p} ({})", hosts.get(p).map_or("?", String::as_str)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            if replaced.len() == 1 {
+                "a fresh host"
+            } else {
+                "fresh hosts"
+            }
+        ),
+        Event::Checkpoint { .. } | Event::Audit { .. } | Event::Caught { .. } => {}
+    }
+}
+
+/// Values per example of the model's input, where the spec tells: its `input_shape`, else
+/// a first layer's `in_features`.
+fn model_input_values(spec: &ModelSpec) -> Option<usize> {
+    if let Some(shape) = &spec.input_shape {
+        return Some(shape.iter().product());
+    }
+    spec.layers
+        .first()?
+        .config
+        .get("in_features")?
+        .as_integer()
+        .and_then(|n| usize::try_from(n).ok())
+}
+
+/// Whether every value is `k / 255` for a byte `k`, bit for bit (as the wire tells them).
+fn all_bytes(values: &[f32]) -> bool {
+    values.iter().all(|&v| {
+        let k = (v * 255.0).round();
+        (0.0..=255.0).contains(&k) && (k / 255.0).to_bits() == v.to_bits()
+    })
+}
+
+fn load_inputs(args: &PredictArgs, spec: &ModelSpec) -> Result<Inputs> {
+    let mut inputs = match (&args.data, &args.images, &args.npy) {
+        (Some(dir), _, _) => Inputs {
             data: data::load_split(dir, "t10k")
                 .with_context(|| format!("loading the test split of {}", dir.display()))?,
             labelled: true,
             names: None,
+            bytes: true,
         },
-        (None, Some(dir)) => load_pngs(dir, args.limit.unwrap_or(MAX_IMAGES))?,
-        (None, None) => return Err(anyhow!("give --data DIR or --images DIR")),
+        (None, Some(dir), _) => load_pngs(dir, args.limit.unwrap_or(MAX_IMAGES))?,
+        (None, None, Some(file)) => {
+            // A frozen front takes the raw inputs: the model's input is still the spec's.
+            let read = npy::read_inputs(file, model_input_values(spec))?;
+            let n = read.values.len() / read.features.max(1);
+            let labels = match &args.npy_labels {
+                Some(path) => Some(npy::read_labels(path, n)?),
+                None => None,
+            };
+            let bytes = read.bytes || all_bytes(&read.values);
+            Inputs {
+                data: Dataset {
+                    labels: labels.clone().unwrap_or_else(|| vec![0; n]),
+                    images: read.values,
+                    pixels: read.features,
+                },
+                labelled: labels.is_some(),
+                names: None,
+                bytes,
+            }
+        }
+        (None, None, None) => return Err(anyhow!("give --data DIR, --images DIR or --npy FILE")),
     };
     if let Some(n) = args.limit {
         inputs.data = inputs.data.truncate(n);
@@ -480,6 +633,7 @@ fn load_pngs(dir: &Path, limit: usize) -> Result<Inputs> {
         },
         labelled: false,
         names: Some(names),
+        bytes: true,
     })
 }
 

@@ -535,6 +535,52 @@ impl<'s> Resilient<'s> {
 }
 
 impl Resilient<'_> {
+    /// Recoveries made so far.
+    pub fn recoveries(&self) -> usize {
+        self.recoveries
+    }
+
+    /// Test passes over `inputs`, up to `in_flight` batches in the cascade at once (as
+    /// [`RemoteCascade::predict_in_flight`]), surviving the hosts as training does: on a
+    /// failure the batches not yet answered go again, in order, to a new session placed as
+    /// after any failure and deployed from the same states (a test pass changes none, so the
+    /// checkpoint is still every layer's state). `on_output(i, y)` takes batch `i`'s output,
+    /// each batch once and in order. No test-pass check here: the caller compares, if at all.
+    pub fn predict_in_flight(
+        &mut self,
+        inputs: &[Tensor],
+        in_flight: usize,
+        mut on_output: impl FnMut(usize, Tensor),
+    ) -> Result<(), RecoveryError> {
+        self.test_copy = None;
+        let mut done = 0;
+        while done < inputs.len() {
+            let start = done;
+            let result = self.session()?.predict_in_flight(
+                inputs[start..].iter().cloned(),
+                in_flight,
+                |i, y| {
+                    on_output(start + i, y);
+                    done = start + i + 1;
+                },
+            );
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(
+                        answered = done,
+                        again = inputs.len() - done,
+                        "test pass failed"
+                    );
+                    self.failed(e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Resilient<'_> {
     /// Whether to check this window (or test batch): as often as the audit share allows,
     /// given what a check costs here against what the cascade takes for the same work.
     fn draw(&mut self, local: Duration, cascade: Duration) -> bool {
