@@ -47,8 +47,10 @@ if command -v systemd-analyze >/dev/null; then
 fi
 pids=()
 cleanup() {
+    # Whatever is still running (on a failure): stopped and reaped, quietly. `|| true`: a
+    # reaped process's status must not become the script's under `set -e`.
     for pid in "${pids[@]}"; do
-        kill -9 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+        { kill -9 "$pid" && wait "$pid"; } 2>/dev/null || true
     done
     if $keep; then echo "kept $work"; else rm -rf "$work"; fi
 }
